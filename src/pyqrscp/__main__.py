@@ -1,0 +1,7 @@
+"""Allow ``python -m pyqrscp``."""
+
+import sys
+
+from pyqrscp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""Which presentation contexts each AE title accepts, and in which transfer-syntax order.
+
+pynetdicom's acceptor picks the first of *our* transfer syntaxes that the requestor offers, so the
+order of the lists below is the ``+x...`` preference of dcmqrscp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.uid import (
+    JPEG2000,
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AllStoragePresentationContexts, build_context
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientStudyOnlyQueryRetrieveInformationModelFind,
+    PatientStudyOnlyQueryRetrieveInformationModelGet,
+    PatientStudyOnlyQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from pyqrscp.config import Access
+from pyqrscp.options import Options
+
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+
+_PREFERRED_FIRST = {
+    "little": ExplicitVRLittleEndian, "big": ExplicitVRBigEndian,
+    "lossless": JPEGLosslessSV1, "jpeg8": JPEGBaseline8Bit, "jpeg12": JPEGExtended12Bit,
+    "j2k-lossless": JPEG2000Lossless, "j2k-lossy": JPEG2000, "jls-lossless": JPEGLSLossless,
+    "jls-lossy": JPEGLSNearLossless, "rle": RLELossless, "deflated": DeflatedExplicitVRLittleEndian,
+}
+
+
+def accepted_storage_syntaxes(prefer: str) -> list[str]:
+    """Transfer syntaxes for incoming storage, most preferred first (dcmqrscp ``+x...``).
+
+    Unlike dcmqrscp (uncompressed only unless ``+x`` names a codec), every syntax pydicom knows is
+    accepted by default: pyqrscp stores bytes as received and never needs to decode them.
+    ``+xi`` restricts to implicit VR little endian, as in dcmqrscp.
+    """
+    if prefer == "implicit":
+        return [ImplicitVRLittleEndian]
+    first = _PREFERRED_FIRST.get(prefer)
+    ordered = ([first] if first else []) + list(UNCOMPRESSED)
+    ordered += [str(ts) for ts in AllTransferSyntaxes]
+    return list(dict.fromkeys(str(ts) for ts in ordered))
+
+
+def proposed_syntaxes(propose: str) -> list[str]:
+    """Uncompressed syntaxes for outgoing associations, in dcmqrscp's ``-x...`` order."""
+    if propose == "implicit":
+        return [ImplicitVRLittleEndian]
+    if propose == "big":
+        return [ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    return list(UNCOMPRESSED)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryModels:
+    """The SOP classes of each Q/R information model that is switched on."""
+
+    find: tuple[str, ...]
+    move: tuple[str, ...]
+    get: tuple[str, ...]
+
+
+def query_models(options: Options) -> QueryModels:
+    """Honour ``-QP``/``-QS``/``-QO`` and ``--disable-get``."""
+    models = []
+    if not options.no_patient_root:
+        models.append((PatientRootQueryRetrieveInformationModelFind,
+                       PatientRootQueryRetrieveInformationModelMove,
+                       PatientRootQueryRetrieveInformationModelGet))
+    if not options.no_study_root:
+        models.append((StudyRootQueryRetrieveInformationModelFind,
+                       StudyRootQueryRetrieveInformationModelMove,
+                       StudyRootQueryRetrieveInformationModelGet))
+    if not options.no_patient_study:
+        models.append((PatientStudyOnlyQueryRetrieveInformationModelFind,
+                       PatientStudyOnlyQueryRetrieveInformationModelMove,
+                       PatientStudyOnlyQueryRetrieveInformationModelGet))
+    return QueryModels(
+        find=tuple(str(m[0]) for m in models),
+        move=tuple(str(m[1]) for m in models),
+        get=() if options.disable_get else tuple(str(m[2]) for m in models),
+    )
+
+
+def storage_sop_classes() -> tuple[str, ...]:
+    """Every storage SOP class pynetdicom knows."""
+    return tuple(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+
+def contexts_for(access: Access, options: Options, get_storage_classes: frozenset[str],
+                 allow_store: bool = True) -> list[PresentationContext]:
+    """The contexts an AE with ``access`` supports for one association.
+
+    ``get_storage_classes`` are the storage SOP classes the requestor offered to play SCP for
+    (SCP/SCU role selection, as C-GET requires); an ``R`` area accepts exactly those, in the SCP
+    role only, so C-GET works from it while storing into it stays refused.
+    """
+    uncompressed = list(UNCOMPRESSED)
+    contexts = [build_context(Verification, uncompressed)]
+    storage_syntaxes = accepted_storage_syntaxes(options.prefer_transfer_syntax)
+    models = query_models(options)
+    can_query = access.can_query
+    can_store = access.can_store and allow_store
+    for sop_class in storage_sop_classes():
+        get_role = can_query and bool(models.get) and sop_class in get_storage_classes
+        if not (can_store or get_role):
+            continue
+        context = build_context(sop_class, storage_syntaxes)
+        context.scu_role = can_store
+        context.scp_role = get_role
+        contexts.append(context)
+    if can_query:
+        for sop_class in models.find + models.move + models.get:
+            contexts.append(build_context(sop_class, uncompressed))
+    if access.can_store:
+        contexts.append(build_context(StorageCommitmentPushModel, uncompressed))
+    return contexts

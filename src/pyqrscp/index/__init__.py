@@ -1,0 +1,1 @@
+"""The per-storage-area index: schema and SQLite backend."""

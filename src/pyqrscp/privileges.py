@@ -1,0 +1,57 @@
+"""dcmqrscp's UserName/GroupName: bind as root, then run as an unprivileged user."""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+
+from pyqrscp.errors import StartupError
+
+LOGGER = logging.getLogger(__name__)
+
+
+def drop_privileges(user_name: str | None, group_name: str | None) -> None:
+    """Switch to ``group_name`` then ``user_name`` when running as root; warn otherwise.
+
+    Called after the port is bound so that ports below 1024 (104) still work.
+    """
+    if user_name is None and group_name is None:
+        return
+    if os.geteuid() != 0:
+        LOGGER.warning("not running as root: UserName/GroupName ignored")
+        return
+    gid = _group_id(group_name) if group_name else None
+    uid = _user_id(user_name) if user_name else None
+    if gid is not None:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+    LOGGER.info("running as user %s, group %s", user_name or "(unchanged)",
+                group_name or "(unchanged)")
+
+
+def check_names(user_name: str | None, group_name: str | None) -> None:
+    """Fail before listening when a configured user or group does not exist (as root only)."""
+    if os.geteuid() != 0:
+        return
+    if group_name:
+        _group_id(group_name)
+    if user_name:
+        _user_id(user_name)
+
+
+def _group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise StartupError(f"unknown group {name!r} (GroupName in the config file)") from None
+
+
+def _user_id(name: str) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise StartupError(f"unknown user {name!r} (UserName in the config file)") from None

@@ -1,0 +1,137 @@
+"""Who may talk to which AE title: dcmqrscp's association rules as pure functions.
+
+Kept free of sockets so that every rule is unit-tested; the server feeds it what it saw.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pyqrscp.config import AEEntry, Config, Peer
+
+
+class RejectResult(enum.IntEnum):
+    PERMANENT = 1
+    TRANSIENT = 2
+
+
+class RejectSource(enum.IntEnum):
+    SERVICE_USER = 1
+    SERVICE_PROVIDER_ACSE = 2
+    SERVICE_PROVIDER_PRESENTATION = 3
+
+
+class RejectReason(enum.IntEnum):
+    """A-ASSOCIATE-RJ reasons of PS3.8 Table 9-21 (service-user / presentation sources)."""
+
+    NO_REASON_GIVEN = 1
+    CALLING_AE_TITLE_NOT_RECOGNIZED = 3
+    CALLED_AE_TITLE_NOT_RECOGNIZED = 7
+    LOCAL_LIMIT_EXCEEDED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an association is refused, in DICOM terms and in words for the log."""
+
+    result: RejectResult
+    source: RejectSource
+    reason: RejectReason
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationRequest:
+    """What the server knows about an incoming A-ASSOCIATE-RQ."""
+
+    called_aet: str
+    calling_aet: str
+    peer_address: str
+    implementation_class_uid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """The server-wide switches that affect acceptance (``--refuse``, ``--reject``, ``-dhl``)."""
+
+    refuse: bool = False
+    reject_without_implementation_uid: bool = False
+    disable_host_lookup: bool = False
+
+
+def decide(config: Config, policy: AccessPolicy, request: AssociationRequest
+           ) -> AEEntry | Rejection:
+    """Return the AETable entry serving this request, or the reason to reject it."""
+    if policy.refuse:
+        return Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                         RejectReason.NO_REASON_GIVEN, "refusing all associations (--refuse)")
+    if policy.reject_without_implementation_uid and not request.implementation_class_uid:
+        return Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                         RejectReason.NO_REASON_GIVEN,
+                         "no implementation class UID provided (--reject)")
+    entry = config.ae(request.called_aet)
+    if entry is None:
+        return Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                         RejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
+                         f"called AE title {request.called_aet!r} is not in the AETable")
+    if entry.peers is None:
+        return entry
+    host_names = peer_host_names(request.peer_address, policy.disable_host_lookup)
+    for peer in entry.peers:
+        if peer.ae_title == request.calling_aet and host_matches(
+                peer, request.peer_address, host_names, policy.disable_host_lookup):
+            return entry
+    return Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
+                     RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
+                     f"calling AE title {request.calling_aet!r} at {request.peer_address} is "
+                     f"not a peer of {entry.ae_title}")
+
+
+def peer_host_names(peer_address: str, disable_host_lookup: bool) -> frozenset[str]:
+    """The peer's address and, unless ``-dhl``, the names its reverse lookup gives (lower case)."""
+    names = {peer_address.lower()}
+    if not disable_host_lookup:
+        names.update(_reverse_lookup(peer_address))
+    return frozenset(names)
+
+
+def host_matches(peer: Peer, peer_address: str, host_names: frozenset[str],
+                 disable_host_lookup: bool) -> bool:
+    """Does the configured host of ``peer`` denote the connecting machine?"""
+    configured = peer.host.lower()
+    if configured in host_names:
+        return True
+    if disable_host_lookup:
+        return False
+    return peer_address in _forward_lookup(configured)
+
+
+@lru_cache(maxsize=256)
+def _reverse_lookup(address: str) -> frozenset[str]:
+    try:
+        name, aliases, _ = socket.gethostbyaddr(address)
+    except OSError:
+        return frozenset()
+    return frozenset(n.lower() for n in (name, *aliases))
+
+
+@lru_cache(maxsize=256)
+def _forward_lookup(host: str) -> frozenset[str]:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return frozenset()
+    return frozenset(str(info[4][0]) for info in infos)
+
+
+def resolve_move_destination(config: Config, move_destination: str) -> Peer | None:
+    """Where a C-MOVE sends to: the first HostTable triple with that AE title (case-sensitive)."""
+    for entry in config.ae_table:
+        for peer in entry.peers or ():
+            if peer.ae_title == move_destination:
+                return peer
+    peers = config.peers_named(move_destination)
+    return peers[0] if peers else None

@@ -1,0 +1,195 @@
+"""One pynetdicom server on one port serving every AE title of the AETable.
+
+Association checks happen in ``EVT_REQUESTED`` (pynetdicom's documented hook for rejecting), where
+the called AE title picks the presentation contexts its access rules allow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+
+from pyqrscp.config import Config
+from pyqrscp.contexts import contexts_for
+from pyqrscp.errors import StartupError
+from pyqrscp.options import Options
+from pyqrscp.privileges import drop_privileges
+from pyqrscp.registry import AccessPolicy, AssociationRequest, Rejection, decide
+from pyqrscp.services import Services
+
+LOGGER = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def validate_options(options: Options) -> None:
+    """Refuse option values dcmqrscp refuses, before anything listens."""
+    if options.port is None:
+        raise StartupError("no port given: pass one or set NetworkTCPPort in the config file")
+    if not 0 <= options.port <= 65535:
+        raise StartupError(f"port {options.port} out of range (0..65535)")
+    if options.max_pdu is not None and options.max_pdu != 0 and not (
+            4096 <= options.max_pdu <= 131072):
+        raise StartupError(f"max PDU {options.max_pdu} out of range (4096..131072)")
+
+
+class ArchiveServer:
+    """The running archive: AE, handlers, and a graceful stop."""
+
+    def __init__(self, config: Config, options: Options, host: str = "") -> None:
+        self.config = config
+        self.options = options
+        self.host = host
+        self.services = Services(config, options)
+        self.policy = AccessPolicy(refuse=options.refuse,
+                                   reject_without_implementation_uid=options.reject,
+                                   disable_host_lookup=options.disable_host_lookup)
+        self.stop_requested = threading.Event()
+        self._server: Any = None
+        self._store_associations: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        """The port really listened on (useful with port 0)."""
+        return int(self._server.server_address[1])
+
+    def build_ae(self) -> AE:
+        ae = AE(ae_title="PYQRSCP")
+        ae.maximum_pdu_size = self.options.max_pdu or 16384
+        ae.maximum_associations = self.options.max_associations
+        ae.acse_timeout = self.options.acse_timeout
+        ae.dimse_timeout = self.options.dimse_timeout
+        ae.network_timeout = self.options.network_timeout
+        ae.require_called_aet = False
+        ae.require_calling_aet = []
+        ae.add_supported_context("1.2.840.10008.1.1")
+        return ae
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_CONN_OPEN, self._on_connection_open),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_RELEASED, self._on_ended),
+            (evt.EVT_ABORTED, self._on_ended),
+            (evt.EVT_CONN_CLOSE, self._on_connection_closed),
+            *self.services.handlers(),
+        ]
+
+    def start(self) -> None:
+        """Bind, drop privileges (as dcmqrscp does after binding), and serve in the background."""
+        self.services.open()
+        ae = self.build_ae()
+        self._server = ae.start_server((self.host, self.options.port), block=False,
+                                       evt_handlers=self.handlers())
+        drop_privileges(self.config.user_name, self.config.group_name)
+        LOGGER.info("pyqrscp listening on port %d with AE titles %s", self.port,
+                    ", ".join(entry.ae_title for entry in self.config.ae_table))
+
+    def stop(self) -> None:
+        """Stop accepting, let running associations finish (bounded), then close the areas."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.shutdown()
+        for assoc in list(server.active_associations):
+            assoc.join(timeout=SHUTDOWN_GRACE_SECONDS)
+            if assoc.is_alive():
+                assoc.abort()
+        self.services.close()
+
+    def serve_until_signalled(self) -> int:
+        """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0."""
+        def request_stop(signum: int, _frame: Any) -> None:
+            LOGGER.info("received signal %d, shutting down", signum)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        while not self.stop_requested.wait(timeout=0.5):
+            pass
+        self.stop()
+        return 0
+
+    # -- association events -------------------------------------------------------------
+
+    def _on_connection_open(self, event: Any) -> None:
+        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        request = AssociationRequest(
+            called_aet=_text(primitive.called_ae_title),
+            calling_aet=_text(primitive.calling_ae_title),
+            peer_address=str(assoc.requestor.address),
+            implementation_class_uid=primitive.implementation_class_uid or None,
+        )
+        LOGGER.info("Association Received %s: %s -> %s", request.peer_address,
+                    request.calling_aet, request.called_aet)
+        decision = decide(self.config, self.policy, request)
+        if isinstance(decision, Rejection):
+            LOGGER.warning("Association Rejected %s: %s -> %s: %s", request.peer_address,
+                           request.calling_aet, request.called_aet, decision.why)
+            assoc.acse.send_reject(int(decision.result), int(decision.source),
+                                   int(decision.reason))
+            assoc.kill()
+            return
+        get_roles = frozenset(
+            str(item.sop_class_uid) for item in primitive.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.scp_role)
+        allow_store = self._claim_store_slot(assoc, decision.ae_title)
+        assoc.acceptor.ae_title = decision.ae_title
+        assoc.acceptor.supported_contexts = contexts_for(
+            decision.access, self.options, get_roles, allow_store=allow_store)
+
+    def _claim_store_slot(self, assoc: Any, ae_title: str) -> bool:
+        """``--no-parallel-store``: one storing association per AE title at a time."""
+        if not self.options.no_parallel_store:
+            return True
+        with self._lock:
+            if self._store_associations.get(ae_title, 0) > 0:
+                LOGGER.info("refusing storage contexts for %s: another association is storing "
+                            "(--no-parallel-store)", ae_title)
+                return False
+            self._store_associations[ae_title] = 1
+            assoc._pyqrscp_store_slot = ae_title
+            return True
+
+    def _on_established(self, event: Any) -> None:
+        assoc = event.assoc
+        LOGGER.info("Association Acknowledged %s: %s -> %s (max send PDV: %s)",
+                    assoc.requestor.address, _text(assoc.requestor.ae_title),
+                    _text(assoc.acceptor.ae_title), assoc.requestor.maximum_length)
+
+    def _on_ended(self, event: Any) -> None:
+        assoc = event.assoc
+        verb = "Released" if assoc.is_released else "Aborted"
+        LOGGER.info("Association %s %s: %s -> %s", verb, assoc.requestor.address,
+                    _text(assoc.requestor.ae_title), _text(assoc.acceptor.ae_title))
+
+    def _on_connection_closed(self, event: Any) -> None:
+        ae_title = getattr(event.assoc, "_pyqrscp_store_slot", None)
+        if ae_title is not None:
+            with self._lock:
+                self._store_associations[ae_title] = 0
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value or "").strip()
+
+
+def current_pid() -> int:
+    return os.getpid()

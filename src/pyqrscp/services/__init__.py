@@ -1,0 +1,98 @@
+"""The DICOM services, as bound methods of one :class:`Services` object.
+
+Dependencies (config, options, storage areas) travel on the object; pynetdicom calls
+the handlers with one ``Event`` each.  One place (:func:`failure`) turns exceptions into statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+
+from pyqrscp.config import AEEntry, Config
+from pyqrscp.errors import (
+    InvalidDataset,
+    InvalidIdentifier,
+    PyqrscpError,
+    QuotaExceeded,
+    StorageFailure,
+)
+from pyqrscp.options import Options
+from pyqrscp.status import Status
+from pyqrscp.storage import StorageArea
+
+LOGGER = logging.getLogger(__name__)
+
+_STATUS_OF: tuple[tuple[type[PyqrscpError], Status], ...] = (
+    (InvalidDataset, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS),
+    (InvalidIdentifier, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
+    (QuotaExceeded, Status.OUT_OF_RESOURCES),
+    (StorageFailure, Status.OUT_OF_RESOURCES),
+)
+
+
+def failure(error: Exception, status: Status | None = None) -> Dataset:
+    """The status dataset (Status + ErrorComment) for an error; the one mapping in pyqrscp."""
+    chosen = status
+    if chosen is None:
+        chosen = next((s for kind, s in _STATUS_OF if isinstance(error, kind)),
+                      Status.UNABLE_TO_PROCESS)
+    response = Dataset()
+    response.Status = int(chosen)
+    response.ErrorComment = str(error)[:64]
+    return response
+
+
+def peer(event: Any) -> str:
+    """``CALLING (address) -> CALLED`` for log lines."""
+    assoc = event.assoc
+    calling = str(assoc.requestor.ae_title).strip()
+    called = str(assoc.acceptor.ae_title).strip()
+    return f"{calling} ({assoc.requestor.address}) -> {called}"
+
+
+class Services:
+    """Holds what the handlers need; one instance per server."""
+
+    def __init__(self, config: Config, options: Options) -> None:
+        self.config = config
+        self.options = options
+        self.areas: dict[Path, StorageArea] = {}
+
+    def open(self) -> None:
+        """Open every storage area once (AE titles may share a folder)."""
+        for entry in self.config.ae_table:
+            if entry.storage_area not in self.areas:
+                area = StorageArea(entry.storage_area, entry.quota,
+                                   durable=not self.options.no_sync)
+                area.open()
+                self.areas[entry.storage_area] = area
+
+    def close(self) -> None:
+        for area in self.areas.values():
+            area.close()
+
+    def entry_for(self, event: Any) -> AEEntry:
+        called = str(event.assoc.acceptor.ae_title).strip()
+        entry = self.config.ae(called)
+        if entry is None:
+            raise PyqrscpError(f"no AETable entry for {called!r}")
+        return entry
+
+    def area_for(self, entry: AEEntry) -> StorageArea:
+        return self.areas[entry.storage_area]
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        from pyqrscp.services import echo, find, get, move, store
+
+        return [
+            (evt.EVT_C_ECHO, lambda event: echo.handle(self, event)),
+            (evt.EVT_C_STORE, lambda event: store.handle(self, event)),
+            (evt.EVT_C_FIND, lambda event: find.handle(self, event)),
+            (evt.EVT_C_MOVE, lambda event: move.handle(self, event)),
+            (evt.EVT_C_GET, lambda event: get.handle(self, event)),
+        ]

@@ -1,0 +1,21 @@
+"""C-ECHO: the verification service."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pyqrscp.status import Status
+
+if TYPE_CHECKING:
+    from pyqrscp.services import Services
+
+LOGGER = logging.getLogger(__name__)
+
+
+def handle(services: Services, event: Any) -> int:
+    """Answer success; log one line, as dcmqrscp does for every operation."""
+    from pyqrscp.services import peer
+
+    LOGGER.info("Received Echo Request from %s", peer(event))
+    return int(Status.SUCCESS)

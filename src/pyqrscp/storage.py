@@ -1,0 +1,195 @@
+"""A storage area: generated file names, crash-safe writes, and the index, under one lock.
+
+Store order (as Orthanc): write a temp file, fsync, rename into place, fsync the folder, then
+index in one transaction; remove the file when indexing fails.  A file no index row names is
+never acknowledged, so start-up deletes such leftovers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyqrscp.config import Quota
+from pyqrscp.dicomfile import Header
+from pyqrscp.errors import StorageFailure
+from pyqrscp.index.database import IndexWriter, StoredInstance, connect, create_schema
+from pyqrscp.index.schema import INDEX_FILE_NAME
+from pyqrscp.quota import EvictionPlan, plan_eviction
+
+LOGGER = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".pyqrscp-tmp-"
+GENERATED_NAME = re.compile(r"^[A-Z0-9]{1,8}_[0-9a-f]{16}\.dcm$")
+_MODALITY_CHARS = re.compile(r"[^A-Z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """What a store did: the file it wrote and what it evicted to make room."""
+
+    file_name: str
+    evicted_studies: tuple[str, ...]
+    evicted_instances: tuple[str, ...]
+    replaced: bool
+
+
+def generated_file_name(modality: str) -> str:
+    """dcmqrscp's ``<Modality>_<random>.dcm`` scheme; the peer's text never reaches the path."""
+    prefix = _MODALITY_CHARS.sub("", modality.upper())[:8] or "XX"
+    return f"{prefix}_{secrets.token_hex(8)}.dcm"
+
+
+class StorageArea:
+    """Files plus index of one AETable storage area; safe for many threads at once."""
+
+    def __init__(self, root: Path, quota: Quota, durable: bool = True) -> None:
+        self.root = root
+        self.quota = quota
+        self.durable = durable
+        self.lock = threading.Lock()
+        self.index_path = root / INDEX_FILE_NAME
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open the index and remove leftovers of interrupted writes."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._db = connect(self.index_path, self.durable)
+        create_schema(self._db)
+        self.remove_leftovers()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def writer(self) -> IndexWriter:
+        if self._db is None:
+            raise StorageFailure(f"storage area {self.root} is not open")
+        return IndexWriter(self._db)
+
+    def reader(self) -> sqlite3.Connection:
+        """A fresh connection for one query (WAL readers never wait for the writer)."""
+        return connect(self.index_path, self.durable)
+
+    def path_of(self, file_name: str) -> Path:
+        """The path of an indexed file; refuses anything that is not a plain generated name."""
+        if "/" in file_name or "\\" in file_name or file_name in ("", ".", ".."):
+            raise StorageFailure(f"refusing suspicious file name {file_name!r}")
+        return self.root / file_name
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete temp files and generated files that no index row names."""
+        with self.lock:
+            known = self.writer.all_file_names()
+            removed = []
+            for entry in os.scandir(self.root):
+                name = entry.name
+                if name.startswith(TEMP_PREFIX) or (
+                        GENERATED_NAME.match(name) and name not in known):
+                    os.unlink(entry.path)
+                    removed.append(name)
+        if removed:
+            LOGGER.warning("%s: removed %d leftover file(s) of interrupted writes",
+                           self.root, len(removed))
+        return removed
+
+    def store(self, header: Header, data: bytes) -> StoreResult:
+        """Keep one instance durably and index it; raise QuotaExceeded or StorageFailure."""
+        if len(data) > self.quota.max_bytes_per_study:
+            plan_eviction(self.quota, len(data), header.study_instance_uid, False, 0, [], [])
+        file_name = generated_file_name(header.modality)
+        final_path = self.path_of(file_name)
+        self._write_file(final_path, data)
+        try:
+            with self.lock:
+                plan, replaced = self._index(header, file_name, len(data))
+        except BaseException:
+            _unlink_quietly(final_path)
+            raise
+        for name in replaced:
+            _unlink_quietly(self.path_of(name))
+        return StoreResult(file_name, plan.studies, plan.instances, bool(replaced))
+
+    def _index(self, header: Header, file_name: str, size: int) -> tuple[EvictionPlan, list[str]]:
+        writer = self.writer
+        study_uid = header.study_instance_uid
+        old = writer.instance(header.sop_instance_uid)
+        plan = plan_eviction(
+            self.quota, size, study_uid, not writer.study_exists(study_uid),
+            writer.study_count(), writer.studies_least_recent_first(writer.study_count()),
+            [(i.sop_instance_uid, i.file_size) for i in writer.study_instances_oldest_first(
+                study_uid)], old.sop_instance_uid if old else None)
+        unused: list[str] = [old.file_name] if old else []
+        try:
+            writer.db.execute("BEGIN IMMEDIATE")
+            for evicted_study in plan.studies:
+                unused += writer.delete_study(evicted_study)
+            for evicted_uid in plan.instances:
+                evicted = writer.instance(evicted_uid)
+                if evicted is not None:
+                    unused.append(evicted.file_name)
+                    writer.delete_instance(evicted_uid)
+            writer.add_instance(header, file_name, size)
+            writer.db.execute("COMMIT")
+        except sqlite3.Error as error:
+            writer.db.execute("ROLLBACK")
+            raise StorageFailure(f"index update failed: {error}") from error
+        self._log_evictions(plan)
+        return plan, unused
+
+    def _log_evictions(self, plan: EvictionPlan) -> None:
+        for study_uid in plan.studies:
+            LOGGER.warning("%s: quota: deleted study %s (least recently stored)", self.root,
+                           study_uid)
+        for instance_uid in plan.instances:
+            LOGGER.warning("%s: quota: deleted instance %s to fit the per-study quota", self.root,
+                           instance_uid)
+
+    def _write_file(self, final_path: Path, data: bytes) -> None:
+        temp_path = self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp_path, final_path)
+            if self.durable:
+                _fsync_directory(self.root)
+        except OSError as error:
+            _unlink_quietly(temp_path)
+            _unlink_quietly(final_path)
+            raise StorageFailure(f"cannot write {final_path.name}: {error.strerror}") from error
+
+    def instance(self, sop_instance_uid: str) -> StoredInstance | None:
+        with self.lock:
+            return self.writer.instance(sop_instance_uid)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        LOGGER.error("cannot remove %s: %s", path, error)

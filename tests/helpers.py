@@ -1,0 +1,158 @@
+"""Test helpers: synthetic DICOM files, config files, the real pyqrscp process, DCMTK tools."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+TOOL_TIMEOUT = 60
+
+
+def have_dcmtk() -> bool:
+    return shutil.which("echoscu") is not None and shutil.which("storescu") is not None
+
+
+def make_ct(
+    directory: Path,
+    *,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    patient_name: str = "Doe^John",
+    patient_id: str = "PID1",
+    study_date: str = "20240102",
+    study_time: str = "101500",
+    modality: str = "CT",
+    rows: int = 16,
+    extra: dict[str, tuple[str, object]] | None = None,
+    instance_number: int = 1,
+    charset: str | None = None,
+) -> Path:
+    """Write one small CT instance (Part 10, explicit VR little endian) and return its path."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.StudyDate = study_date
+    ds.StudyTime = study_time
+    ds.Modality = modality
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = instance_number
+    ds.AccessionNumber = "ACC1"
+    ds.Rows = rows
+    ds.Columns = rows
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = os.urandom(rows * rows * 2)
+    for keyword, (vr, value) in (extra or {}).items():
+        ds.add_new(keyword, vr, value)
+    path = directory / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_config(directory: Path, ae_rows: Sequence[str], host_rows: Sequence[str] = (),
+                 vendor_rows: Sequence[str] = (), extra_globals: str = "") -> Path:
+    """A dcmqrscp.cfg in ``directory``."""
+    text = "\n".join([
+        "NetworkTCPPort = 11112", "MaxPDUSize = 16384", "MaxAssociations = 16", extra_globals,
+        "HostTable BEGIN", *host_rows, "HostTable END",
+        "VendorTable BEGIN", *vendor_rows, "VendorTable END",
+        "AETable BEGIN", *ae_rows, "AETable END", ""])
+    path = directory / "dcmqrscp.cfg"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    port: int
+    log: list[str]
+
+    def log_text(self) -> str:
+        return "\n".join(self.log)
+
+
+_LISTENING = re.compile(r"listening on port (\d+)")
+
+
+@contextmanager
+def pyqrscp_process(config: Path, *extra: str, port: int = 0) -> Iterator[RunningServer]:
+    """Run the installed ``pyqrscp`` command; yield once it listens; always stop it."""
+    command = [sys.executable, "-m", "pyqrscp", "-v", "-c", str(config), *extra, str(port)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               text=True)
+    log: list[str] = []
+    ready = threading.Event()
+    found: list[int] = []
+
+    def pump() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            log.append(line.rstrip("\n"))
+            match = _LISTENING.search(line)
+            if match and not found:
+                found.append(int(match.group(1)))
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        ready.wait(timeout=30)
+        if not found:
+            process.kill()
+            reader.join(5)
+            raise RuntimeError("pyqrscp did not start:\n" + "\n".join(log))
+        yield RunningServer(process, found[0], log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        reader.join(5)
+
+
+def run_tool(*args: str, timeout: int = TOOL_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK command-line tool and capture what it prints."""
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
+                          env=DCMTK_ENV)
+
+
+def free_port() -> int:
+    """A port for a *client-side* listener (movescu --port / storescp) picked by the kernel."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
