@@ -131,7 +131,10 @@ def pyqrscp_process(config: Path, *extra: str, port: int = 0) -> Iterator[Runnin
         ready.wait(timeout=30)
         if not found:
             process.kill()
+            process.wait()
             reader.join(5)
+            if process.stderr is not None:
+                process.stderr.close()
             raise RuntimeError("pyqrscp did not start:\n" + "\n".join(log))
         yield RunningServer(process, found[0], log)
     finally:
@@ -143,6 +146,8 @@ def pyqrscp_process(config: Path, *extra: str, port: int = 0) -> Iterator[Runnin
                 process.kill()
                 process.wait()
         reader.join(5)
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def run_tool(*args: str, timeout: int = TOOL_TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,9 @@ _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
 
 
 def _codecs(charsets: Sequence[str]) -> list[str]:
-    codecs = [python_encoding.get(term.strip() or "ISO_IR 6", "") for term in charsets]
+    # pydicom decodes the default repertoire leniently as latin-1; on output it is ASCII only.
+    codecs = ["ascii" if term.strip() in ("", "ISO_IR 6") else python_encoding.get(term.strip(), "")
+              for term in charsets]
     return [codec for codec in codecs if codec] or ["ascii"]
 
 

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         default=argparse.SUPPRESS, help="verbose mode, print processing details")
     parser.add_argument("-d", "--debug", dest="log_level", action="store_const", const="debug",
                         default=argparse.SUPPRESS, help="debug mode, print debug information")
-    parser.add_argument("port", nargs="?", type=int, default=argparse.SUPPRESS,
+    parser.add_argument("port", nargs="?", type=int, default=None,
                         help="tcp/ip port number to listen on (default: in config file)")
     for spec in OPTION_TABLE:
         common: dict[str, Any] = {"dest": spec.dest, "default": argparse.SUPPRESS,
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         if spec.value_type is None:
             parser.add_argument(*spec.flags, action="store_const", const=spec.const, **common)
         else:
-            parser.add_argument(*spec.flags, type=spec.value_type, metavar=spec.metavar,
+            metavar = tuple(spec.metavar.split()) if spec.nargs and spec.metavar else spec.metavar
+            parser.add_argument(*spec.flags, type=spec.value_type, metavar=metavar,
                                 nargs=spec.nargs, **common)
     return parser
 
@@ -59,6 +60,8 @@ def parse_flags(argv: Sequence[str]) -> dict[str, Any]:
     """Return only the settings the user gave, plus the spellings of unimplemented options."""
     parser = build_parser()
     given = vars(parser.parse_args(list(argv)))
+    if given.get("port") is None:
+        given.pop("port", None)
     if given.get("log_level", "warn") not in LEVELS:
         parser.error(f"invalid log level {given['log_level']!r} (expected one of "
                      f"{', '.join(LEVELS)})")

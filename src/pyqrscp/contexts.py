@@ -113,7 +113,8 @@ def storage_sop_classes() -> tuple[str, ...]:
 
 
 def contexts_for(access: Access, options: Options, get_storage_classes: frozenset[str],
-                 allow_store: bool = True) -> list[PresentationContext]:
+                 allow_store: bool = True, proposed: frozenset[str] = frozenset()
+                 ) -> list[PresentationContext]:
     """The contexts an AE with ``access`` supports for one association.
 
     ``get_storage_classes`` are the storage SOP classes the requestor offered to play SCP for
@@ -135,8 +136,16 @@ def contexts_for(access: Access, options: Options, get_storage_classes: frozense
         context.scp_role = get_role
         contexts.append(context)
     if can_query:
-        for sop_class in models.find + models.move + models.get:
+        retrieve = models.move + models.get
+        if options.require_find:
+            retrieve = tuple(uid for uid in retrieve if _find_of(uid) in proposed)
+        for sop_class in models.find + retrieve:
             contexts.append(build_context(sop_class, uncompressed))
     if access.can_store:
         contexts.append(build_context(StorageCommitmentPushModel, uncompressed))
     return contexts
+
+
+def _find_of(retrieve_sop_class: str) -> str:
+    """The FIND SOP class of the same model (``...2.1.2`` MOVE and ``...2.1.3`` GET → ``...2.1.1``)."""
+    return retrieve_sop_class[:-1] + "1"

@@ -7,7 +7,6 @@ the called AE title picks the presentation contexts its access rules allow.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -20,7 +19,7 @@ from pyqrscp.config import Config
 from pyqrscp.contexts import contexts_for
 from pyqrscp.errors import StartupError
 from pyqrscp.options import Options
-from pyqrscp.privileges import drop_privileges
+from pyqrscp.privileges import check_names, drop_privileges
 from pyqrscp.registry import AccessPolicy, AssociationRequest, Rejection, decide
 from pyqrscp.services import Services
 
@@ -86,6 +85,7 @@ class ArchiveServer:
 
     def start(self) -> None:
         """Bind, drop privileges (as dcmqrscp does after binding), and serve in the background."""
+        check_names(self.config.user_name, self.config.group_name)
         self.services.open()
         ae = self.build_ae()
         self._server = ae.start_server((self.host, self.options.port), block=False,
@@ -150,8 +150,10 @@ class ArchiveServer:
             if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.scp_role)
         allow_store = self._claim_store_slot(assoc, decision.ae_title)
         assoc.acceptor.ae_title = decision.ae_title
+        proposed = frozenset(str(cx.abstract_syntax) for cx in
+                             primitive.presentation_context_definition_list)
         assoc.acceptor.supported_contexts = contexts_for(
-            decision.access, self.options, get_roles, allow_store=allow_store)
+            decision.access, self.options, get_roles, allow_store=allow_store, proposed=proposed)
 
     def _claim_store_slot(self, assoc: Any, ae_title: str) -> bool:
         """``--no-parallel-store``: one storing association per AE title at a time."""
@@ -189,7 +191,3 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     return str(value or "").strip()
-
-
-def current_pid() -> int:
-    return os.getpid()

@@ -94,7 +94,7 @@ def parse_identifier(identifier: Dataset, model: InformationModel, strict: bool 
         return_keys.append(keyword)
         if element.VR != "SQ":
             keys.append((keyword, element.VR, element_text(element.value)))
-    _check_unique_keys(dict((k, v) for k, _, v in keys), model, level, strict)
+    _check_unique_keys({k: v for k, _, v in keys}, model, level, strict)
     return Query(model, level, tuple(keys), tuple(return_keys))
 
 
@@ -111,16 +111,20 @@ def _check_unique_keys(values: dict[str, str], model: InformationModel, level: s
             raise InvalidIdentifier(f"{keyword} must be a single value above the {level} level")
 
 
+# Columns: patient/study/series/instance attrs, the row's pk, then the patient/study/series pks
+# (computed keys of a higher level describe that level's entity).
 _SELECT = {
-    "PATIENT": ("SELECT p.attrs, NULL, NULL, NULL, p.pk FROM patient p", "p.patient_id"),
-    "STUDY": ("SELECT p.attrs, s.attrs, NULL, NULL, s.pk FROM study s "
-              "JOIN patient p ON p.pk=s.patient_pk", "s.study_instance_uid"),
-    "SERIES": ("SELECT p.attrs, s.attrs, r.attrs, NULL, r.pk FROM series r "
-               "JOIN study s ON s.pk=r.study_pk JOIN patient p ON p.pk=s.patient_pk",
+    "PATIENT": ("SELECT p.attrs, NULL, NULL, NULL, p.pk, p.pk, NULL, NULL FROM patient p",
+                "p.patient_id"),
+    "STUDY": (("SELECT p.attrs, s.attrs, NULL, NULL, s.pk, p.pk, s.pk, NULL FROM study s "
+               "JOIN patient p ON p.pk=s.patient_pk"), "s.study_instance_uid"),
+    "SERIES": (("SELECT p.attrs, s.attrs, r.attrs, NULL, r.pk, p.pk, s.pk, r.pk FROM series r "
+                "JOIN study s ON s.pk=r.study_pk JOIN patient p ON p.pk=s.patient_pk"),
                "r.series_instance_uid"),
-    "IMAGE": ("SELECT p.attrs, s.attrs, r.attrs, i.attrs, i.pk FROM instance i "
-              "JOIN series r ON r.pk=i.series_pk JOIN study s ON s.pk=r.study_pk "
-              "JOIN patient p ON p.pk=s.patient_pk", "i.sop_instance_uid"),
+    "IMAGE": (("SELECT p.attrs, s.attrs, r.attrs, i.attrs, i.pk, p.pk, s.pk, r.pk "
+               "FROM instance i JOIN series r ON r.pk=i.series_pk "
+               "JOIN study s ON s.pk=r.study_pk JOIN patient p ON p.pk=s.patient_pk"),
+              "i.sop_instance_uid"),
 }
 _UID_COLUMNS = {"PatientID": "p.patient_id", "StudyInstanceUID": "s.study_instance_uid",
                 "SeriesInstanceUID": "r.series_instance_uid", "SOPInstanceUID": "i.sop_instance_uid"}
@@ -160,7 +164,8 @@ def run_query(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = Fa
             if blob is not None:
                 attrs.update(json.loads(blob))
         for keyword in computed:
-            attrs[keyword] = computed_value(db, keyword, int(row[4]))
+            owner_pk = row[5 + LEVEL_ORDER.index(COMPUTED[keyword])]
+            attrs[keyword] = computed_value(db, keyword, int(owner_pk))
         if matcher(attrs):
             yield attrs
 
@@ -232,11 +237,12 @@ _INSTANCES_UNDER = {
 }
 
 
-def matching_instances(db: sqlite3.Connection, query: Query) -> list[tuple[str, str, str, str]]:
+def matching_instances(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
+                       ) -> list[tuple[str, str, str, str]]:
     """``(SOPInstanceUID, SOPClassUID, TransferSyntaxUID, file name)`` of every instance below
     the entities a C-MOVE/C-GET identifier selects, in the order they were stored."""
     sql, args = candidate_sql(query)
-    matcher = compile_identifier(query.keys)
+    matcher = compile_identifier(query.keys, case_sensitive_pn=case_sensitive_pn)
     found: list[tuple[str, str, str, str]] = []
     for row in db.execute(sql, args).fetchall():
         attrs: dict[str, str] = {}

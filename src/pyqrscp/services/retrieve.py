@@ -34,7 +34,8 @@ def select(services: Services, event: Any, strict: bool) -> Selection:
     query = parse_identifier(event.identifier, model_of(event), strict)
     db = services.area_for(entry).reader()
     try:
-        return Selection(tuple(matching_instances(db, query)))
+        return Selection(tuple(matching_instances(
+            db, query, services.options.case_sensitive_pn)))
     finally:
         db.close()
 

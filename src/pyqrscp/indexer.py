@@ -1,0 +1,224 @@
+"""``pyqrscp index``: register existing DICOM files into an AE title's storage area.
+
+Two modes, both meant for a stopped server (opening an area removes leftovers of writes that
+another process may still be doing):
+
+* ``pyqrscp index -c CFG AETITLE PATH...`` copies every file found (folders recursively) through
+  :meth:`StorageArea.store`, so file names are generated and quotas apply as for C-STORE;
+* ``pyqrscp index -c CFG AETITLE --rebuild`` recreates the index rows from the area's own files
+  in one transaction, keeping every file where it is.
+
+A file that cannot go in is reported and skipped, never fatal.  Exit codes: 0 everything went in,
+1 some files were skipped, 2 usage or config errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from pyqrscp.config import AEEntry, load_config
+from pyqrscp.dicomfile import read_header
+from pyqrscp.errors import ConfigError, PyqrscpError
+from pyqrscp.index.database import IndexWriter, connect, create_schema
+from pyqrscp.index.schema import INDEX_FILE_NAME
+from pyqrscp.logs import DcmtkFormatter
+from pyqrscp.storage import TEMP_PREFIX, StorageArea
+
+IGNORED_NAMES = frozenset({"DICOMDIR"})
+_INDEX_FILES = frozenset({INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm",
+                          f"{INDEX_FILE_NAME}-journal"})
+
+
+@dataclass(slots=True)
+class Report:
+    """What one run did, printed as it goes; ``skipped`` decides the exit code."""
+
+    err: TextIO
+    total: int = 0
+    indexed: int = 0
+    skipped: list[str] = field(default_factory=list)
+    show_progress: bool = False
+
+    def skip(self, path: Path, reason: str) -> None:
+        self._clear_progress()
+        self.skipped.append(str(path))
+        print(f"pyqrscp index: skipped {path}: {reason}", file=self.err)
+
+    def progress(self, done: int) -> None:
+        if self.show_progress:
+            print(f"\rindexing {done}/{self.total} file(s)", end="", file=self.err, flush=True)
+
+    def _clear_progress(self) -> None:
+        if self.show_progress:
+            print("\r\033[K", end="", file=self.err, flush=True)
+
+    def finish(self, what: str) -> int:
+        self._clear_progress()
+        print(f"{what}: {self.indexed} file(s) indexed, {len(self.skipped)} skipped")
+        return 1 if self.skipped else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyqrscp index", allow_abbrev=False,
+        description="Register existing DICOM files into the storage area of an AE title "
+        "(copied in under generated names, quotas applied), or rebuild that area's index from "
+        "its own files. Stop the server first.")
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help="config file (default: as pyqrscp, e.g. ./dcmqrscp.cfg)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="recreate the index from the files in the area (files are kept)")
+    parser.add_argument("ae_title", metavar="AETITLE", help="AETable entry whose area to fill")
+    parser.add_argument("paths", metavar="PATH", nargs="*", type=Path,
+                        help="DICOM files or folders (searched recursively)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``pyqrscp index``; return 0 (all in), 1 (some skipped) or 2 (usage/config)."""
+    from pyqrscp.cli import find_config
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+        if args.rebuild == bool(args.paths):
+            parser.error("give either PATH... or --rebuild")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        config = load_config(find_config(args.config))
+    except ConfigError as error:
+        print(f"pyqrscp index: {error}", file=sys.stderr)
+        return 2
+    entry = config.ae(args.ae_title)
+    if entry is None:
+        known = ", ".join(e.ae_title for e in config.ae_table) or "none"
+        print(f"pyqrscp index: AE title {args.ae_title!r} is not in the AETable of "
+              f"{config.path} (known: {known})", file=sys.stderr)
+        return 2
+    report = Report(sys.stderr, show_progress=sys.stderr.isatty())
+    with _warnings_to(sys.stderr):
+        try:
+            if args.rebuild:
+                return rebuild(entry, report)
+            return add_files(entry, args.paths, report)
+        except (OSError, sqlite3.Error, PyqrscpError) as error:
+            print(f"pyqrscp index: cannot use storage area {entry.storage_area}: {error}",
+                  file=sys.stderr)
+            return 2
+
+
+def add_files(entry: AEEntry, paths: Sequence[Path], report: Report) -> int:
+    """Copy every DICOM file under ``paths`` into ``entry``'s area through the normal store."""
+    root = entry.storage_area.resolve()
+    files = list(_files_under(paths, root, report))
+    report.total = len(files)
+    area = StorageArea(entry.storage_area, entry.quota)
+    area.open()
+    try:
+        for done, path in enumerate(files, 1):
+            try:
+                data = path.read_bytes()
+                area.store(read_header(data), data)
+            except (OSError, PyqrscpError) as error:
+                report.skip(path, getattr(error, "strerror", None) or str(error))
+            else:
+                report.indexed += 1
+            report.progress(done)
+    finally:
+        area.close()
+    return report.finish(f"{entry.ae_title} ({entry.storage_area})")
+
+
+def _files_under(paths: Sequence[Path], area_root: Path, report: Report) -> Iterator[Path]:
+    for path in paths:
+        if not path.exists():
+            report.skip(path, "no such file or folder")
+            continue
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for candidate in candidates:
+            if candidate.name in IGNORED_NAMES:
+                continue
+            if candidate.resolve().is_relative_to(area_root):
+                report.skip(candidate, "already inside the storage area (use --rebuild)")
+                continue
+            yield candidate
+
+
+def rebuild(entry: AEEntry, report: Report) -> int:
+    """Drop every index row and index the area's own files again, in one transaction."""
+    root = entry.storage_area
+    index_path = root / INDEX_FILE_NAME
+    if not index_path.exists():
+        for stale in (f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm"):
+            (root / stale).unlink(missing_ok=True)
+    files = sorted((p for p in root.iterdir() if p.is_file() and p.name not in _INDEX_FILES
+                    and not p.name.startswith(TEMP_PREFIX)), key=_stored_order)
+    report.total = len(files)
+    db = connect(index_path)
+    try:
+        create_schema(db)
+        writer = IndexWriter(db)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("instance", "series", "study", "patient"):
+                db.execute(f"DELETE FROM {table}")
+            _index_in_place(writer, files, report)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.close()
+    return report.finish(f"{entry.ae_title} ({root}) rebuilt")
+
+
+def _index_in_place(writer: IndexWriter, files: Sequence[Path], report: Report) -> None:
+    seen: dict[str, Path] = {}
+    for done, path in enumerate(files, 1):
+        try:
+            data = path.read_bytes()
+            header = read_header(data)
+        except (OSError, PyqrscpError) as error:
+            report.skip(path, getattr(error, "strerror", None) or str(error))
+        else:
+            earlier = seen.get(header.sop_instance_uid)
+            if earlier is not None:
+                report.skip(earlier, f"same SOP Instance UID as the newer {path.name}")
+                report.indexed -= 1
+            writer.add_instance(header, path.name, len(data))
+            seen[header.sop_instance_uid] = path
+            report.indexed += 1
+        report.progress(done)
+
+
+def _stored_order(path: Path) -> tuple[int, str]:
+    """Oldest first, so that quota eviction order survives a rebuild."""
+    return (path.stat().st_mtime_ns, path.name)
+
+
+@contextmanager
+def _warnings_to(stream: TextIO) -> Iterator[None]:
+    """Show pyqrscp's warnings (quota evictions) for this run only; no global set-up."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(DcmtkFormatter())
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("pyqrscp")
+    previous_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+        handler.flush()
