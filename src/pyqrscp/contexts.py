@@ -25,24 +25,25 @@ from pydicom.uid import (
 )
 from pynetdicom import AllStoragePresentationContexts, build_context
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientStudyOnlyQueryRetrieveInformationModelFind,
-    PatientStudyOnlyQueryRetrieveInformationModelGet,
-    PatientStudyOnlyQueryRetrieveInformationModelMove,
-    StorageCommitmentPushModel,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 
 from pyqrscp.config import Access
 from pyqrscp.options import Options
 
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+VERIFICATION = "1.2.840.10008.1.1"
+STORAGE_COMMITMENT_PUSH_MODEL = "1.2.840.10008.1.20.1"
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_STUDY_ONLY_FIND = "1.2.840.10008.5.1.4.1.2.3.1"
+PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
+PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
+
+
+UNCOMPRESSED: tuple[str, ...] = (
+    str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian), str(ExplicitVRBigEndian))
 
 _PREFERRED_FIRST = {
     "little": ExplicitVRLittleEndian, "big": ExplicitVRBigEndian,
@@ -60,19 +61,20 @@ def accepted_storage_syntaxes(prefer: str) -> list[str]:
     ``+xi`` restricts to implicit VR little endian, as in dcmqrscp.
     """
     if prefer == "implicit":
-        return [ImplicitVRLittleEndian]
+        return [str(ImplicitVRLittleEndian)]
     first = _PREFERRED_FIRST.get(prefer)
-    ordered = ([first] if first else []) + list(UNCOMPRESSED)
+    ordered = ([str(first)] if first else []) + list(UNCOMPRESSED)
     ordered += [str(ts) for ts in AllTransferSyntaxes]
-    return list(dict.fromkeys(str(ts) for ts in ordered))
+    return list(dict.fromkeys(ordered))
 
 
 def proposed_syntaxes(propose: str) -> list[str]:
     """Uncompressed syntaxes for outgoing associations, in dcmqrscp's ``-x...`` order."""
     if propose == "implicit":
-        return [ImplicitVRLittleEndian]
+        return [str(ImplicitVRLittleEndian)]
     if propose == "big":
-        return [ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        return [str(ExplicitVRBigEndian), str(ExplicitVRLittleEndian),
+                str(ImplicitVRLittleEndian)]
     return list(UNCOMPRESSED)
 
 
@@ -89,17 +91,12 @@ def query_models(options: Options) -> QueryModels:
     """Honour ``-QP``/``-QS``/``-QO`` and ``--disable-get``."""
     models = []
     if not options.no_patient_root:
-        models.append((PatientRootQueryRetrieveInformationModelFind,
-                       PatientRootQueryRetrieveInformationModelMove,
-                       PatientRootQueryRetrieveInformationModelGet))
+        models.append((PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET))
     if not options.no_study_root:
-        models.append((StudyRootQueryRetrieveInformationModelFind,
-                       StudyRootQueryRetrieveInformationModelMove,
-                       StudyRootQueryRetrieveInformationModelGet))
+        models.append((STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET))
     if not options.no_patient_study:
-        models.append((PatientStudyOnlyQueryRetrieveInformationModelFind,
-                       PatientStudyOnlyQueryRetrieveInformationModelMove,
-                       PatientStudyOnlyQueryRetrieveInformationModelGet))
+        models.append((PATIENT_STUDY_ONLY_FIND, PATIENT_STUDY_ONLY_MOVE,
+                       PATIENT_STUDY_ONLY_GET))
     return QueryModels(
         find=tuple(str(m[0]) for m in models),
         move=tuple(str(m[1]) for m in models),
@@ -121,8 +118,8 @@ def contexts_for(access: Access, options: Options, get_storage_classes: frozense
     (SCP/SCU role selection, as C-GET requires); an ``R`` area accepts exactly those, in the SCP
     role only, so C-GET works from it while storing into it stays refused.
     """
-    uncompressed = list(UNCOMPRESSED)
-    contexts = [build_context(Verification, uncompressed)]
+    uncompressed: list[str] = list(UNCOMPRESSED)
+    contexts = [build_context(VERIFICATION, uncompressed)]
     storage_syntaxes = accepted_storage_syntaxes(options.prefer_transfer_syntax)
     models = query_models(options)
     can_query = access.can_query
@@ -142,10 +139,11 @@ def contexts_for(access: Access, options: Options, get_storage_classes: frozense
         for sop_class in models.find + retrieve:
             contexts.append(build_context(sop_class, uncompressed))
     if access.can_store:
-        contexts.append(build_context(StorageCommitmentPushModel, uncompressed))
+        contexts.append(build_context(
+            STORAGE_COMMITMENT_PUSH_MODEL, uncompressed))
     return contexts
 
 
 def _find_of(retrieve_sop_class: str) -> str:
-    """The FIND SOP class of the same model (``...2.1.2`` MOVE and ``...2.1.3`` GET → ``...2.1.1``)."""
+    """The FIND SOP class of the same model (MOVE ...2.1.2 or GET ...2.1.3 gives ...2.1.1)."""
     return retrieve_sop_class[:-1] + "1"

@@ -22,7 +22,7 @@ _PREFIX = {TRACE: "T", logging.DEBUG: "D", logging.INFO: "I", logging.WARNING: "
 
 
 class DcmtkFormatter(logging.Formatter):
-    """Render records as DCMTK does (``W: text``), so log parsers written for dcmqrscp keep working."""
+    """Render records as DCMTK does (``W: text``) so log parsers written for dcmqrscp still work."""
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = _PREFIX.get(record.levelno, "I")

@@ -88,8 +88,9 @@ class ArchiveServer:
         check_names(self.config.user_name, self.config.group_name)
         self.services.open()
         ae = self.build_ae()
-        self._server = ae.start_server((self.host, self.options.port), block=False,
-                                       evt_handlers=self.handlers())
+        port = self.options.port or 0
+        self._server = ae.start_server((self.host, port), block=False,
+                                       evt_handlers=self.handlers())  # type: ignore[arg-type]
         drop_privileges(self.config.user_name, self.config.group_name)
         LOGGER.info("pyqrscp listening on port %d with AE titles %s", self.port,
                     ", ".join(entry.ae_title for entry in self.config.ae_table))

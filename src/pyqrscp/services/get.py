@@ -36,7 +36,7 @@ def handle(services: Services, event: Any) -> Iterator[Any]:
     LOGGER.info("Received Get Request from %s: %d instance(s)", peer(event),
                 len(selection.instances))
     yield len(selection.instances)
-    for sop_instance_uid, _cls, _ts, file_name in selection.instances:
+    for _uid, _cls, _ts, file_name in selection.instances:
         if event.is_cancelled:
             LOGGER.info("Get cancelled by %s", peer(event))
             yield int(Status.CANCEL), None
