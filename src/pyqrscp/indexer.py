@@ -88,7 +88,7 @@ def main(argv: Sequence[str]) -> int:
 
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv))
+        args = parser.parse_intermixed_args(list(argv))
         if args.rebuild == bool(args.paths):
             parser.error("give either PATH... or --rebuild")
     except SystemExit as exit_:
@@ -143,14 +143,15 @@ def _files_under(paths: Sequence[Path], area_root: Path, report: Report) -> Iter
         if not path.exists():
             report.skip(path, "no such file or folder")
             continue
+        if path.resolve().is_relative_to(area_root):
+            report.skip(path, "already inside the storage area (use --rebuild)")
+            continue
         candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for candidate in candidates:
-            if candidate.name in IGNORED_NAMES:
-                continue
-            if candidate.resolve().is_relative_to(area_root):
-                report.skip(candidate, "already inside the storage area (use --rebuild)")
-                continue
-            yield candidate
+            # A folder holding the area (or a link into it) must not copy the area onto itself.
+            if candidate.name not in IGNORED_NAMES and not candidate.resolve().is_relative_to(
+                    area_root):
+                yield candidate
 
 
 def rebuild(entry: AEEntry, report: Report) -> int:

@@ -110,23 +110,27 @@ class StorageArea:
         self._write_file(final_path, data)
         try:
             with self.lock:
-                plan, replaced = self._index(header, file_name, len(data))
+                plan, unused, replaced = self._index(header, file_name, len(data))
         except BaseException:
             _unlink_quietly(final_path)
             raise
-        for name in replaced:
+        for name in unused:
             _unlink_quietly(self.path_of(name))
-        return StoreResult(file_name, plan.studies, plan.instances, bool(replaced))
+        return StoreResult(file_name, plan.studies, plan.instances, replaced)
 
-    def _index(self, header: Header, file_name: str, size: int) -> tuple[EvictionPlan, list[str]]:
+    def _index(self, header: Header, file_name: str, size: int
+               ) -> tuple[EvictionPlan, list[str], bool]:
         writer = self.writer
         study_uid = header.study_instance_uid
-        old = writer.instance(header.sop_instance_uid)
-        plan = plan_eviction(
-            self.quota, size, study_uid, not writer.study_exists(study_uid),
-            writer.study_count(), writer.studies_least_recent_first(writer.study_count()),
-            [(i.sop_instance_uid, i.file_size) for i in writer.study_instances_oldest_first(
-                study_uid)], old.sop_instance_uid if old else None)
+        try:
+            old = writer.instance(header.sop_instance_uid)
+            plan = plan_eviction(
+                self.quota, size, study_uid, not writer.study_exists(study_uid),
+                writer.study_count(), writer.studies_least_recent_first(writer.study_count()),
+                [(i.sop_instance_uid, i.file_size) for i in writer.study_instances_oldest_first(
+                    study_uid)], old.sop_instance_uid if old else None)
+        except sqlite3.Error as error:
+            raise StorageFailure(f"index read failed: {error}") from error
         unused: list[str] = [old.file_name] if old else []
         try:
             writer.db.execute("BEGIN IMMEDIATE")
@@ -140,10 +144,11 @@ class StorageArea:
             writer.add_instance(header, file_name, size)
             writer.db.execute("COMMIT")
         except sqlite3.Error as error:
-            writer.db.execute("ROLLBACK")
+            if writer.db.in_transaction:
+                writer.db.execute("ROLLBACK")
             raise StorageFailure(f"index update failed: {error}") from error
         self._log_evictions(plan)
-        return plan, unused
+        return plan, unused, old is not None
 
     def _log_evictions(self, plan: EvictionPlan) -> None:
         for study_uid in plan.studies:

@@ -52,6 +52,6 @@ def _check_command(request: Any, sop_class_uid: str, sop_instance_uid: str,
         return text.strip(" ") if uid_padding else text
 
     if clean(request.AffectedSOPClassUID) != sop_class_uid:
-        raise InvalidDataset(f"SOP Class UID {sop_class_uid} differs from the command's")
+        raise InvalidDataset(f"SOP Class UID differs from the command's: {sop_class_uid}")
     if clean(request.AffectedSOPInstanceUID) != sop_instance_uid:
-        raise InvalidDataset(f"SOP Instance UID {sop_instance_uid} differs from the command's")
+        raise InvalidDataset(f"SOP Instance UID differs from the command's: {sop_instance_uid}")

@@ -1,0 +1,263 @@
+"""StorageArea on a real folder with a real SQLite index: writes, replacement, quotas, leftovers."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import make_ct
+
+from pyqrscp.config import Quota
+from pyqrscp.dicomfile import Header, read_header
+from pyqrscp.errors import InvalidDataset, QuotaExceeded, StorageFailure
+from pyqrscp.index.schema import INDEX_FILE_NAME
+from pyqrscp.storage import GENERATED_NAME, TEMP_PREFIX, StorageArea
+
+MB = 1024**2
+ROOMY = Quota(100, 100 * MB)
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    return folder
+
+
+def open_area(root: Path, quota: Quota = ROOMY) -> StorageArea:
+    area = StorageArea(root, quota, durable=False)
+    area.open()
+    return area
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> Iterator[StorageArea]:
+    area = open_area(tmp_path / "area")
+    yield area
+    area.close()
+
+
+def instance(sources: Path, **kwargs: Any) -> tuple[Header, bytes]:
+    data = make_ct(sources, **kwargs).read_bytes()
+    return read_header(data), data
+
+
+def rows(area: StorageArea) -> dict[str, str]:
+    """SOP Instance UID -> file name, read straight from the index file."""
+    with sqlite3.connect(area.index_path) as db:
+        return dict(db.execute("SELECT sop_instance_uid, file_name FROM instance"))
+
+
+def studies(area: StorageArea) -> set[str]:
+    with sqlite3.connect(area.index_path) as db:
+        return {row[0] for row in db.execute("SELECT study_instance_uid FROM study")}
+
+
+def dicom_files(area: StorageArea) -> set[str]:
+    return {p.name for p in area.root.iterdir() if p.name.endswith(".dcm")}
+
+
+def test_store_writes_the_bytes_and_one_index_row(area: StorageArea, sources: Path) -> None:
+    header, data = instance(sources, sop_uid="1.2.826.0.1.1")
+    result = area.store(header, data)
+    assert GENERATED_NAME.match(result.file_name) and result.file_name.startswith("CT_")
+    assert (area.root / result.file_name).read_bytes() == data
+    assert rows(area) == {"1.2.826.0.1.1": result.file_name}
+    assert dicom_files(area) == {result.file_name}
+    assert not result.replaced and result.evicted_studies == result.evicted_instances == ()
+
+
+def test_a_duplicate_replaces_file_and_row(area: StorageArea, sources: Path) -> None:
+    first_header, first = instance(sources, sop_uid="1.2.826.0.1.2", patient_name="First")
+    first_result = area.store(first_header, first)
+    second_header, second = instance(sources, sop_uid="1.2.826.0.1.2", patient_name="Second",
+                                     study_uid=first_header.study_instance_uid,
+                                     series_uid=first_header.series_instance_uid)
+    assert first != second
+    result = area.store(second_header, second)
+    assert result.replaced
+    assert not (area.root / first_result.file_name).exists()
+    assert (area.root / result.file_name).read_bytes() == second
+    assert rows(area) == {"1.2.826.0.1.2": result.file_name}
+    assert dicom_files(area) == {result.file_name}
+
+
+def test_eviction_alone_is_not_reported_as_replacement(tmp_path: Path, sources: Path) -> None:
+    area = open_area(tmp_path / "area", Quota(1, MB))
+    area.store(*instance(sources))
+    result = area.store(*instance(sources))
+    area.close()
+    assert len(result.evicted_studies) == 1
+    assert not result.replaced
+
+
+def test_study_quota_evicts_the_least_recently_stored_study(tmp_path: Path,
+                                                            sources: Path) -> None:
+    area = open_area(tmp_path / "area", Quota(2, MB))
+    names: dict[str, set[str]] = {"1.2.3.1": set(), "1.2.3.2": set(), "1.2.3.3": set()}
+    for study_uid in ("1.2.3.1", "1.2.3.2", "1.2.3.1"):  # 1.2.3.1 is stored to again, last
+        names[study_uid].add(area.store(*instance(sources, study_uid=study_uid)).file_name)
+    result = area.store(*instance(sources, study_uid="1.2.3.3"))
+    names["1.2.3.3"].add(result.file_name)
+    area.close()
+    assert result.evicted_studies == ("1.2.3.2",)
+    assert studies(area) == {"1.2.3.1", "1.2.3.3"}
+    assert dicom_files(area) == names["1.2.3.1"] | names["1.2.3.3"]
+    assert set(rows(area).values()) == dicom_files(area)
+
+
+def test_byte_quota_evicts_the_oldest_instances_of_that_study_only(tmp_path: Path,
+                                                                   sources: Path) -> None:
+    size = len(instance(sources)[1])
+    area = open_area(tmp_path / "area", Quota(10, int(size * 2.5)))
+    # 1.2.3.55 has 1.2.3.5 as a prefix: its instances must never count for 1.2.3.5.
+    neighbour = {area.store(*instance(sources, study_uid="1.2.3.55")).file_name,
+                 area.store(*instance(sources, study_uid="1.2.3.55")).file_name}
+    stored = [area.store(*instance(sources, study_uid="1.2.3.5", sop_uid=f"1.2.3.5.{n}"))
+              for n in (1, 2, 3)]
+    area.close()
+    assert stored[2].evicted_instances == ("1.2.3.5.1",)
+    assert stored[2].evicted_studies == ()
+    assert dicom_files(area) == neighbour | {r.file_name for r in stored[1:]}
+    assert {uid for uid in rows(area) if uid.startswith("1.2.3.5.")} == {"1.2.3.5.2",
+                                                                         "1.2.3.5.3"}
+    assert studies(area) == {"1.2.3.5", "1.2.3.55"}
+
+
+def test_an_instance_over_the_study_limit_is_refused_and_nothing_deleted(
+        tmp_path: Path, sources: Path) -> None:
+    small_header, small = instance(sources, rows=4)
+    area = open_area(tmp_path / "area", Quota(1, len(small) + 100))
+    kept = area.store(small_header, small)
+    with pytest.raises(QuotaExceeded):
+        area.store(*instance(sources, rows=64))
+    area.close()
+    assert dicom_files(area) == {kept.file_name}
+    assert not [p for p in area.root.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    assert rows(area) == {small_header.sop_instance_uid: kept.file_name}
+
+
+def test_a_replaced_duplicate_does_not_count_against_the_quota(tmp_path: Path,
+                                                               sources: Path) -> None:
+    header, data = instance(sources, sop_uid="1.2.826.0.1.3", study_uid="1.2.3.9")
+    other_header, other = instance(sources, study_uid="1.2.3.9")
+    area = open_area(tmp_path / "area", Quota(1, len(data) + len(other) + 10))
+    area.store(other_header, other)
+    area.store(header, data)
+    result = area.store(header, data)  # resent: the old copy does not count
+    area.close()
+    assert result.evicted_instances == ()
+    assert set(rows(area)) == {"1.2.826.0.1.3", other_header.sop_instance_uid}
+
+
+def test_leftovers_are_removed_when_the_area_opens(tmp_path: Path, sources: Path) -> None:
+    area = open_area(tmp_path / "area")
+    kept = area.store(*instance(sources)).file_name
+    area.close()
+    (area.root / f"{TEMP_PREFIX}0123456789abcdef").write_bytes(b"half a file")
+    (area.root / "CT_0123456789abcdef.dcm").write_bytes(b"renamed, never indexed")
+    (area.root / "notes.txt").write_text("not ours")
+    (area.root / "ct_0123456789abcdef.dcm").write_text("not a generated name")
+    reopened = open_area(area.root)
+    reopened.close()
+    remaining = {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)}
+    assert remaining == {kept, "notes.txt", "ct_0123456789abcdef.dcm"}
+
+
+def test_a_failing_index_write_leaves_no_file(area: StorageArea, sources: Path) -> None:
+    kept_header, kept_data = instance(sources)
+    kept = area.store(kept_header, kept_data).file_name
+    with sqlite3.connect(area.index_path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON instance "
+                   "BEGIN SELECT RAISE(ABORT, 'simulated disk full'); END")
+    with pytest.raises(StorageFailure, match="simulated disk full"):
+        area.store(*instance(sources))
+    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)} \
+        == {kept}
+    assert rows(area) == {kept_header.sop_instance_uid: kept}
+    # A failed store of a duplicate keeps the old copy.
+    with pytest.raises(StorageFailure):
+        area.store(kept_header, kept_data)
+    assert (area.root / kept).read_bytes() == kept_data
+
+
+def test_a_closed_index_fails_the_store_and_leaves_no_file(tmp_path: Path,
+                                                           sources: Path) -> None:
+    area = open_area(tmp_path / "area")
+    assert area._db is not None
+    area._db.close()  # the connection dies under the area (as on an I/O error)
+    with pytest.raises(StorageFailure):
+        area.store(*instance(sources))
+    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)} \
+        == set()
+
+
+@pytest.mark.parametrize("modality", ["../../x", "..\\..\\x", "/etc/passwd", "", "A" * 40])
+def test_a_malicious_modality_never_escapes_the_area(tmp_path: Path, sources: Path,
+                                                     modality: str) -> None:
+    area = open_area(tmp_path / "deep" / "area")
+    header, data = instance(sources)
+    header = dataclasses.replace(header, series={**header.series, "Modality": modality})
+    result = area.store(header, data)
+    area.close()
+    assert GENERATED_NAME.match(result.file_name)
+    assert (area.root / result.file_name).read_bytes() == data
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and area.root not in p.parents
+               and sources not in p.parents]
+    assert outside == []
+
+
+def test_path_of_refuses_names_that_are_not_plain(area: StorageArea) -> None:
+    for name in ("../x.dcm", "a/b.dcm", "..", "", "a\\b"):
+        with pytest.raises(StorageFailure):
+            area.path_of(name)
+
+
+@pytest.mark.parametrize("field,uid", [
+    ("sop_uid", "../etc"), ("sop_uid", "1." + "2" * 63), ("sop_uid", "1.2.abc"),
+    ("study_uid", "../etc"), ("series_uid", "1.2..3"), ("study_uid", "1.2.3 4"),
+])
+def test_read_header_refuses_invalid_uids(sources: Path, field: str, uid: str) -> None:
+    with warnings.catch_warnings():
+        # pydicom warns about the invalid value on write and on read; read_header must refuse it.
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message="(Invalid value for VR UI|The value length)")
+        attributes: dict[str, Any] = {field: uid}
+        data = make_ct(sources, **attributes).read_bytes()
+        with pytest.raises(InvalidDataset, match="invalid"):
+            read_header(data)
+
+
+def test_read_header_refuses_what_is_not_dicom() -> None:
+    for data in (b"", b"plain text, not DICOM", b"\0" * 128 + b"DICM"):
+        with pytest.raises(InvalidDataset):
+            read_header(data)
+
+
+def test_parallel_stores_index_every_instance_once(area: StorageArea, sources: Path) -> None:
+    batches = [[instance(sources, study_uid=f"1.2.7.{t}") for _ in range(8)] for t in range(4)]
+    errors: list[BaseException] = []
+
+    def run(batch: list[tuple[Header, bytes]]) -> None:
+        try:
+            for header, data in batch:
+                area.store(header, data)
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    expected = {header.sop_instance_uid for batch in batches for header, _ in batch}
+    assert set(rows(area)) == expected
+    assert set(rows(area).values()) == dicom_files(area)
+    assert len(dicom_files(area)) == 32
