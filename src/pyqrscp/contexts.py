@@ -139,8 +139,10 @@ def contexts_for(access: Access, options: Options, get_storage_classes: frozense
         for sop_class in models.find + retrieve:
             contexts.append(build_context(sop_class, uncompressed))
     if access.can_store:
-        contexts.append(build_context(
-            STORAGE_COMMITMENT_PUSH_MODEL, uncompressed))
+        commitment = build_context(STORAGE_COMMITMENT_PUSH_MODEL, uncompressed)
+        commitment.scu_role = True
+        commitment.scp_role = True  # the requester may take the SCP role to get reports in-band
+        contexts.append(commitment)
     return contexts
 
 

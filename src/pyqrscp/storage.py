@@ -124,11 +124,9 @@ class StorageArea:
         study_uid = header.study_instance_uid
         try:
             old = writer.instance(header.sop_instance_uid)
-            plan = plan_eviction(
-                self.quota, size, study_uid, not writer.study_exists(study_uid),
-                writer.study_count(), writer.studies_least_recent_first(writer.study_count()),
-                [(i.sop_instance_uid, i.file_size) for i in writer.study_instances_oldest_first(
-                    study_uid)], old.sop_instance_uid if old else None)
+            plan = plan_eviction(self.quota, size, study_uid,
+                                 *self._quota_facts(study_uid, size),
+                                 old.sop_instance_uid if old else None)
         except sqlite3.Error as error:
             raise StorageFailure(f"index read failed: {error}") from error
         unused: list[str] = [old.file_name] if old else []
@@ -149,6 +147,22 @@ class StorageArea:
             raise StorageFailure(f"index update failed: {error}") from error
         self._log_evictions(plan)
         return plan, unused, old is not None
+
+    def _quota_facts(self, study_uid: str, size: int
+                     ) -> tuple[bool, int, list[str], list[tuple[str, int]]]:
+        """What :func:`plan_eviction` needs; long lists are read only when a limit is reached,
+        so a store into a 20,000-instance area costs what a store into an empty one does."""
+        writer = self.writer
+        study_is_new = not writer.study_exists(study_uid)
+        count = writer.study_count()
+        studies: list[str] = []
+        if study_is_new and count >= self.quota.max_studies:
+            studies = writer.studies_least_recent_first(count - self.quota.max_studies + 2)
+        instances: list[tuple[str, int]] = []
+        if writer.study_bytes(study_uid) + size > self.quota.max_bytes_per_study:
+            instances = [(i.sop_instance_uid, i.file_size)
+                         for i in writer.study_instances_oldest_first(study_uid)]
+        return study_is_new, count, studies, instances
 
     def _log_evictions(self, plan: EvictionPlan) -> None:
         for study_uid in plan.studies:

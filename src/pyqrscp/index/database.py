@@ -58,6 +58,13 @@ class IndexWriter:
         return self.db.execute("SELECT 1 FROM study WHERE study_instance_uid=?",
                                (study_uid,)).fetchone() is not None
 
+    def study_bytes(self, study_uid: str) -> int:
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(file_size), 0) FROM instance JOIN series ON "
+            "series.pk=instance.series_pk JOIN study ON study.pk=series.study_pk "
+            "WHERE study.study_instance_uid=?", (study_uid,)).fetchone()
+        return int(row[0])
+
     def studies_least_recent_first(self, limit: int) -> list[str]:
         rows = self.db.execute("SELECT study_instance_uid FROM study ORDER BY last_stored "
                                "LIMIT ?", (limit,)).fetchall()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
+from pyqrscp.commitments import RetrySchedule
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.errors import (
     InvalidDataset,
@@ -24,6 +25,9 @@ from pyqrscp.errors import (
 from pyqrscp.options import Options
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
+
+if TYPE_CHECKING:
+    from pyqrscp.services.commit import StorageCommitment
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ class Services:
         self.config = config
         self.options = options
         self.areas: dict[Path, StorageArea] = {}
+        self.commit_retry = RetrySchedule()
+        self.commitment: StorageCommitment | None = None
 
     def open(self) -> None:
         """Open every storage area once (AE titles may share a folder)."""
@@ -71,8 +77,15 @@ class Services:
                                    durable=not self.options.no_sync)
                 area.open()
                 self.areas[entry.storage_area] = area
+        from pyqrscp.services.commit import StorageCommitment
+
+        self.commitment = StorageCommitment(self, self.commit_retry)
+        self.commitment.start()
 
     def close(self) -> None:
+        if self.commitment is not None:
+            self.commitment.stop()
+            self.commitment = None
         for area in self.areas.values():
             area.close()
 
@@ -86,6 +99,11 @@ class Services:
     def area_for(self, entry: AEEntry) -> StorageArea:
         return self.areas[entry.storage_area]
 
+    def _commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
+        if self.commitment is None:
+            return int(Status.PROCESSING_FAILURE), None
+        return self.commitment.handle(event)
+
     def handlers(self) -> list[tuple[Any, Any]]:
         from pyqrscp.services import echo, find, get, move, store
 
@@ -95,4 +113,5 @@ class Services:
             (evt.EVT_C_FIND, lambda event: find.handle(self, event)),
             (evt.EVT_C_MOVE, lambda event: move.handle(self, event)),
             (evt.EVT_C_GET, lambda event: get.handle(self, event)),
+            (evt.EVT_N_ACTION, self._commitment_request),
         ]
