@@ -142,6 +142,7 @@ def _serve(options: Options, config: Config) -> int:
     try:
         validate_options(options)
         server = ArchiveServer(config, options)
+        server.install_signal_handlers()
         server.start()
     except (StartupError, ConfigError) as error:
         print(f"pyqrscp: {error}", file=sys.stderr)

@@ -12,6 +12,7 @@ from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -71,6 +72,7 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
     try:
         dataset = dcmread(BytesIO(data), stop_before_pixels=True)
         levels = _split_levels(dataset)
+        _check_complete(data)
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError,
             NotImplementedError) as error:
         raise InvalidDataset(f"cannot parse dataset: {error}") from error
@@ -89,6 +91,16 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
         series_instance_uid=uids["SeriesInstanceUID"],
         transfer_syntax_uid=str(dataset.file_meta.get("TransferSyntaxUID", "")),
         **levels)
+
+
+def _check_complete(data: bytes) -> None:
+    """pydicom accepts a value cut short by the end of the stream; an archive must not."""
+    whole = dcmread(BytesIO(data), defer_size=1024)
+    for tag in whole.keys():
+        raw = whole.get_item(tag, keep_deferred=True)
+        if (isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF
+                and raw.value_tell + raw.length > len(data)):
+            raise InvalidDataset(f"dataset truncated in element {tag}")
 
 
 def _split_levels(dataset: Dataset) -> dict[str, dict[str, str]]:

@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -107,14 +108,20 @@ class ArchiveServer:
                 assoc.abort()
         self.services.close()
 
-    def serve_until_signalled(self) -> int:
-        """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0."""
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM request a graceful stop; call before :meth:`start` announces the port,
+        so a signal sent the moment the server is ready is not fatal."""
         def request_stop(signum: int, _frame: Any) -> None:
             LOGGER.info("received signal %d, shutting down", signum)
             self.stop_requested.set()
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+
+    def serve_until_signalled(self) -> int:
+        """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0."""
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self.install_signal_handlers()
         while not self.stop_requested.wait(timeout=0.5):
             pass
         self.stop()
@@ -123,9 +130,15 @@ class ArchiveServer:
     # -- association events -------------------------------------------------------------
 
     def _on_connection_open(self, event: Any) -> None:
-        sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+        assoc_socket = event.assoc.dul.socket
+        sock = assoc_socket.socket if assoc_socket else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.options.network_timeout is None:
+                # a peer stalling inside a PDU must not hold its thread past the ACSE timeout
+                sock.settimeout(self.options.acse_timeout)
+            assoc_socket.recv = _bounded_recv(assoc_socket.recv, max(
+                1 << 20, self.options.max_pdu or 16384))
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
@@ -171,6 +184,8 @@ class ArchiveServer:
 
     def _on_established(self, event: Any) -> None:
         assoc = event.assoc
+        if self.options.network_timeout is None and assoc.dul.socket.socket is not None:
+            assoc.dul.socket.socket.settimeout(None)
         LOGGER.info("Association Acknowledged %s: %s -> %s (max send PDV: %s)",
                     assoc.requestor.address, _text(assoc.requestor.ae_title),
                     _text(assoc.acceptor.ae_title), assoc.requestor.maximum_length)
@@ -182,10 +197,25 @@ class ArchiveServer:
                     _text(assoc.requestor.ae_title), _text(assoc.acceptor.ae_title))
 
     def _on_connection_closed(self, event: Any) -> None:
-        ae_title = getattr(event.assoc, "_pyqrscp_store_slot", None)
+        assoc = event.assoc
+        if assoc.is_acceptor and assoc.requestor.primitive is None:
+            # pynetdicom's acceptor waits the full ACSE timeout for an A-ASSOCIATE-RQ even
+            # after the peer is gone, holding a MaxAssociations slot; None ends that wait.
+            assoc.dul.to_user_queue.put(None)
+        ae_title = getattr(assoc, "_pyqrscp_store_slot", None)
         if ae_title is not None:
             with self._lock:
                 self._store_associations[ae_title] = 0
+
+
+def _bounded_recv(recv: Callable[[int], bytearray], limit: int) -> Callable[[int], bytearray]:
+    """Refuse to read a PDU announced longer than ``limit`` (pynetdicom would buffer it all);
+    the OSError makes pynetdicom close the connection."""
+    def bounded(nr_bytes: int) -> bytearray:
+        if nr_bytes > limit:
+            raise OSError(f"peer announced a {nr_bytes}-byte PDU (limit {limit})")
+        return recv(nr_bytes)
+    return bounded
 
 
 def _text(value: Any) -> str:
