@@ -16,13 +16,22 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
-from pyqrscp.config import Config
+from pyqrscp.config import AEEntry, Config
 from pyqrscp.contexts import contexts_for
 from pyqrscp.errors import StartupError
 from pyqrscp.options import Options
 from pyqrscp.privileges import check_names, drop_privileges
-from pyqrscp.registry import AccessPolicy, AssociationRequest, Rejection, decide
+from pyqrscp.registry import (
+    AccessPolicy,
+    AssociationRequest,
+    Rejection,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+    decide,
+)
 from pyqrscp.services import Services
+from pyqrscp.transport import start_archive_server
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,7 +73,6 @@ class ArchiveServer:
     def build_ae(self) -> AE:
         ae = AE(ae_title="PYQRSCP")
         ae.maximum_pdu_size = self.options.max_pdu or 16384
-        ae.maximum_associations = self.options.max_associations
         ae.acse_timeout = self.options.acse_timeout
         ae.dimse_timeout = self.options.dimse_timeout
         ae.network_timeout = self.options.network_timeout
@@ -90,8 +98,9 @@ class ArchiveServer:
         self.services.open()
         ae = self.build_ae()
         port = self.options.port or 0
-        self._server = ae.start_server((self.host, port), block=False,
-                                       evt_handlers=self.handlers())  # type: ignore[arg-type]
+        self._server = start_archive_server(ae, (self.host, port), self.handlers(),
+                                            router=self.services.route_request,
+                                            prepare_connection=None)
         drop_privileges(self.config.user_name, self.config.group_name)
         LOGGER.info("pyqrscp listening on port %d with AE titles %s", self.port,
                     ", ".join(entry.ae_title for entry in self.config.ae_table))
@@ -152,6 +161,8 @@ class ArchiveServer:
         LOGGER.info("Association Received %s: %s -> %s", request.peer_address,
                     request.calling_aet, request.called_aet)
         decision = decide(self.config, self.policy, request)
+        if not isinstance(decision, Rejection):
+            decision = self._check_capacity(decision)
         if isinstance(decision, Rejection):
             LOGGER.warning("Association Rejected %s: %s -> %s: %s", request.peer_address,
                            request.calling_aet, request.called_aet, decision.why)
@@ -168,6 +179,16 @@ class ArchiveServer:
                              primitive.presentation_context_definition_list)
         assoc.acceptor.supported_contexts = contexts_for(
             decision.access, self.options, get_roles, allow_store=allow_store, proposed=proposed)
+
+    def _check_capacity(self, entry: AEEntry) -> AEEntry | Rejection:
+        """MaxAssociations: one association more than allowed gets a transient reject."""
+        server = self._server
+        active = [a for a in server.active_associations if a.is_acceptor] if server else []
+        if len(active) > self.options.max_associations:
+            return Rejection(RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                             RejectReason.LOCAL_LIMIT_EXCEEDED,
+                             f"MaxAssociations ({self.options.max_associations}) reached")
+        return entry
 
     def _claim_store_slot(self, assoc: Any, ae_title: str) -> bool:
         """``--no-parallel-store``: one storing association per AE title at a time."""

@@ -104,6 +104,13 @@ class Services:
             return int(Status.PROCESSING_FAILURE), None
         return self.commitment.handle(event)
 
+    def route_request(self, assoc: Any, request: Any, context_id: int) -> bool:
+        """Serve a DIMSE request with pyqrscp's own service instead of pynetdicom's.
+
+        Returns False to let pynetdicom serve it (every service but those listed here).
+        """
+        return False
+
     def handlers(self) -> list[tuple[Any, Any]]:
         from pyqrscp.services import echo, find, get, move, store
 

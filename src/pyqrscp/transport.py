@@ -1,0 +1,87 @@
+"""pynetdicom's server, extended through its public ``request_handler`` hook.
+
+Two things need a seat in the connection's own thread, before and around the association:
+the TLS handshake (pynetdicom's own TLS server handshakes in its accept loop, so one silent client
+would block everyone) and pyqrscp's own C-MOVE/C-GET service (pynetdicom's decodes every file and
+opens sub-associations with the server AE's title).  ``ArchiveRequestHandler`` provides both seats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from socketserver import TCPServer
+from typing import Any
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+
+LOGGER = logging.getLogger(__name__)
+
+RequestRouter = Callable[[Association, Any, int], bool]
+"""Called with (association, DIMSE request, context ID); returns True when it served it."""
+
+
+class ArchiveAssociation(Association):
+    """An acceptor association whose requests may be served by pyqrscp before pynetdicom.
+
+    Adds no state: instances are pynetdicom's own associations with this class swapped in, so
+    everything pynetdicom does to them keeps working.
+    """
+
+    router: RequestRouter | None = None
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        router = type(self).router
+        if router is not None and not self._sent_release and router(self, msg, context_id):
+            return
+        super()._serve_request(msg, context_id)
+
+
+class ArchiveRequestHandler(RequestHandler):
+    """Per-connection handler; runs in the connection's thread (ThreadingMixIn)."""
+
+    server: ArchiveServerSocket
+
+    def handle(self) -> None:
+        prepare = self.server.prepare_connection
+        if prepare is not None and not prepare(self):
+            return
+        super().handle()
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        assoc.__class__ = self.server.association_class
+        return assoc
+
+
+class ArchiveServerSocket(ThreadedAssociationServer):
+    """The listening server; owns the hooks and stops without touching the AE's private list."""
+
+    association_class: type[ArchiveAssociation] = ArchiveAssociation
+    prepare_connection: Callable[[ArchiveRequestHandler], bool] | None = None
+
+    def shutdown(self) -> None:
+        TCPServer.shutdown(self)
+        self.server_close()
+
+
+def start_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Any],
+                         router: RequestRouter | None,
+                         prepare_connection: Callable[[ArchiveRequestHandler], bool] | None
+                         ) -> ArchiveServerSocket:
+    """Bind and serve in a daemon thread; return the server (``server_address`` has the port)."""
+    association_class = type("BoundArchiveAssociation", (ArchiveAssociation,),
+                             {"router": staticmethod(router) if router else None})
+    server = ae.make_server(address, evt_handlers=evt_handlers,
+                            server_class=ArchiveServerSocket,
+                            request_handler=ArchiveRequestHandler)
+    if not isinstance(server, ArchiveServerSocket):
+        raise TypeError("pynetdicom ignored server_class")
+    server.association_class = association_class
+    server.prepare_connection = prepare_connection
+    thread = threading.Thread(target=server.serve_forever, name="pyqrscp-accept", daemon=True)
+    thread.start()
+    return server
