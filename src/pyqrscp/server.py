@@ -73,6 +73,7 @@ class ArchiveServer:
     def build_ae(self) -> AE:
         ae = AE(ae_title="PYQRSCP")
         ae.maximum_pdu_size = self.options.max_pdu or 16384
+        ae.maximum_associations = self.options.max_associations  # checked first in EVT_REQUESTED
         ae.acse_timeout = self.options.acse_timeout
         ae.dimse_timeout = self.options.dimse_timeout
         ae.network_timeout = self.options.network_timeout
