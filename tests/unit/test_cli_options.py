@@ -49,7 +49,7 @@ def test_unimplemented_options_are_reported() -> None:
 
 
 def _classes(access: Access, options: Options, get_roles: frozenset[str] = frozenset(),
-             proposed: frozenset[str] = frozenset()) -> dict[str, tuple[object, object]]:
+             proposed: frozenset[str] | None = None) -> dict[str, tuple[object, object]]:
     return {str(cx.abstract_syntax): (cx.scu_role, cx.scp_role)
             for cx in contexts_for(access, options, get_roles, proposed=proposed)}
 
@@ -68,6 +68,12 @@ def test_write_only_area_refuses_query_retrieve() -> None:
 
 def test_require_find_and_disable_get() -> None:
     options = Options(require_find=True)
-    assert STUDY_ROOT_MOVE not in _classes(Access.RW, options)
-    assert STUDY_ROOT_MOVE in _classes(Access.RW, options, proposed=frozenset({STUDY_ROOT_FIND}))
+    assert STUDY_ROOT_MOVE not in _classes(Access.RW, options, proposed=frozenset({STUDY_ROOT_MOVE}))
+    assert STUDY_ROOT_MOVE in _classes(Access.RW, options,
+                                       proposed=frozenset({STUDY_ROOT_FIND, STUDY_ROOT_MOVE}))
     assert STUDY_ROOT_GET not in _classes(Access.RW, Options(disable_get=True))
+
+
+def test_only_proposed_abstract_syntaxes_are_built() -> None:
+    classes = _classes(Access.RW, Options(), proposed=frozenset({CT, "1.2.840.10008.1.1"}))
+    assert set(classes) == {CT, "1.2.840.10008.1.1"}
