@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 
 from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import InvalidDataset, PyqrscpError
+from pyqrscp.part10 import file_header
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -30,7 +31,10 @@ def handle(services: Services, event: Any) -> int | Dataset:
     if services.options.ignore:
         LOGGER.info("Received Store Request from %s (ignored, --ignore)", peer(event))
         return int(Status.SUCCESS)
-    data = event.encoded_dataset()
+    data = file_header(_uid(request.AffectedSOPClassUID), _uid(request.AffectedSOPInstanceUID),
+                       str(event.context.transfer_syntax),
+                       str(event.assoc.requestor.ae_title).strip()
+                       ) + event.encoded_dataset(include_meta=False)
     try:
         header = read_header(data, services.options.uid_padding)
         _check_command(request, header.sop_class_uid, header.sop_instance_uid,
@@ -55,3 +59,8 @@ def _check_command(request: Any, sop_class_uid: str, sop_instance_uid: str,
         raise InvalidDataset(f"SOP Class UID differs from the command's: {sop_class_uid}")
     if clean(request.AffectedSOPInstanceUID) != sop_instance_uid:
         raise InvalidDataset(f"SOP Instance UID differs from the command's: {sop_instance_uid}")
+
+
+def _uid(value: Any) -> str:
+    """A UID from the command as text fit for the file header (padding removed)."""
+    return str(value or "").strip(" \x00")

@@ -1,0 +1,32 @@
+"""The directly built Part-10 header reads back as pydicom's own would."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.dsutils import encode
+
+from pyqrscp.part10 import file_header
+
+
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+@pytest.mark.parametrize("sop_uid", ["1.2.3", "1.2.34", "1.2.826.0.1.3680043.2.1143.1"])
+def test_header_round_trips(transfer_syntax: str, sop_uid: str) -> None:
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.PatientName = "Doe^John"
+    body = encode(ds, transfer_syntax == ImplicitVRLittleEndian, True)
+    assert body is not None
+    data = file_header(CTImageStorage, sop_uid, transfer_syntax, "SCU") + body
+    read = dcmread(BytesIO(data))
+    assert read.file_meta.MediaStorageSOPInstanceUID == sop_uid
+    assert read.file_meta.TransferSyntaxUID == transfer_syntax
+    assert read.file_meta.SourceApplicationEntityTitle == "SCU"
+    assert read.PatientName == "Doe^John"
+    assert read.file_meta.FileMetaInformationGroupLength == len(data) - 132 - 12 - len(
+        body)
