@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             metavar = tuple(spec.metavar.split()) if spec.nargs and spec.metavar else spec.metavar
             parser.add_argument(*spec.flags, type=spec.value_type, metavar=metavar,
-                                nargs=spec.nargs, **common)
+                                nargs=spec.nargs, action="append" if spec.repeat else "store",
+                                **common)
     return parser
 
 
@@ -70,9 +71,8 @@ def parse_flags(argv: Sequence[str]) -> dict[str, Any]:
     unimplemented += [flag for spec in OPTION_TABLE if not spec.implemented
                       for flag in spec.flags[1:] if flag in argv]
     given["not_implemented"] = tuple(unimplemented)
-    if "assoc_config_file" in given:
-        given["assoc_config_file"] = tuple(given["assoc_config_file"])
-    return given
+    return {dest: tuple(value) if isinstance(value, list) else value
+            for dest, value in given.items()}
 
 
 def find_config(explicit: Path | None) -> Path:

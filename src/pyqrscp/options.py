@@ -24,6 +24,7 @@ class OptionSpec:
     metavar: str | None = None
     help: str = ""
     implemented: bool = True
+    repeat: bool = False
 
 
 def _flag(flags: tuple[str, ...], dest: str, help: str, const: Any = True,
@@ -32,9 +33,10 @@ def _flag(flags: tuple[str, ...], dest: str, help: str, const: Any = True,
 
 
 def _value(flags: tuple[str, ...], dest: str, value_type: type, metavar: str, help: str,
-           nargs: int | None = None, implemented: bool = True) -> OptionSpec:
+           nargs: int | None = None, implemented: bool = True,
+           repeat: bool = False) -> OptionSpec:
     return OptionSpec(flags, dest, value_type=value_type, metavar=metavar, help=help,
-                      nargs=nargs, implemented=implemented)
+                      nargs=nargs, implemented=implemented, repeat=repeat)
 
 
 _PREFER = (
@@ -75,6 +77,56 @@ def _choice_specs(rows: tuple[tuple[str, str, str], ...], dest: str, what: str,
     return [_flag((short, long), dest, f"{what}: {name}", const=name,
                   implemented=name in implemented) for short, long, name in rows]
 
+
+_TLS_PROFILE = (
+    ("+py", "--profile-bcp195-nd", "bcp195-nd"), ("+px", "--profile-bcp195", "bcp195"),
+    ("+pz", "--profile-bcp195-ex", "bcp195-ex"), ("+pa", "--profile-aes", "aes"),
+    ("+pn", "--profile-null", "null"),
+)
+_TLS_OPTIONS: tuple[OptionSpec, ...] = (
+    _flag(("-tls", "--disable-tls"), "tls_key_cert", "use normal TCP/IP connection (default)",
+          const=None),
+    _value(("+tls", "--enable-tls"), "tls_key_cert", Path, "KEY CERT",
+           "use TLS with this private key and certificate file", nargs=2),
+    _flag(("+ps", "--std-passwd"), "tls_password",
+          "prompt for the private key password (default)", const=None),
+    _value(("+pw", "--use-passwd"), "tls_password", str, "PASSWORD",
+           "use this private key password"),
+    _flag(("-pw", "--null-passwd"), "tls_password", "use an empty private key password",
+          const=""),
+    _flag(("-pem", "--pem-keys"), "tls_key_format", "keys and certificates are PEM (default)",
+          const="pem"),
+    _flag(("-der", "--der-keys"), "tls_key_format", "keys and certificates are DER",
+          const="der", implemented=False),
+    _value(("+cf", "--add-cert-file"), "tls_trusted_files", Path, "FILE",
+           "trust the certificate(s) in this PEM file", repeat=True),
+    _value(("+cd", "--add-cert-dir"), "tls_trusted_dirs", Path, "DIR",
+           "trust the certificates in this folder (hashed names, c_rehash)", repeat=True),
+    _value(("+crl", "--add-crl-file"), "tls_crl_files", Path, "FILE",
+           "add a certificate revocation list (implies +crv)", repeat=True),
+    _flag(("+crv", "--enable-crl-vfy"), "tls_crl_check", "check the peer's certificate "
+          "against the CRLs", const="leaf"),
+    _flag(("+cra", "--enable-crl-all"), "tls_crl_check", "check the whole chain against the "
+          "CRLs", const="chain"),
+    *_choice_specs(_TLS_PROFILE, "tls_profile", "TLS security profile",
+                   ("bcp195-nd", "bcp195", "bcp195-ex", "aes")),
+    _value(("+cs", "--cipher"), "tls_ciphers", str, "CIPHERSUITE",
+           "add a TLS 1.2 ciphersuite (TLS or OpenSSL name)", repeat=True),
+    _value(("+dp", "--dhparam"), "tls_dh_params", Path, "FILE",
+           "read DH parameters for DHE ciphersuites"),
+    _value(("+rs", "--seed"), "tls_seed", Path, "FILE", "seed the random generator",
+           implemented=False),
+    _flag(("+ws", "--write-seed"), "tls_write_seed", "write back the seed",
+          implemented=False),
+    _value(("+wf", "--write-seed-file"), "tls_write_seed_file", Path, "FILE",
+           "write the seed to this file", implemented=False),
+    _flag(("-rc", "--require-peer-cert"), "tls_peer_cert",
+          "verify the peer certificate, fail if absent (default)", const="require"),
+    _flag(("-vc", "--verify-peer-cert"), "tls_peer_cert",
+          "verify the peer certificate if present", const="verify"),
+    _flag(("-ic", "--ignore-peer-cert"), "tls_peer_cert", "do not verify the peer certificate",
+          const="ignore"),
+)
 
 OPTION_TABLE: tuple[OptionSpec, ...] = (
     _value(("-ll", "--log-level"), "log_level", str, "LEVEL",
@@ -159,6 +211,7 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
            implemented=False),
     _value(("+cl", "--compression-level"), "compression_level", int, "LEVEL",
            "deflate level", implemented=False),
+    *_TLS_OPTIONS,
     _flag(("--no-sync",), "no_sync", "do not fsync before acknowledging a store (faster)"),
     _flag(("--case-sensitive-pn",), "case_sensitive_pn", "PN matching case-sensitive"),
     _flag(("--check-config",), "check_config", "print the resolved config and exit"),
@@ -213,4 +266,18 @@ class Options:
     case_sensitive_pn: bool = False
     check_config: bool = False
     max_associations: int = 16
+    tls_key_cert: tuple[Path, ...] | None = None
+    tls_password: str | None = None
+    tls_key_format: str = "pem"
+    tls_trusted_files: tuple[Path, ...] = ()
+    tls_trusted_dirs: tuple[Path, ...] = ()
+    tls_crl_files: tuple[Path, ...] = ()
+    tls_crl_check: str | None = None
+    tls_profile: str = "bcp195-nd"
+    tls_ciphers: tuple[str, ...] = ()
+    tls_dh_params: Path | None = None
+    tls_seed: Path | None = None
+    tls_write_seed: bool = False
+    tls_write_seed_file: Path | None = None
+    tls_peer_cert: str = "require"
     not_implemented: tuple[str, ...] = field(default=())

@@ -31,6 +31,7 @@ from pyqrscp.registry import (
     decide,
 )
 from pyqrscp.services import Services
+from pyqrscp.tls import build_contexts, handshake_hook
 from pyqrscp.transport import start_archive_server
 
 LOGGER = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class ArchiveServer:
         self.options = options
         self.host = host
         self.services = Services(config, options)
+        self.tls = build_contexts(options)
+        self.services.client_tls = self.tls.client if self.tls else None
         self.policy = AccessPolicy(refuse=options.refuse,
                                    reject_without_implementation_uid=options.reject,
                                    disable_host_lookup=options.disable_host_lookup)
@@ -99,9 +102,11 @@ class ArchiveServer:
         self.services.open()
         ae = self.build_ae()
         port = self.options.port or 0
+        handshake = (handshake_hook(self.tls.server, self.options.acse_timeout)
+                     if self.tls else None)
         self._server = start_archive_server(ae, (self.host, port), self.handlers(),
                                             router=self.services.route_request,
-                                            prepare_connection=None)
+                                            prepare_connection=handshake)
         drop_privileges(self.config.user_name, self.config.group_name)
         LOGGER.info("pyqrscp listening on port %d with AE titles %s", self.port,
                     ", ".join(entry.ae_title for entry in self.config.ae_table))

@@ -7,6 +7,7 @@ the handlers with one ``Event`` each.  One place (:func:`failure`) turns excepti
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,7 @@ class Services:
         self.areas: dict[Path, StorageArea] = {}
         self.commit_retry = RetrySchedule()
         self.commitment: StorageCommitment | None = None
+        self.client_tls: ssl.SSLContext | None = None  # outgoing associations (``+tls``)
 
     def open(self) -> None:
         """Open every storage area once (AE titles may share a folder)."""

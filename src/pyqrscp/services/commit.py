@@ -29,6 +29,7 @@ from pyqrscp.commitments import (
 from pyqrscp.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
 from pyqrscp.registry import resolve_move_destination
 from pyqrscp.status import Status
+from pyqrscp.tls import client_tls_args
 
 if TYPE_CHECKING:
     from pyqrscp.services import Services
@@ -130,7 +131,8 @@ class StorageCommitment:
             self.services.options.propose_transfer_syntax))
         role = build_role(STORAGE_COMMITMENT_PUSH_MODEL, scu_role=True, scp_role=True)
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
-                             ext_neg=[role])
+                             ext_neg=[role], tls_args=client_tls_args(
+                                 self.services.client_tls, destination.host))
         if not assoc.is_established:
             LOGGER.warning("Storage Commitment report: cannot associate with %s (%s:%d)",
                            destination.ae_title, destination.host, destination.port)
