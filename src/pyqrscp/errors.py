@@ -44,3 +44,11 @@ class QuotaExceeded(PyqrscpError):
 
 class StorageFailure(PyqrscpError):
     """Writing a file or its index row failed (disk full, I/O error)."""
+
+
+class PeerUnavailable(PyqrscpError):
+    """A peer we called refused, dropped or did not answer an association in time."""
+
+
+class SubOperationFailed(PyqrscpError):
+    """One C-STORE sub-operation of a retrieve cannot be done (file gone, no usable context)."""

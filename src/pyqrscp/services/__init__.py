@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from pyqrscp.commitments import RetrySchedule
 from pyqrscp.config import AEEntry, Config
@@ -109,18 +110,34 @@ class Services:
     def route_request(self, assoc: Any, request: Any, context_id: int) -> bool:
         """Serve a DIMSE request with pyqrscp's own service instead of pynetdicom's.
 
-        Returns False to let pynetdicom serve it (every service but those listed here).
+        C-MOVE and C-GET are served here (stored bytes, no decoding, own sub-association);
+        returns False to let pynetdicom serve everything else.
         """
-        return False
+        from pyqrscp.services import get, move
+        from pyqrscp.services.find import MODEL_OF_SOP_CLASS
+
+        serve = {C_MOVE: move.serve, C_GET: get.serve}.get(type(request))
+        context = next((cx for cx in assoc.accepted_contexts if cx.context_id == context_id),
+                       None)
+        model = MODEL_OF_SOP_CLASS.get(str(context.abstract_syntax)) if context else None
+        if serve is None or model is None or not request.is_valid_request:
+            return False
+        # as pynetdicom's own service classes: fresh cancel requests, reactor marked paused
+        assoc.dimse.cancel_req = {}
+        assoc._is_paused = True
+        try:
+            serve(self, assoc, request, context, model)
+        finally:
+            assoc._is_paused = False
+            assoc.dimse.cancel_req = {}
+        return True
 
     def handlers(self) -> list[tuple[Any, Any]]:
-        from pyqrscp.services import echo, find, get, move, store
+        from pyqrscp.services import echo, find, store
 
         return [
             (evt.EVT_C_ECHO, lambda event: echo.handle(self, event)),
             (evt.EVT_C_STORE, lambda event: store.handle(self, event)),
             (evt.EVT_C_FIND, lambda event: find.handle(self, event)),
-            (evt.EVT_C_MOVE, lambda event: move.handle(self, event)),
-            (evt.EVT_C_GET, lambda event: get.handle(self, event)),
             (evt.EVT_N_ACTION, self._commitment_request),
         ]

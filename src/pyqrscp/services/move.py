@@ -1,84 +1,159 @@
 """C-MOVE: resolve the destination as dcmqrscp does, then send the matched files to it.
 
-The sub-association uses the move request's *called* AE title as its calling AE title (what
-dcmqrscp does and what destinations configured for dcmqrscp expect).
+Everything is decided before the first response: the identifier, the matches, the destination.
+The sub-association is pyqrscp's own (:mod:`pyqrscp.sender`): its calling AE title is the move
+request's *called* AE title (what dcmqrscp does and what destinations configured for dcmqrscp
+expect), and each dataset is sent as the bytes stored unless the destination needs another syntax.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pynetdicom import AE, build_context, evt
-from pynetdicom.presentation import PresentationContext
+from pydicom.uid import UID
+from pynetdicom import AE
 
 from pyqrscp.config import Config, Peer
 from pyqrscp.contexts import UNCOMPRESSED, proposed_syntaxes
-from pyqrscp.errors import InvalidIdentifier
+from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
+from pyqrscp.index.query import InformationModel
 from pyqrscp.registry import host_matches, peer_host_names, resolve_move_destination
-from pyqrscp.services.retrieve import FAILED_SUB_OPERATION, Selection, load, select
+from pyqrscp.sender import StoreAssociation, propose
+from pyqrscp.services.retrieve import (
+    MAX_SUB_OPERATIONS,
+    Progress,
+    Responder,
+    Selection,
+    convert,
+    describe,
+    message_ids,
+    read_identifier,
+    run_sub_operations,
+    select,
+    stored_dataset,
+)
 from pyqrscp.status import Status
+from pyqrscp.storage import StorageArea
 
 if TYPE_CHECKING:
     from pyqrscp.options import Options
     from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
-MAX_CONTEXTS = 128
 
 
-def handle(services: Services, event: Any) -> Iterator[Any]:
-    """pynetdicom's protocol: destination, number of sub-operations, then pending datasets."""
-    from pyqrscp.services import failure, peer
-
-    destination_aet = str(event.move_destination or "").strip()
-    destination = allowed_destination(services.config, services.options, event, destination_aet)
+def serve(services: Services, assoc: Any, request: Any, context: Any,
+          model: InformationModel) -> None:
+    """Answer one C-MOVE-RQ completely: pending responses, then the final one."""
+    responder = Responder(assoc, request, context)
+    who = describe(assoc)
+    destination_aet = str(request.MoveDestination or "").strip()
+    entry = services.config.ae(str(assoc.acceptor.ae_title).strip())
+    if entry is None or not entry.access.can_query:
+        responder.send(Status.REFUSED_NOT_AUTHORIZED, error_comment="area is write-only")
+        return
+    destination = allowed_destination(services.config, services.options,
+                                      str(assoc.requestor.ae_title).strip(),
+                                      str(assoc.requestor.address), destination_aet)
     if destination is None:
-        LOGGER.error("Move from %s: destination %r unknown or not allowed", peer(event),
-                     destination_aet)
-        yield None, None
+        LOGGER.error("Move from %s: destination %r unknown or not allowed", who, destination_aet)
+        responder.send(Status.MOVE_DESTINATION_UNKNOWN,
+                       error_comment=f"unknown or not allowed destination {destination_aet}")
         return
     try:
-        selection = select(services, event, services.options.check_move)
-    except (InvalidIdentifier, ValueError, KeyError) as error:
-        LOGGER.error("Move failed from %s: %s", peer(event), error)
-        yield destination.host, destination.port
-        yield 1
-        yield failure(InvalidIdentifier(str(error))), None
+        identifier = read_identifier(request, responder.transfer_syntax)
+        selection = select(services.area_for(entry), identifier, model,
+                           services.options.check_move, services.options.case_sensitive_pn)
+    except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
+        LOGGER.error("Move failed from %s: %s", who, error)
+        responder.send(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(error))
         return
-    LOGGER.info("Received Move Request from %s: %d instance(s) to %s (%s:%d)", peer(event),
+    LOGGER.info("Received Move Request from %s: %d instance(s) to %s (%s:%d)", who,
                 len(selection.instances), destination_aet, destination.host, destination.port)
-    # pynetdicom opens the sub-association with ``assoc.ae`` and its title; lend it an AE named
-    # after the called AE title for the duration of this move (issue 8 replaces this with
-    # pyqrscp's own sender).
-    original_ae = event.assoc._ae
-    event.assoc._ae = sub_association_ae(services.options, str(event.assoc.acceptor.ae_title))
+    if not selection.instances:
+        responder.send(Status.SUCCESS, Progress(remaining=0))
+        return
+    if len(selection.instances) > MAX_SUB_OPERATIONS:
+        responder.send(Status.UNABLE_TO_PROCESS, error_comment="more than 65535 sub-operations")
+        return
+    _move(services, assoc, request, responder, selection, destination,
+          services.area_for(entry))
+
+
+def _move(services: Services, assoc: Any, request: Any, responder: Responder,
+          selection: Selection, destination: Peer, area: StorageArea) -> None:
+    options = services.options
     try:
-        yield destination.host, destination.port, {
-            "contexts": sub_association_contexts(selection, services.options),
-            "max_pdu": services.options.max_pdu or 16384,
-            "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)],
-        }
-        yield len(selection.instances)
-        yield from _sub_operations(services, event, selection)
-    finally:
-        event.assoc._ae = original_ae
+        sub = StoreAssociation.open(
+            destination.host, destination.port, str(assoc.acceptor.ae_title).strip(),
+            destination.ae_title, sub_association_contexts(selection, options),
+            max_pdu=options.max_pdu or 16384, acse_timeout=options.acse_timeout,
+            dimse_timeout=options.dimse_timeout or 60, ssl_context=services.client_tls)
+    except PeerUnavailable as error:
+        LOGGER.error("Move from %s: %s", describe(assoc), error)
+        responder.send(Status.MOVE_DESTINATION_UNKNOWN, error_comment=str(error))
+        return
+    sender = _Sender(sub, destination.ae_title, str(assoc.requestor.ae_title).strip(),
+                     int(request.MessageID), proposed_syntaxes(options.propose_transfer_syntax))
+    try:
+        progress = run_sub_operations(selection, area, sender.send, responder.is_cancelled,
+                                      responder.pending)
+    except BaseException:
+        sub.abort()
+        raise
+    if sender.alive:
+        sub.release()
+    else:
+        sub.abort()
+    status = progress.final_status()
+    LOGGER.info("Move from %s to %s: %s (%d completed, %d failed, %d warning, %d remaining)",
+                describe(assoc), destination.ae_title, status.name, progress.completed,
+                progress.failed, progress.warning, progress.remaining)
+    responder.send(status, progress)
 
 
-def _sub_operations(services: Services, event: Any, selection: Selection) -> Iterator[Any]:
-    for index, (_uid, _cls, _ts, file_name) in enumerate(selection.instances):
-        if event.is_cancelled:
-            LOGGER.info("Move cancelled after %d of %d sub-operations", index,
-                        len(selection.instances))
-            yield int(Status.CANCEL), None
-            return
-        dataset = load(services, event, file_name)
-        yield int(Status.PENDING), dataset if dataset is not None else FAILED_SUB_OPERATION
+class _Sender:
+    """One C-STORE sub-operation on the sub-association, from the stored file's bytes."""
+
+    def __init__(self, sub: StoreAssociation, destination_aet: str, originator_aet: str,
+                 originator_message_id: int, uncompressed: list[str]) -> None:
+        self.sub = sub
+        self.destination_aet = destination_aet
+        self.originator_aet = originator_aet
+        self.originator_message_id = originator_message_id
+        self.uncompressed = uncompressed
+        self.ids = message_ids(1)
+        self.alive = True
+
+    def send(self, sop_instance: str, sop_class: str, transfer_syntax: str, path: Path) -> int:
+        context = self.sub.context_for(sop_class, transfer_syntax, self.uncompressed)
+        if context is None:
+            raise SubOperationFailed(f"{self.destination_aet} accepted no context for "
+                                     f"{UID(sop_class).name} in {UID(transfer_syntax).name} "
+                                     "or an uncompressed syntax")
+        stored_syntax, data = stored_dataset(path)
+        if context.transfer_syntax != stored_syntax:
+            data = convert(data, stored_syntax, context.transfer_syntax)
+        try:
+            response = self.sub.send_c_store(context, sop_instance, data, next(self.ids),
+                                             self.originator_aet, self.originator_message_id)
+        except PeerUnavailable:
+            self.alive = False
+            raise
+        return response.status
+
+
+def sub_association_contexts(selection: Selection, options: Options) -> list[Any]:
+    """Per SOP class: the uncompressed syntaxes, plus one context per stored compressed syntax."""
+    uncompressed = proposed_syntaxes(options.propose_transfer_syntax)
+    return list(propose(selection.presentation_pairs(),
+                        [ts for ts in uncompressed if ts in UNCOMPRESSED]))
 
 
 def sub_association_ae(options: Options, calling_aet: str) -> AE:
-    """A requestor-only AE whose title is the move request's called AE title."""
+    """A requestor-only AE (Storage Commitment reports on a new association use it)."""
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = options.acse_timeout
     ae.dimse_timeout = options.dimse_timeout if options.dimse_timeout is not None else 60
@@ -87,30 +162,14 @@ def sub_association_ae(options: Options, calling_aet: str) -> AE:
     return ae
 
 
-def sub_association_contexts(selection: Selection, options: Options
-                             ) -> list[PresentationContext]:
-    """Per SOP class: the uncompressed syntaxes, plus one context per stored compressed syntax."""
-    uncompressed = proposed_syntaxes(options.propose_transfer_syntax)
-    contexts: list[PresentationContext] = []
-    pairs = sorted(selection.presentation_pairs())
-    for sop_class in sorted({sop_class for sop_class, _ in pairs}):
-        contexts.append(build_context(sop_class, uncompressed))
-    for sop_class, transfer_syntax in pairs:
-        if transfer_syntax not in UNCOMPRESSED:
-            contexts.append(build_context(sop_class, [transfer_syntax]))
-    return contexts[:MAX_CONTEXTS]
-
-
-def allowed_destination(config: Config, options: Options, event: Any, destination_aet: str
-                        ) -> Peer | None:
+def allowed_destination(config: Config, options: Options, calling_aet: str, address: str,
+                        destination_aet: str) -> Peer | None:
     """Resolve the Move Destination, then apply ``-ZA``/``-ZH``/``-ZV``."""
     destination = resolve_move_destination(config, destination_aet)
     if destination is None:
         return None
-    calling = str(event.assoc.requestor.ae_title).strip()
-    address = str(event.assoc.requestor.address)
     restriction = options.move_restriction
-    if restriction == "aetitle" and destination_aet != calling:
+    if restriction == "aetitle" and destination_aet != calling_aet:
         return None
     if restriction in ("host", "vendor"):
         names = peer_host_names(address, options.disable_host_lookup)
@@ -118,17 +177,9 @@ def allowed_destination(config: Config, options: Options, event: Any, destinatio
                                                       options.disable_host_lookup):
             return None
         if restriction == "vendor":
-            requestor = next((p for p in config.peers_named(calling) if host_matches(
+            requestor = next((p for p in config.peers_named(calling_aet) if host_matches(
                 p, address, names, options.disable_host_lookup)), None)
             vendor = config.vendor_of(requestor) if requestor else None
             if vendor is None or config.vendor_of(destination) != vendor:
                 return None
     return destination
-
-
-def _no_delay(event: Any) -> None:
-    import socket
-
-    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

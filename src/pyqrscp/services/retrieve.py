@@ -1,21 +1,36 @@
-"""What C-MOVE and C-GET share: the identifier → instances step and reading stored files."""
+"""What C-MOVE and C-GET share: the identifier → instances step, stored files as dataset bytes,
+and the sub-operation loop with its counts, pending responses, cancel and final status.
+
+pyqrscp serves both itself (through :meth:`Services.route_request`), on the requesting
+association's own thread: no stored file is decoded unless the receiver needs another syntax.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dsutils import decode, encode
 
-from pyqrscp.index.query import matching_instances, parse_identifier
-from pyqrscp.services.find import model_of
-
-if TYPE_CHECKING:
-    from pyqrscp.services import Services
+from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, p_data_primitives, retrieve_response
+from pyqrscp.errors import PeerUnavailable, SubOperationFailed
+from pyqrscp.index.query import InformationModel, matching_instances, parse_identifier
+from pyqrscp.status import Status
+from pyqrscp.storage import StorageArea
 
 LOGGER = logging.getLogger(__name__)
+
+MAX_SUB_OPERATIONS = 65535  # the counts are US (PS3.4 C.4.2.1.4)
+_LONG_LENGTH_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC",
+                              b"UN", b"UR", b"UT", b"UV"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,27 +43,194 @@ class Selection:
         return {(sop_class, ts) for _, sop_class, ts, _ in self.instances}
 
 
-def select(services: Services, event: Any, strict: bool) -> Selection:
+def select(area: StorageArea, identifier: Dataset, model: InformationModel, strict: bool,
+           case_sensitive_pn: bool) -> Selection:
     """Check the identifier and find every instance below the entities it names."""
-    entry = services.entry_for(event)
-    query = parse_identifier(event.identifier, model_of(event), strict)
-    db = services.area_for(entry).reader()
+    query = parse_identifier(identifier, model, strict)
+    db = area.reader()
     try:
-        return Selection(tuple(matching_instances(
-            db, query, services.options.case_sensitive_pn)))
+        return Selection(tuple(matching_instances(db, query, case_sensitive_pn)))
     finally:
         db.close()
 
 
-def load(services: Services, event: Any, file_name: str) -> Dataset | None:
-    """Read one stored file for a sub-operation; ``None`` (a failed sub-operation) if it is gone."""
-    area = services.area_for(services.entry_for(event))
+def read_identifier(request: Any, transfer_syntax: UID) -> Dataset:
+    """The request's identifier, decoded in its context's transfer syntax."""
+    return decode(request.Identifier, transfer_syntax.is_implicit_VR,
+                  transfer_syntax.is_little_endian, transfer_syntax.is_deflated)
+
+
+def stored_dataset(path: Path) -> tuple[str, bytes]:
+    """``(transfer syntax, dataset bytes)`` of a Part-10 file: everything after group 0002."""
     try:
-        return dcmread(area.path_of(file_name))
-    except (OSError, ValueError) as error:
-        LOGGER.error("cannot read stored file %s: %s", file_name, error)
-        return None
+        data = path.read_bytes()
+    except OSError as error:
+        raise SubOperationFailed(f"cannot read stored file {path.name}: {error}") from error
+    if data[128:132] != b"DICM":
+        raise SubOperationFailed(f"stored file {path.name} is not a Part-10 file")
+    offset, transfer_syntax = 132, ""
+    while offset + 8 <= len(data):
+        group, element, vr = struct.unpack_from("<HH2s", data, offset)
+        if group != 0x0002:
+            break
+        if vr in _LONG_LENGTH_VRS:
+            length, start = struct.unpack_from("<I", data, offset + 8)[0], offset + 12
+        else:
+            length, start = struct.unpack_from("<H", data, offset + 6)[0], offset + 8
+        if element == 0x0010:
+            transfer_syntax = data[start:start + length].decode("ascii").rstrip("\x00 ")
+        offset = start + length
+    if not transfer_syntax:
+        raise SubOperationFailed(f"stored file {path.name} has no TransferSyntaxUID")
+    return transfer_syntax, data[offset:]
 
 
-FAILED_SUB_OPERATION = "unreadable"
-"""Yielded instead of a Dataset: pynetdicom counts it as a failed sub-operation."""
+def convert(data: bytes, source: str, target: str) -> bytes:
+    """Re-encode a dataset in another syntax with pydicom; compressed sources are decompressed
+    when pydicom can (RLE natively).  Raises :class:`SubOperationFailed` when it cannot."""
+    source_uid, target_uid = UID(source), UID(target)
+    try:
+        dataset = decode(BytesIO(data), source_uid.is_implicit_VR, source_uid.is_little_endian,
+                         source_uid.is_deflated)
+        if source_uid.is_compressed:
+            dataset.file_meta = FileMetaDataset()
+            dataset.file_meta.TransferSyntaxUID = source_uid
+            dataset.decompress()
+            del dataset.file_meta
+        encoded = encode(dataset, target_uid.is_implicit_VR, target_uid.is_little_endian,
+                         target_uid.is_deflated)
+    except Exception as error:  # pydicom raises many kinds for codecs and encodings
+        raise SubOperationFailed(f"cannot convert {source_uid.name} to {target_uid.name}: "
+                                 f"{error}") from error
+    if encoded is None:
+        raise SubOperationFailed(f"cannot encode the dataset in {target_uid.name}")
+    return bytes(encoded)
+
+
+@dataclass(slots=True)
+class Progress:
+    """Sub-operation counts of one retrieve (PS3.4 C.4.2.1.4)."""
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    def fail(self, sop_instance_uid: str) -> None:
+        self.remaining -= 1
+        self.failed += 1
+        self.failed_uids.append(sop_instance_uid)
+
+    def final_status(self) -> Status:
+        if self.cancelled:
+            return Status.CANCEL
+        if not self.failed and not self.warning:
+            return Status.SUCCESS
+        if not self.completed and not self.warning:
+            return Status.OUT_OF_RESOURCES_SUB_OPERATIONS
+        return Status.SUB_OPERATIONS_COMPLETE_WITH_FAILURES
+
+
+SendOne = Callable[[str, str, str, Path], int]
+"""(SOP instance UID, SOP class UID, stored transfer syntax, path) → C-STORE-RSP status."""
+
+
+def run_sub_operations(selection: Selection, area: StorageArea, send: SendOne,
+                       is_cancelled: Callable[[], bool],
+                       pending: Callable[[Progress], None]) -> Progress:
+    """Send every instance; :class:`SubOperationFailed` fails one, :class:`PeerUnavailable`
+    fails the rest.  ``pending`` is called after each sub-operation."""
+    progress = Progress(remaining=len(selection.instances))
+    for sop_instance, sop_class, transfer_syntax, file_name in selection.instances:
+        if is_cancelled():
+            progress.cancelled = True
+            return progress
+        try:
+            status = send(sop_instance, sop_class, transfer_syntax, area.path_of(file_name))
+        except SubOperationFailed as error:
+            LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
+            progress.fail(sop_instance)
+        except PeerUnavailable as error:
+            LOGGER.error("sub-operations stopped: %s", error)
+            for uid, *_ in selection.instances[len(selection.instances) - progress.remaining:]:
+                progress.fail(uid)
+            return progress
+        else:
+            _count(progress, sop_instance, status)
+        pending(progress)
+    return progress
+
+
+def _count(progress: Progress, sop_instance: str, status: int) -> None:
+    progress.remaining -= 1
+    if status == Status.SUCCESS:
+        progress.completed += 1
+    elif status & 0xF000 == 0xB000:
+        progress.warning += 1
+    else:
+        LOGGER.warning("receiver answered 0x%04X to the C-STORE of %s", status, sop_instance)
+        progress.failed += 1
+        progress.failed_uids.append(sop_instance)
+
+
+class Responder:
+    """Sends C-MOVE/C-GET responses on the requesting association (pynetdicom encodes them)."""
+
+    def __init__(self, assoc: Any, request: Any, context: Any) -> None:
+        self.assoc = assoc
+        self.request = request
+        self.context_id = int(context.context_id)
+        self.transfer_syntax = UID(context.transfer_syntax[0])
+        self.command_field = C_MOVE_RSP if isinstance(request, C_MOVE) else C_GET_RSP
+
+    def is_cancelled(self) -> bool:
+        """Has a C-CANCEL for this request arrived (pynetdicom files them by message ID)?"""
+        return self.assoc.dimse.cancel_req.pop(self.request.MessageID, None) is not None
+
+    def pending(self, progress: Progress) -> None:
+        self.send(Status.PENDING, progress)
+
+    def send(self, status: Status, progress: Progress | None = None,
+             error_comment: str = "") -> None:
+        """One response; pending ones carry Remaining, failures the FailedSOPInstanceUIDList."""
+        counts = None
+        identifier = None
+        if progress is not None:
+            remaining = progress.remaining if status in (Status.PENDING, Status.CANCEL) else None
+            counts = (remaining, progress.completed, progress.failed, progress.warning)
+            if status not in (Status.PENDING, Status.SUCCESS):
+                identifier = self._failed_list(progress)
+        command = retrieve_response(self.command_field, str(self.request.AffectedSOPClassUID),
+                                    int(self.request.MessageID), int(status), counts,
+                                    error_comment, identifier is not None)
+        send_message(self.assoc, self.context_id, command, identifier)
+
+    def _failed_list(self, progress: Progress) -> bytes:
+        identifier = Dataset()
+        identifier.FailedSOPInstanceUIDList = progress.failed_uids
+        ts = self.transfer_syntax
+        return bytes(encode(identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+                     or b"")
+
+
+def send_message(assoc: Any, context_id: int, command: bytes, dataset: bytes | None) -> None:
+    """Queue one DIMSE message for pynetdicom's DUL, which frames and sends it in order."""
+    for primitive in p_data_primitives(context_id, command, dataset,
+                                       int(assoc.requestor.maximum_length or 0)):
+        assoc.dul.send_pdu(primitive)
+
+
+def describe(assoc: Any) -> str:
+    """``CALLING (address) -> CALLED`` for log lines."""
+    calling = str(assoc.requestor.ae_title).strip()
+    return f"{calling} ({assoc.requestor.address}) -> {str(assoc.acceptor.ae_title).strip()}"
+
+
+def message_ids(first: int) -> Iterator[int]:
+    """Message IDs for sub-operations: 1..65535, wrapping."""
+    current = first
+    while True:
+        yield current
+        current = current % 65535 + 1

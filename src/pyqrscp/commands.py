@@ -1,0 +1,104 @@
+"""DIMSE command sets packed with ``struct`` (implicit VR little endian, PS3.7 Annex E).
+
+pynetdicom builds a pydicom Dataset for every command it sends (about 0.5 ms each, with value
+validation); a retrieve sends two per instance, so pyqrscp packs the few it sends itself.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from pynetdicom.pdu_primitives import P_DATA
+
+C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+C_GET_RSP, C_MOVE_RSP = 0x8010, 0x8021
+DATASET_PRESENT, NO_DATASET = 0x0000, 0x0101
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def _us(value: int) -> bytes:
+    return struct.pack("<H", value)
+
+
+def _command(elements: list[bytes]) -> bytes:
+    body = b"".join(elements)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def store_request(sop_class: str, sop_instance: str, message_id: int,
+                  originator_aet: str = "", originator_message_id: int | None = None) -> bytes:
+    """A C-STORE-RQ (PS3.7 9.3.1.1), with the Move Originator when sent for a C-MOVE."""
+    elements = [
+        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(C_STORE_RQ)),
+        _element(0x0110, _us(message_id)), _element(0x0700, _us(0)),
+        _element(0x0800, _us(DATASET_PRESENT)), _element(0x1000, _padded(sop_instance, b"\x00")),
+    ]
+    if originator_aet:
+        elements.append(_element(0x1030, _padded(originator_aet, b" ")))
+    if originator_message_id is not None:
+        elements.append(_element(0x1031, _us(originator_message_id)))
+    return _command(elements)
+
+
+def retrieve_response(command_field: int, sop_class: str, message_id: int, status: int,
+                      counts: tuple[int | None, int, int, int] | None = None,
+                      error_comment: str = "", has_identifier: bool = False) -> bytes:
+    """A C-MOVE-RSP or C-GET-RSP; ``counts`` are (remaining or None, completed, failed,
+    warning)."""
+    elements = [
+        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(command_field)),
+        _element(0x0120, _us(message_id)),
+        _element(0x0800, _us(DATASET_PRESENT if has_identifier else NO_DATASET)),
+        _element(0x0900, _us(status)),
+    ]
+    if error_comment:
+        elements.append(_element(0x0902, _padded(error_comment[:64], b" ")))
+    if counts is not None:
+        remaining, completed, failed, warning = counts
+        if remaining is not None:
+            elements.append(_element(0x1020, _us(remaining)))
+        elements += [_element(0x1021, _us(completed)), _element(0x1022, _us(failed)),
+                     _element(0x1023, _us(warning))]
+    return _command(elements)
+
+
+def parse_command(data: bytes) -> dict[int, bytes]:
+    """The elements of a command set by element number (group 0000, implicit VR LE)."""
+    found: dict[int, bytes] = {}
+    offset = 0
+    while offset + 8 <= len(data):
+        _group, element, length = struct.unpack_from("<HHI", data, offset)
+        found[element] = data[offset + 8:offset + 8 + length]
+        offset += 8 + length
+    return found
+
+
+def fragments(data: bytes, max_pdv: int) -> Iterator[tuple[bytes, bool]]:
+    """``(fragment, is_last)`` pieces of one message part, each at most ``max_pdv`` bytes."""
+    view = memoryview(data)
+    size = max(max_pdv, 1)
+    for start in range(0, max(len(view), 1), size):
+        yield bytes(view[start:start + size]), start + size >= len(view)
+
+
+def p_data_primitives(context_id: int, command: bytes, dataset: bytes | None,
+                      max_pdu: int) -> Iterator[P_DATA]:
+    """P-DATA primitives for pynetdicom's DUL (``dul.send_pdu``): the command, then the
+    dataset, one PDV per PDU (``max_pdu`` 0 = no limit)."""
+    max_pdv = (max_pdu or (1 << 24)) - 6
+    parts = [(command, 0x01)] + ([(dataset, 0x00)] if dataset is not None else [])
+    for data, kind in parts:
+        for fragment, last in fragments(data, max_pdv):
+            primitive = P_DATA()
+            primitive.presentation_data_value_list.append(
+                (context_id, bytes([kind | (0x02 if last else 0x00)]) + fragment))
+            yield primitive

@@ -1,0 +1,261 @@
+"""pyqrscp's own C-STORE SCU for C-MOVE sub-associations: PDUs packed with ``struct``.
+
+One thread writes a request and reads its response on a blocking socket; there is no reactor
+thread that could take the response first (pynetdicom's ``send_c_store`` can lose a C-STORE-RSP to
+its association reactor and then waits the whole DIMSE timeout, see docs/performance.md).
+Datasets travel as the bytes given, never decoded here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+from pyqrscp.commands import C_STORE_RSP, NO_DATASET, fragments, parse_command, store_request
+from pyqrscp.errors import PeerUnavailable
+
+LOGGER = logging.getLogger(__name__)
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+MAX_CONTEXTS = 128
+_UNLIMITED_PDU = 1 << 20  # what we send per PDU when the peer announces 0 (no limit)
+_ASSOCIATE_RQ, _ASSOCIATE_AC, _ASSOCIATE_RJ = 0x01, 0x02, 0x03
+_P_DATA, _RELEASE_RQ, _RELEASE_RP, _ABORT = 0x04, 0x05, 0x06, 0x07
+
+
+@dataclass(frozen=True, slots=True)
+class ProposedContext:
+    context_id: int
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedContext:
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResponse:
+    status: int
+    error_comment: str = ""
+
+
+def propose(pairs: Iterable[tuple[str, str]], uncompressed: Sequence[str]
+            ) -> list[ProposedContext]:
+    """Per SOP class one context with the ``uncompressed`` syntaxes (``-x...`` order), plus one
+    context per stored syntax that is not among them; at most 128 (odd IDs 1..255)."""
+    pairs = sorted(set(pairs))
+    wanted = [(sop_class, tuple(uncompressed)) for sop_class in sorted({c for c, _ in pairs})]
+    wanted += [(sop_class, (ts,)) for sop_class, ts in pairs if ts not in uncompressed]
+    return [ProposedContext(2 * index + 1, sop_class, syntaxes)
+            for index, (sop_class, syntaxes) in enumerate(wanted[:MAX_CONTEXTS])]
+
+
+def _item(item_type: int, body: bytes) -> bytes:
+    return struct.pack(">BxH", item_type, len(body)) + body
+
+
+def _associate_rq(calling_aet: str, called_aet: str, contexts: Sequence[ProposedContext],
+                  max_pdu: int) -> bytes:
+    items = [_item(0x10, APPLICATION_CONTEXT.encode())]
+    for cx in contexts:
+        sub = _item(0x30, cx.abstract_syntax.encode()) + b"".join(
+            _item(0x40, ts.encode()) for ts in cx.transfer_syntaxes)
+        items.append(_item(0x20, struct.pack(">B3x", cx.context_id) + sub))
+    items.append(_item(0x50, _item(0x51, struct.pack(">I", max_pdu))
+                       + _item(0x52, str(PYNETDICOM_IMPLEMENTATION_UID).encode())
+                       + _item(0x55, str(PYNETDICOM_IMPLEMENTATION_VERSION).encode())))
+    body = struct.pack(">H2x16s16s32x", 1, called_aet.encode("ascii").ljust(16),
+                       calling_aet.encode("ascii").ljust(16)) + b"".join(items)
+    return struct.pack(">BxI", _ASSOCIATE_RQ, len(body)) + body
+
+
+def _sub_items(data: bytes) -> Iterable[tuple[int, bytes]]:
+    offset = 0
+    while offset + 4 <= len(data):
+        item_type, length = struct.unpack_from(">BxH", data, offset)
+        yield item_type, data[offset + 4:offset + 4 + length]
+        offset += 4 + length
+
+
+def _parse_associate_ac(body: bytes, proposed: Sequence[ProposedContext]
+                        ) -> tuple[dict[int, AcceptedContext], int]:
+    """Accepted contexts by ID, and the peer's maximum PDU length (0: no limit)."""
+    by_id = {cx.context_id: cx for cx in proposed}
+    accepted: dict[int, AcceptedContext] = {}
+    max_pdu = 0
+    for item_type, value in _sub_items(body[68:]):
+        if item_type == 0x21 and len(value) >= 4 and value[2] == 0 and value[0] in by_id:
+            syntaxes = [v for t, v in _sub_items(value[4:]) if t == 0x40]
+            if syntaxes:
+                ts = syntaxes[0].decode("ascii").rstrip("\x00 ")
+                accepted[value[0]] = AcceptedContext(value[0], by_id[value[0]].abstract_syntax, ts)
+        elif item_type == 0x50:
+            for sub_type, sub_value in _sub_items(value):
+                if sub_type == 0x51 and len(sub_value) == 4:
+                    max_pdu = struct.unpack(">I", sub_value)[0]
+    return accepted, max_pdu
+
+
+class StoreAssociation:
+    """An established association on which pyqrscp is the C-STORE SCU."""
+
+    def __init__(self, sock: socket.socket, accepted: dict[int, AcceptedContext],
+                 peer_max_pdu: int, dimse_timeout: float, acse_timeout: float) -> None:
+        self.sock = sock
+        self.accepted = accepted
+        self.max_pdv = (peer_max_pdu or _UNLIMITED_PDU) - 6
+        self.dimse_timeout = dimse_timeout
+        self.acse_timeout = acse_timeout
+
+    @classmethod
+    def open(cls, host: str, port: int, calling_aet: str, called_aet: str,
+             contexts: Sequence[ProposedContext], *, max_pdu: int = 16384,
+             acse_timeout: float = 30, dimse_timeout: float = 60,
+             ssl_context: ssl.SSLContext | None = None) -> StoreAssociation:
+        """Connect and negotiate; raise :class:`PeerUnavailable` when that fails."""
+        try:
+            sock: socket.socket = socket.create_connection((host, port), timeout=acse_timeout)
+        except OSError as error:
+            raise PeerUnavailable(f"cannot connect to {host}:{port}: {error}") from error
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if ssl_context is not None:
+                sock = ssl_context.wrap_socket(sock, server_hostname=host)
+            sock.sendall(_associate_rq(calling_aet, called_aet, contexts, max_pdu))
+            pdu_type, body = _read_pdu(sock)
+        except (OSError, PeerUnavailable) as error:
+            sock.close()
+            raise PeerUnavailable(f"association with {called_aet} failed: {error}") from error
+        if pdu_type == _ASSOCIATE_AC:
+            accepted, peer_max_pdu = _parse_associate_ac(body, contexts)
+            return cls(sock, accepted, peer_max_pdu, dimse_timeout, acse_timeout)
+        sock.close()
+        if pdu_type == _ASSOCIATE_RJ and len(body) >= 4:
+            raise PeerUnavailable(f"{called_aet} rejected the association (result {body[1]}, "
+                                  f"source {body[2]}, reason {body[3]})")
+        raise PeerUnavailable(f"{called_aet} answered the association request with PDU "
+                              f"type 0x{pdu_type:02X}")
+
+    def context_for(self, sop_class: str, transfer_syntax: str,
+                    convertible: Sequence[str] = ()) -> AcceptedContext | None:
+        """The context that takes the bytes as stored; else the first accepted one in a syntax
+        of ``convertible`` (in proposal order)."""
+        candidates = [cx for cx in self.accepted.values() if cx.abstract_syntax == sop_class]
+        exact = next((cx for cx in candidates if cx.transfer_syntax == transfer_syntax), None)
+        if exact is not None:
+            return exact
+        return next((cx for cx in sorted(candidates, key=lambda c: c.context_id)
+                     if cx.transfer_syntax in convertible), None)
+
+    def send_c_store(self, context: AcceptedContext, sop_instance: str, dataset: bytes,
+                     message_id: int, originator_aet: str = "",
+                     originator_message_id: int | None = None) -> StoreResponse:
+        """Send one C-STORE-RQ and wait for its response; :class:`PeerUnavailable` on a lost
+        association or when the DIMSE timeout passes (the caller aborts)."""
+        command = store_request(context.abstract_syntax, sop_instance, message_id,
+                                originator_aet, originator_message_id)
+        try:
+            self.sock.settimeout(self.dimse_timeout)
+            self.sock.sendall(b"".join(_p_data(context.context_id, command, True, self.max_pdv)
+                                       + _p_data(context.context_id, dataset, False,
+                                                 self.max_pdv)))
+            elements = self._read_command()
+        except OSError as error:
+            raise PeerUnavailable(f"C-STORE of {sop_instance}: {error}") from error
+        field = struct.unpack("<H", elements.get(0x0100, b"\0\0"))[0]
+        responded = struct.unpack("<H", elements.get(0x0120, b"\0\0"))[0]
+        if field != C_STORE_RSP or responded != message_id or 0x0900 not in elements:
+            raise PeerUnavailable(f"unexpected response to C-STORE of {sop_instance}")
+        comment = elements.get(0x0902, b"").decode("ascii", "replace").rstrip("\x00 ")
+        return StoreResponse(struct.unpack("<H", elements[0x0900])[0], comment)
+
+    def _read_command(self) -> dict[int, bytes]:
+        """Read P-DATA until a complete command (a dataset after it is read and dropped)."""
+        command = bytearray()
+        elements: dict[int, bytes] | None = None
+        while True:
+            pdu_type, body = _read_pdu(self.sock)
+            if pdu_type != _P_DATA:
+                raise PeerUnavailable(f"peer sent PDU type 0x{pdu_type:02X} instead of P-DATA")
+            offset = 0
+            while offset + 6 <= len(body):
+                length, header = struct.unpack_from(">I", body, offset)[0], body[offset + 5]
+                fragment = body[offset + 6:offset + 4 + length]
+                offset += 4 + length
+                if elements is None and header & 0x01:
+                    command += fragment
+                    if header & 0x02:
+                        elements = parse_command(bytes(command))
+                        has_dataset = struct.unpack(
+                            "<H", elements.get(0x0800, b"\x01\x01"))[0] != NO_DATASET
+                        if not has_dataset:
+                            return elements
+                elif elements is not None and not header & 0x01 and header & 0x02:
+                    return elements
+
+    def release(self) -> None:
+        """A-RELEASE (bounded by the ACSE timeout); abort when the peer does not answer."""
+        try:
+            self.sock.settimeout(self.acse_timeout)
+            self.sock.sendall(struct.pack(">BxI4x", _RELEASE_RQ, 4))
+            while _read_pdu(self.sock)[0] == _P_DATA:
+                pass
+        except (OSError, PeerUnavailable) as error:
+            LOGGER.warning("release of the sub-association failed: %s", error)
+        self.close()
+
+    def abort(self) -> None:
+        try:
+            self.sock.settimeout(1)
+            self.sock.sendall(struct.pack(">BxI2xBB", _ABORT, 4, 0, 0))
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _p_data(context_id: int, data: bytes, is_command: bool, max_pdv: int) -> list[bytes]:
+    """P-DATA-TF PDUs of one message part, one PDV each, the last one flagged."""
+    pdus: list[bytes] = []
+    for chunk, last in fragments(data, max_pdv):
+        header = (0x01 if is_command else 0x00) | (0x02 if last else 0x00)
+        pdus.append(struct.pack(">BxIIBB", _P_DATA, len(chunk) + 6, len(chunk) + 2,
+                                context_id, header))
+        pdus.append(chunk)
+    return pdus
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    while view:
+        received = sock.recv_into(view)
+        if received == 0:
+            raise PeerUnavailable("connection closed by peer")
+        view = view[received:]
+    return bytes(buffer)
+
+
+def _read_pdu(sock: socket.socket) -> tuple[int, bytes]:
+    pdu_type, length = struct.unpack(">BxI", _read_exactly(sock, 6))
+    if length > (1 << 26):
+        raise PeerUnavailable(f"peer announced a {length}-byte PDU")
+    body = _read_exactly(sock, length)
+    if pdu_type == _ABORT:
+        raise PeerUnavailable("peer aborted the association")
+    return pdu_type, body

@@ -1,0 +1,217 @@
+"""C-MOVE outcomes against the installed ``pyqrscp``: cancel, partial failure, unreachable
+destination, and a long move under CPU load (pynetdicom's sender lost C-STORE-RSPs there, see
+docs/performance.md)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import DCMTK_ENV, free_port, have_dcmtk, make_ct, pyqrscp_process, run_tool
+from helpers import write_config as write_dcmqrscp_config
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as STUDY_MOVE
+
+pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
+
+STUDY = "1.2.826.0.1.3680043.9.7780.1"
+SUCCESS, CANCEL, WARNING = 0x0000, 0xFE00, 0xB000
+ALL_FAILED, DESTINATION_UNKNOWN = 0xA702, 0xA801
+
+
+@dataclass
+class Archive:
+    port: int
+    area: Path
+    uids: list[str]
+    destination_port: int
+
+    def file_of(self, uid: str) -> Path:
+        with sqlite3.connect(self.area / "pyqrscp-index.sqlite3") as db:
+            row = db.execute("SELECT file_name FROM instance WHERE sop_instance_uid=?",
+                             (uid,)).fetchone()
+        return self.area / str(row[0])
+
+
+@contextmanager
+def archive(tmp_path: Path, count: int, rows: int = 8) -> Iterator[Archive]:
+    """An ARCHIVE area holding one study of ``count`` instances (registered with
+    ``pyqrscp index``), served by the real pyqrscp; DEST is a free port, DOWN a closed one."""
+    files = tmp_path / "files"
+    files.mkdir()
+    uids = [f"{STUDY}.1.{n}" for n in range(1, count + 1)]
+    for n, uid in enumerate(uids, 1):
+        make_ct(files, study_uid=STUDY, series_uid=f"{STUDY}.1", sop_uid=uid,
+                instance_number=n, rows=rows)
+    destination_port = free_port()
+    config = write_dcmqrscp_config(
+        tmp_path, [f"ARCHIVE {tmp_path / 'area'} RW (10, 10gb) ANY"],
+        [f"dest = (DEST, localhost, {destination_port})",
+         f"down = (DOWN, localhost, {free_port()})"])
+    indexed = subprocess.run([sys.executable, "-m", "pyqrscp", "index", "-c", str(config),
+                              "ARCHIVE", str(files)], capture_output=True, text=True,
+                             timeout=300)
+    assert indexed.returncode == 0, indexed.stderr
+    with pyqrscp_process(config) as server:
+        yield Archive(server.port, tmp_path / "area", uids, destination_port)
+
+
+@dataclass
+class Destination:
+    """An in-process storage SCP; with ``hold`` it keeps the first C-STORE until released."""
+
+    received: list[str] = field(default_factory=list)
+    hold: bool = False
+    first: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def handle(self, event: Any) -> int:
+        self.received.append(str(event.request.AffectedSOPInstanceUID))
+        self.first.set()
+        if self.hold:
+            self.release.wait(timeout=30)
+        return 0x0000
+
+
+@contextmanager
+def destination(port: int, hold: bool = False) -> Iterator[Destination]:
+    dest = Destination(hold=hold)
+    ae = AE(ae_title="DEST")
+    ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian])
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, dest.handle)])
+    assert server is not None
+    try:
+        yield dest
+    finally:
+        dest.release.set()
+        server.shutdown()
+
+
+def _identifier() -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = STUDY
+    return identifier
+
+
+@contextmanager
+def requestor(port: int) -> Iterator[Any]:
+    ae = AE(ae_title="MOVESCU")
+    ae.add_requested_context(STUDY_MOVE)
+    ae.dimse_timeout = 120
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE")
+    assert assoc.is_established
+    try:
+        yield assoc
+    finally:
+        assoc.release()
+
+
+def final_response(responses: Iterator[tuple[Dataset, Dataset | None]]
+                   ) -> tuple[Dataset, Dataset | None]:
+    last: tuple[Dataset, Dataset | None] = (Dataset(), None)
+    for last in responses:
+        if last[0].get("Status") != 0xFF00:
+            break
+    return last
+
+
+def failed_uids(identifier: Dataset) -> list[str]:
+    """FailedSOPInstanceUIDList as a list (pydicom gives one value as a plain string)."""
+    value = identifier.get("FailedSOPInstanceUIDList") or []
+    return [str(value)] if isinstance(value, str) else [str(uid) for uid in value]
+
+
+def move(port: int, destination_aet: str = "DEST") -> tuple[Dataset, Dataset | None]:
+    with requestor(port) as assoc:
+        return final_response(assoc.send_c_move(_identifier(), destination_aet, STUDY_MOVE))
+
+
+def test_cancel_stops_between_sub_operations_with_counts(tmp_path: Path) -> None:
+    with archive(tmp_path, 20) as arc, destination(arc.destination_port, hold=True) as dest, \
+            requestor(arc.port) as assoc:
+        responses = assoc.send_c_move(_identifier(), "DEST", STUDY_MOVE, msg_id=9)
+        assert dest.first.wait(timeout=30)
+        context_id = next(cx.context_id for cx in assoc.accepted_contexts
+                          if cx.abstract_syntax == STUDY_MOVE)
+        assoc.send_c_cancel(9, context_id)
+        dest.release.set()
+        status, identifier = final_response(responses)
+    assert status.Status == CANCEL
+    completed = status.NumberOfCompletedSuboperations
+    # the C-CANCEL reaches the server while the held sub-operation (or the next) is running
+    assert 1 <= completed <= 3
+    assert (status.NumberOfFailedSuboperations, status.NumberOfWarningSuboperations,
+            status.NumberOfRemainingSuboperations) == (0, 0, 20 - completed)
+    assert identifier is not None and failed_uids(identifier) == []
+    assert len(set(dest.received)) == completed and set(dest.received) <= set(arc.uids)
+
+
+def test_a_file_deleted_behind_the_index_fails_its_sub_operation(tmp_path: Path) -> None:
+    with archive(tmp_path, 3) as arc, destination(arc.destination_port) as dest:
+        arc.file_of(arc.uids[1]).unlink()
+        status, identifier = move(arc.port)
+    assert status.Status == WARNING
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (2, 1)
+    assert identifier is not None
+    assert failed_uids(identifier) == [arc.uids[1]]
+    assert sorted(dest.received) == sorted([arc.uids[0], arc.uids[2]])
+
+
+def test_every_file_gone_is_a_failure(tmp_path: Path) -> None:
+    with archive(tmp_path, 2) as arc, destination(arc.destination_port) as dest:
+        for uid in arc.uids:
+            arc.file_of(uid).unlink()
+        status, identifier = move(arc.port)
+    assert status.Status == ALL_FAILED
+    assert status.NumberOfFailedSuboperations == 2
+    assert identifier is not None and sorted(failed_uids(identifier)) == sorted(arc.uids)
+    assert dest.received == []
+
+
+def test_unreachable_destination_is_a801_with_a_comment(tmp_path: Path) -> None:
+    with archive(tmp_path, 1) as arc:
+        status, _ = move(arc.port, "DOWN")
+        unknown, _ = move(arc.port, "NOWHERE")
+    assert status.Status == DESTINATION_UNKNOWN and "connect" in status.ErrorComment
+    assert unknown.Status == DESTINATION_UNKNOWN and "NOWHERE" in unknown.ErrorComment
+
+
+@pytest.mark.slow
+def test_long_move_under_cpu_load_loses_no_response(tmp_path: Path) -> None:
+    """2,000 sub-operations with every core busy: all succeed, well inside one DIMSE timeout
+    (pynetdicom's send_c_store lost a C-STORE-RSP in most such runs and waited 60 s)."""
+    with archive(tmp_path, 2000, rows=4) as arc:
+        receiver = subprocess.Popen(["storescp", "--ignore", "-aet", "DEST",
+                                     str(arc.destination_port)], env=DCMTK_ENV,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                   for _ in range(os.cpu_count() or 2)]
+        try:
+            for _ in range(200):
+                if run_tool("echoscu", "-to", "2", "-aec", "DEST", "localhost",
+                            str(arc.destination_port)).returncode == 0:
+                    break
+            started = time.monotonic()
+            status, _ = move(arc.port)
+            elapsed = time.monotonic() - started
+        finally:
+            for process in [*burners, receiver]:
+                process.kill()
+                process.wait(timeout=20)
+    assert status.Status == SUCCESS
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (2000, 0)
+    assert elapsed < 40, f"{elapsed:.1f} s"
