@@ -35,7 +35,7 @@ class InvalidIdentifier(PyqrscpError):
 
 
 class InvalidDataset(PyqrscpError):
-    """A received dataset that cannot be stored (missing/invalid UIDs, mismatch with the command)."""
+    """A received dataset that cannot be stored (missing/invalid UIDs, command mismatch)."""
 
 
 class QuotaExceeded(PyqrscpError):

@@ -204,7 +204,8 @@ def _segment_at(segment: str, text: str, start: int) -> bool:
         return False
     if "?" not in segment:
         return text.startswith(segment, start)
-    return all(p == "?" or p == t for p, t in zip(segment, text[start : start + len(segment)]))
+    window = text[start : start + len(segment)]
+    return all(p == "?" or p == t for p, t in zip(segment, window, strict=True))
 
 
 def _find_segment(segment: str, text: str, start: int, end: int) -> int:
@@ -341,7 +342,7 @@ def _parse_dt(text: str, upper: bool) -> int | None:
         return None
     year, *fields, fraction = match.groups()
     digits = year
-    for field, ((low, high), low_pad, high_pad) in zip(fields, _DT_FIELDS):
+    for field, ((low, high), low_pad, high_pad) in zip(fields, _DT_FIELDS, strict=True):
         if field is not None and not low <= int(field) <= high:
             return None
         digits += field or (high_pad if upper else low_pad)

@@ -22,7 +22,9 @@ from helpers import write_config as write_dcmqrscp_config
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as STUDY_MOVE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelMove as STUDY_MOVE,
+)
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 

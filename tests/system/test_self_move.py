@@ -1,4 +1,4 @@
-"""A C-MOVE whose destination is the archive itself, into the area it reads from (dcmqrscp hangs)."""
+"""A C-MOVE to the archive itself, into the area it reads from (dcmqrscp hangs there)."""
 
 from __future__ import annotations
 

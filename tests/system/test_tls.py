@@ -1,7 +1,7 @@
 """DICOM TLS against the installed ``pyqrscp`` with DCMTK's TLS-enabled tools.
 
 DCMTK 3.6.7's echoscu, storescu, findscu and storescp speak TLS; its getscu and movescu do not,
-so C-GET is driven by pynetdicom with a verifying ``ssl.SSLContext``.
+so C-GET and C-MOVE are driven by pynetdicom with a verifying ``ssl.SSLContext``.
 
 The certificates are made here with the ``openssl`` command: a CA, a server and a client
 certificate it signed, and an unrelated CA (whose certificate no one should accept).
@@ -18,13 +18,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import (
+    DCMTK_ENV,
     RunningServer,
+    free_port,
     have_dcmtk,
     make_ct,
     pyqrscp_process,
@@ -38,11 +41,13 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 
 from pyqrscp.config import load_config
 from pyqrscp.options import Options
 from pyqrscp.server import ArchiveServer
+from pyqrscp.services.retrieve import stored_dataset
 
 
 def _dcmtk_has_tls() -> bool:
@@ -104,6 +109,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     _make_ca(folder, "otherca")
     _make_leaf(folder, "server", "ca")
     _make_leaf(folder, "client", "ca")
+    _make_leaf(folder, "destination", "ca")
     _make_leaf(folder, "stranger", "otherca")
     _make_leaf(folder, "locked", "ca", ("-passout", f"pass:{KEY_PASSWORD}"))
     return Pki(folder)
@@ -153,12 +159,18 @@ def test_store_find_get_over_tls(archive: RunningServer, pki: Pki, tmp_path: Pat
     assert [ds.SOPInstanceUID for ds in received] == [dcmread(sent).SOPInstanceUID]
 
 
-def get_with_pynetdicom(port: int, pki: Pki, study_uid: str) -> list[Dataset]:
-    """C-GET over TLS (DCMTK 3.6.7's getscu has no TLS): pynetdicom with a verifying context."""
+def client_context(pki: Pki) -> ssl.SSLContext:
+    """A requester's context: present the client certificate, verify the peer against the CA."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.load_cert_chain(pki.cert("client"), pki.key("client"))
     context.load_verify_locations(pki.cert("ca"))
+    return context
+
+
+def get_with_pynetdicom(port: int, pki: Pki, study_uid: str) -> list[Dataset]:
+    """C-GET over TLS (DCMTK 3.6.7's getscu has no TLS): pynetdicom with a verifying context."""
+    context = client_context(pki)
     received: list[Dataset] = []
 
     def on_store(event: Any) -> int:
@@ -276,10 +288,67 @@ def test_mismatched_key_and_certificate_is_a_startup_error(pki: Pki, config: Pat
     assert "does not belong to the certificate" in result.stderr
 
 
-@pytest.mark.skip(reason="C-MOVE sub-associations are being rewritten (issue 8: sender.py); "
-                  "enable once the sender takes Services.client_tls")
-def test_move_to_a_tls_destination(pki: Pki, config: Path) -> None:
-    """movescu +tls to pyqrscp, which sends to ``storescp +tls`` (the destination)."""
+@contextmanager
+def tls_storescp(pki: Pki, folder: Path, port: int) -> Iterator[Path]:
+    """``storescp +tls`` as DEST on ``port``, writing into ``folder``; yield once it answers a
+    C-ECHO over TLS, and always stop it. Yield the path of its log."""
+    folder.mkdir()
+    log_path = folder.parent / "storescp.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["storescp", "-d", "-aet", "DEST", *pki.tls("destination"), "-od", str(folder),
+             str(port)], stdout=log, stderr=subprocess.STDOUT, env=DCMTK_ENV)
+    try:
+        for _ in range(500):
+            if process.poll() is not None:
+                raise RuntimeError(f"storescp exited with {process.returncode}:\n"
+                                   + log_path.read_text())
+            if run_tool("echoscu", "-to", "2", "-aec", "DEST", *pki.tls("client"), "localhost",
+                        str(port)).returncode == 0:
+                break
+        else:
+            raise RuntimeError("storescp did not answer C-ECHO over TLS")
+        yield log_path
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def move_with_pynetdicom(port: int, pki: Pki, study_uid: str, destination: str) -> list[int]:
+    """C-MOVE over TLS (DCMTK 3.6.7's movescu has no TLS): the statuses of every response."""
+    ae = AE(ae_title="MOVESCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE",
+                         tls_args=(client_context(pki), "localhost"))
+    assert assoc.is_established
+    try:
+        return [int(status.Status) for status, _ in assoc.send_c_move(
+            query, destination, StudyRootQueryRetrieveInformationModelMove) if status]
+    finally:
+        assoc.release()
+
+
+def test_move_to_a_tls_destination(pki: Pki, tmp_path: Path) -> None:
+    """A C-MOVE over TLS to pyqrscp, whose sub-association to ``storescp +tls`` (the
+    destination) uses TLS too: the archive presents its certificate and verifies DEST's."""
+    dest_port = free_port()
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (9, 64mb) ANY"],
+                          host_rows=[f"dest = (DEST, localhost, {dest_port})"])
+    study_uid = generate_uid()
+    sent = [make_ct(tmp_path, study_uid=study_uid, patient_id="TLSMOVE", instance_number=n)
+            for n in (1, 2, 3)]
+    with tls_storescp(pki, tmp_path / "dest", dest_port) as log_path, \
+            pyqrscp_process(config, *server_tls(pki)) as server:
+        stored = run_tool("storescu", "-aec", "ARCHIVE", *pki.tls("client"), "localhost",
+                          str(server.port), *(str(path) for path in sent))
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        statuses = move_with_pynetdicom(server.port, pki, study_uid, "DEST")
+        assert statuses[-1] == 0x0000, server.log_text() + log_path.read_text()
+    received = {stored_dataset(path)[1] for path in (tmp_path / "dest").iterdir()}
+    assert received == {stored_dataset(path)[1] for path in sent}
 
 
 def test_storage_commitment_report_goes_out_over_tls(pki: Pki, tmp_path: Path) -> None:
@@ -307,13 +376,9 @@ def test_storage_commitment_report_goes_out_over_tls(pki: Pki, tmp_path: Path) -
     server = ArchiveServer(load_config(config), options, host="127.0.0.1")
     server.start()
     try:
-        client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        client_context.check_hostname = False
-        client_context.load_cert_chain(pki.cert("client"), pki.key("client"))
-        client_context.load_verify_locations(pki.cert("ca"))
         modality.add_requested_context(StorageCommitmentPushModel)
         assoc = modality.associate("127.0.0.1", server.port, ae_title="ARCHIVE",
-                                   tls_args=(client_context, "localhost"))
+                                   tls_args=(client_context(pki), "localhost"))
         assert assoc.is_established
         request = Dataset()
         request.TransactionUID = generate_uid()

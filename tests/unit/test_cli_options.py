@@ -68,7 +68,9 @@ def test_write_only_area_refuses_query_retrieve() -> None:
 
 def test_require_find_and_disable_get() -> None:
     options = Options(require_find=True)
-    assert STUDY_ROOT_MOVE not in _classes(Access.RW, options, proposed=frozenset({STUDY_ROOT_MOVE}))
+    assert STUDY_ROOT_MOVE not in _classes(
+        Access.RW, options, proposed=frozenset({STUDY_ROOT_MOVE})
+    )
     assert STUDY_ROOT_MOVE in _classes(Access.RW, options,
                                        proposed=frozenset({STUDY_ROOT_FIND, STUDY_ROOT_MOVE}))
     assert STUDY_ROOT_GET not in _classes(Access.RW, Options(disable_get=True))

@@ -180,7 +180,10 @@ def test_ae_rows(row: str, expected: AERow) -> None:
 
 
 def test_blank_comment_and_crlf_lines_are_skipped_everywhere() -> None:
-    text = "# top\r\n   # indented\r\n\t\r\nHostTable BEGIN\r\n  \r\n    # indented\r\nHostTable END\r\n"
+    text = (
+        "# top\r\n   # indented\r\n\t\r\n"
+        "HostTable BEGIN\r\n  \r\n    # indented\r\nHostTable END\r\n"
+    )
     assert scan(text, CFG) == (PeerTable("HostTable", 4, ()),)
 
 
@@ -228,7 +231,8 @@ PEERS = "peers (ANY, symbolic names or (AETitle, HostName, Port) triples)"
         ),
         (
             host_rows('a = x "y'),
-            "dcmqrscp.cfg:2:7: unbalanced or nested quote '\"' (DCMTK ends a quoted value at any of \" ' ( ))",
+            "dcmqrscp.cfg:2:7: unbalanced or nested quote '\"'"
+            " (DCMTK ends a quoted value at any of \" ' ( ))",
         ),
         (
             host_rows("a ="),
@@ -243,7 +247,8 @@ PEERS = "peers (ANY, symbolic names or (AETitle, HostName, Port) triples)"
         ),
         (
             ae_rows("A /x RW (9, 1 mb) ANY"),
-            f"dcmqrscp.cfg:2:15: syntax error: found 'mb)' (expected ')' after the quota size; {FORMAT_AE})",
+            "dcmqrscp.cfg:2:15: syntax error: found 'mb)'"
+            f" (expected ')' after the quota size; {FORMAT_AE})",
         ),
         (
             ae_rows("A /x RW (9, 1mb)"),
@@ -251,7 +256,8 @@ PEERS = "peers (ANY, symbolic names or (AETitle, HostName, Port) triples)"
         ),
         (
             ae_rows("A /x"),
-            f"dcmqrscp.cfg:2:5: syntax error: found end of line (expected access (R, RW or W); {FORMAT_AE})",
+            "dcmqrscp.cfg:2:5: syntax error: found end of line"
+            f" (expected access (R, RW or W); {FORMAT_AE})",
         ),
         (ae_rows("A /x RW (9, 1mb'"), "dcmqrscp.cfg:2:16: \"'\" does not close '(' (expected ')')"),
         ("HostTable FOO", "dcmqrscp.cfg:1:11: HostTable followed by 'FOO' (expected BEGIN or END)"),
@@ -274,11 +280,13 @@ PEERS = "peers (ANY, symbolic names or (AETitle, HostName, Port) triples)"
         ),
         (
             'UserName = "dcmtk',
-            "dcmqrscp.cfg:1:12: unbalanced or nested quote '\"' (DCMTK ends a quoted value at any of \" ' ( ))",
+            "dcmqrscp.cfg:1:12: unbalanced or nested quote '\"'"
+            " (DCMTK ends a quoted value at any of \" ' ( ))",
         ),
         (
             "= 104",
-            "dcmqrscp.cfg:1:3: syntax error: found '104' (expected keyword; a setting is: Keyword = value)",
+            "dcmqrscp.cfg:1:3: syntax error: found '104'"
+            " (expected keyword; a setting is: Keyword = value)",
         ),
     ],
 )

@@ -1,4 +1,4 @@
-"""Random valid configs, written with DCMTK's freedoms (gaps, quotes, comments, CRLF), parse back."""
+"""Random valid configs with DCMTK's freedoms (gaps, quotes, comments, CRLF) parse back."""
 
 from __future__ import annotations
 

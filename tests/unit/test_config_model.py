@@ -1,4 +1,4 @@
-"""What a dcmqrscp.cfg means: resolved tables, semantic errors and warnings, located to the column."""
+"""What a dcmqrscp.cfg means: resolved tables, semantic errors and warnings, located by column."""
 
 from __future__ import annotations
 
@@ -248,27 +248,33 @@ def test_global_settings(setting: str, attribute: str, expected: object) -> None
     [
         (
             hosts("a = (A, h, 1)") + aes(*[""] * 12, "    X /d RW (1, 1mb) a, acme3"),
-            "dcmqrscp.cfg:17:25: undefined symbolic name 'acme3' in AETable (expected a name defined earlier in the HostTable)",
+            "dcmqrscp.cfg:17:25: undefined symbolic name 'acme3' in AETable"
+            " (expected a name defined earlier in the HostTable)",
         ),
         (
             hosts("a = b", "b = (B, h, 1)"),
-            "dcmqrscp.cfg:2:5: undefined symbolic name 'b' in HostTable (expected a name defined earlier in the HostTable)",
+            "dcmqrscp.cfg:2:5: undefined symbolic name 'b' in HostTable"
+            " (expected a name defined earlier in the HostTable)",
         ),
         (
             hosts("a = a"),
-            "dcmqrscp.cfg:2:5: undefined symbolic name 'a' in HostTable (expected a name defined earlier in the HostTable)",
+            "dcmqrscp.cfg:2:5: undefined symbolic name 'a' in HostTable"
+            " (expected a name defined earlier in the HostTable)",
         ),
         (
             hosts("a = (A h 1)"),
-            "dcmqrscp.cfg:2:5: undefined symbolic name 'A h 1' in HostTable (a peer triple needs commas: (AETitle, HostName, Port))",
+            "dcmqrscp.cfg:2:5: undefined symbolic name 'A h 1' in HostTable"
+            " (a peer triple needs commas: (AETitle, HostName, Port))",
         ),
         (
             aes("X /d RW (1, 1mb) a") + hosts("a = (A, h, 1)"),
-            "dcmqrscp.cfg:2:18: undefined symbolic name 'a' in AETable (expected a name defined earlier in the HostTable)",
+            "dcmqrscp.cfg:2:18: undefined symbolic name 'a' in AETable"
+            " (expected a name defined earlier in the HostTable)",
         ),
         (
             'VendorTable BEGIN\n"V" = nothing\nVendorTable END',
-            "dcmqrscp.cfg:2:7: undefined symbolic name 'nothing' in VendorTable (expected a name defined earlier in the HostTable)",
+            "dcmqrscp.cfg:2:7: undefined symbolic name 'nothing' in VendorTable"
+            " (expected a name defined earlier in the HostTable)",
         ),
         (
             hosts("a = (A, h, 1)", "a = (B, h, 1)"),
@@ -281,23 +287,28 @@ def test_global_settings(setting: str, attribute: str, expected: object) -> None
         ),
         (
             aes("ABCDEFGHIJKLMNOPQ /d RW (1, 1mb) ANY"),
-            "dcmqrscp.cfg:2:1: AE title 'ABCDEFGHIJKLMNOPQ' in AETable has 17 characters (expected 1 to 16 characters, no backslash or control characters)",
+            "dcmqrscp.cfg:2:1: AE title 'ABCDEFGHIJKLMNOPQ' in AETable has 17 characters"
+            " (expected 1 to 16 characters, no backslash or control characters)",
         ),
         (
             aes('"" /d RW (1, 1mb) ANY'),
-            "dcmqrscp.cfg:2:1: AE title '' in AETable is empty (expected 1 to 16 characters, no backslash or control characters)",
+            "dcmqrscp.cfg:2:1: AE title '' in AETable is empty"
+            " (expected 1 to 16 characters, no backslash or control characters)",
         ),
         (
             aes('" X" /d RW (1, 1mb) ANY'),
-            "dcmqrscp.cfg:2:1: AE title ' X' in AETable has leading or trailing spaces (expected 1 to 16 characters, no backslash or control characters)",
+            "dcmqrscp.cfg:2:1: AE title ' X' in AETable has leading or trailing spaces"
+            " (expected 1 to 16 characters, no backslash or control characters)",
         ),
         (
             hosts(r"a = (A\B, h, 1)"),
-            r"dcmqrscp.cfg:2:6: AE title 'A\B' in HostTable contains a backslash or control character (expected 1 to 16 characters, no backslash or control characters)",
+            r"dcmqrscp.cfg:2:6: AE title 'A\B' in HostTable contains a backslash or control "
+            r"character (expected 1 to 16 characters, no backslash or control characters)",
         ),
         (
             hosts("a = (ABCDEFGHIJKLMNOPQ, h, 1)"),
-            "dcmqrscp.cfg:2:6: AE title 'ABCDEFGHIJKLMNOPQ' in HostTable has 17 characters (expected 1 to 16 characters, no backslash or control characters)",
+            "dcmqrscp.cfg:2:6: AE title 'ABCDEFGHIJKLMNOPQ' in HostTable has 17 characters"
+            " (expected 1 to 16 characters, no backslash or control characters)",
         ),
         (
             hosts("a = (A, h, 0)"),
@@ -327,24 +338,29 @@ def test_global_settings(setting: str, attribute: str, expected: object) -> None
         ),
         (
             aes("X /d RW (9, 1024) ANY"),
-            "dcmqrscp.cfg:2:13: quota size '1024' has no unit (expected a whole number with unit b, kb, mb or gb, e.g. 1024mb; DCMTK 3.6.7 reads a bare number as no limit)",
+            "dcmqrscp.cfg:2:13: quota size '1024' has no unit (expected a whole number with unit "
+            "b, kb, mb or gb, e.g. 1024mb; DCMTK 3.6.7 reads a bare number as no limit)",
         ),
         (
             aes("X /d RW (9, 1tb) ANY"),
-            "dcmqrscp.cfg:2:13: unknown quota unit 'tb' (expected a whole number with unit b, kb, mb or gb, e.g. 1024mb)",
+            "dcmqrscp.cfg:2:13: unknown quota unit 'tb'"
+            " (expected a whole number with unit b, kb, mb or gb, e.g. 1024mb)",
         ),
         (
             aes("X /d RW (9, 1.5gb) ANY"),
-            "dcmqrscp.cfg:2:13: bad quota size '1.5gb' (expected a whole number with unit b, kb, mb or gb, e.g. 1024mb)",
+            "dcmqrscp.cfg:2:13: bad quota size '1.5gb'"
+            " (expected a whole number with unit b, kb, mb or gb, e.g. 1024mb)",
         ),
         (
             aes("X /d RW (9, 0mb) ANY"),
-            "dcmqrscp.cfg:2:13: quota size '0mb' is zero (expected a whole number with unit b, kb, mb or gb, e.g. 1024mb)",
+            "dcmqrscp.cfg:2:13: quota size '0mb' is zero"
+            " (expected a whole number with unit b, kb, mb or gb, e.g. 1024mb)",
         ),
         (aes('X "" RW (9, 1mb) ANY'), "dcmqrscp.cfg:2:3: empty storage area (expected a folder)"),
         (
             aes("A /d RW (1, 1mb) ANY") + "\n" + aes("B /e RW (1, 1mb) ANY"),
-            "dcmqrscp.cfg:5:1: second AETable block (DCMTK 3.6.7 would drop the one at line 1; merge them)",
+            "dcmqrscp.cfg:5:1: second AETable block"
+            " (DCMTK 3.6.7 would drop the one at line 1; merge them)",
         ),
         (
             "NetworkTCPPort = abc",
@@ -374,19 +390,23 @@ def test_global_settings(setting: str, attribute: str, expected: object) -> None
         ),
         (
             "\n  Port = 104",
-            "dcmqrscp.cfg:2:3: unknown keyword 'Port' (expected one of NetworkTCPPort, MaxPDUSize, MaxAssociations, SpecificCharacterSet, UserName, GroupName or a table)",
+            "dcmqrscp.cfg:2:3: unknown keyword 'Port' (expected one of NetworkTCPPort, "
+            "MaxPDUSize, MaxAssociations, SpecificCharacterSet, UserName, GroupName or a table)",
         ),
         (
             "networktcpport = 104",
-            "dcmqrscp.cfg:1:1: unknown keyword 'networktcpport' (did you mean 'NetworkTCPPort'? keywords are case-sensitive)",
+            "dcmqrscp.cfg:1:1: unknown keyword 'networktcpport'"
+            " (did you mean 'NetworkTCPPort'? keywords are case-sensitive)",
         ),
         (
             "SpecificCharacterSet = ISO_IR 100",
-            "dcmqrscp.cfg:1:31: second character set '100' (expected one; quote a character set that contains spaces: \"ISO_IR 192\")",
+            "dcmqrscp.cfg:1:31: second character set '100'"
+            " (expected one; quote a character set that contains spaces: \"ISO_IR 192\")",
         ),
         (
             "SpecificCharacterSet = 'ISO_IR 100', Override",
-            "dcmqrscp.cfg:1:38: unknown option 'Override' (options are lower case: fallback, override, abort, discard, transliterate)",
+            "dcmqrscp.cfg:1:38: unknown option 'Override'"
+            " (options are lower case: fallback, override, abort, discard, transliterate)",
         ),
     ],
 )
@@ -415,7 +435,8 @@ def test_semantic_errors(text: str, message: str) -> None:
         ),
         (
             aes("X db/x RW (1, 1mb) ANY"),
-            "dcmqrscp.cfg:2:3: warning: relative storage area 'db/x' is taken relative to the config file's folder (DCMTK uses the working directory)",
+            "dcmqrscp.cfg:2:3: warning: relative storage area 'db/x' is taken relative to the "
+            "config file's folder (DCMTK uses the working directory)",
         ),
     ],
 )
@@ -524,5 +545,6 @@ def test_render_config_any_and_warnings() -> None:
     out = render_config(parse_config(text, CFG))
     assert "    peers:        ANY\n" in out and "1500 bytes per study (1500b)" in out
     assert out.endswith(
-        f"Warnings: 1\n  {CFG}:4:1: warning: 'ApplicationTitle' is obsolete and ignored (as in DCMTK)\n"
+        f"Warnings: 1\n  {CFG}:4:1: warning: 'ApplicationTitle' is obsolete and ignored"
+        " (as in DCMTK)\n"
     )

@@ -479,7 +479,7 @@ def test_question_marks_replacing_characters_still_match(text: str, data: st.Dat
 @given(st.text().filter(lambda s: "*" not in s and "?" not in s), st.data())
 def test_inserting_stars_keeps_the_match(text: str, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=5)))
-    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert match_wildcard("*".join(pieces), text)
 
 

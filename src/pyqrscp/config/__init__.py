@@ -116,7 +116,7 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 def prepare_storage_areas(config: Config) -> None:
-    """Create missing storage areas and prove each is writable by creating and deleting a probe file.
+    """Create missing storage areas; prove each writable by creating and deleting a probe file.
 
     Raises
     ------
@@ -134,7 +134,10 @@ def prepare_storage_areas(config: Config) -> None:
             os.unlink(probe)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            message = f"storage area '{area}' of {entry.ae_title} is unusable: {reason} (expected a writable folder)"
+            message = (
+                f"storage area '{area}' of {entry.ae_title} is unusable: {reason}"
+                " (expected a writable folder)"
+            )
             raise ConfigError(config.path, entry.line, entry.storage_area_col, message) from None
 
 
@@ -252,7 +255,10 @@ def _tables(
             vendors.extend(_vendor_row(row, hosts, check) for row in block.rows)
         elif isinstance(block, AETableBlock):
             if ae_block is not None:
-                message = f"second AETable block (DCMTK 3.6.7 would drop the one at line {ae_block}; merge them)"
+                message = (
+                    "second AETable block"
+                    f" (DCMTK 3.6.7 would drop the one at line {ae_block}; merge them)"
+                )
                 raise check.error(block.line, 1, message)
             ae_block = block.line
             for ae_row in block.rows:

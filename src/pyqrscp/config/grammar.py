@@ -23,7 +23,9 @@ TABLE_KINDS = ("HostTable", "VendorTable", "AETable")
 _CLOSER = {'"': '"', "'": "'", "(": ")"}
 _FORMATS = {
     "setting": "a setting is: Keyword = value",
-    "HostTable": "a HostTable row is: name = (AETitle, HostName, Port), ... or name = othername, ...",
+    "HostTable": (
+        "a HostTable row is: name = (AETitle, HostName, Port), ... or name = othername, ..."
+    ),
     "VendorTable": 'a VendorTable row is: "Vendor Name" = symbolicname',
     "AETable": "an AETable row is: AETitle StorageArea R|RW|W (maxStudies, maxBytes) ANY|peers",
     "marker": "a table line is: HostTable|VendorTable|AETable BEGIN|END",
@@ -72,7 +74,7 @@ class SettingLine:
 
 @dataclass(frozen=True, slots=True)
 class PeerRow:
-    """A HostTable or VendorTable row: a name and the peers (triples or symbolic names) it stands for."""
+    """A HostTable or VendorTable row: a name and the peers (triples or symbolic names) it means."""
 
     line: int
     name: Tok
@@ -134,7 +136,8 @@ def _unbalanced(s: str, loc: int, toks: pp.ParseResults) -> None:
     raise pp.ParseSyntaxException(
         s,
         loc,
-        f"unbalanced or nested quote {toks[0].text!r} (DCMTK ends a quoted value at any of \" ' ( ))",
+        f"unbalanced or nested quote {toks[0].text!r}"
+        " (DCMTK ends a quoted value at any of \" ' ( ))",
     )
 
 

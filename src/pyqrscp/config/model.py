@@ -61,7 +61,7 @@ class HostEntry:
 
 @dataclass(frozen=True, slots=True)
 class Vendor:
-    """A VendorTable row; ``symbolic_name`` is the right-hand side as written (comma-joined if several)."""
+    """A VendorTable row; ``symbolic_name`` is the right-hand side as written (comma-joined)."""
 
     vendor_name: str
     symbolic_name: str
@@ -82,7 +82,8 @@ class CharsetPolicy:
     """``SpecificCharacterSet``: the response character set and DCMTK's conversion flags.
 
     DCMTK keeps ``fallback`` and ``override`` as independent flags; ``fallback`` is True when it was
-    given (or when the setting is absent, DCMTK's default) and ``abort`` records the ``abort`` option.
+    given (or when the setting is absent, DCMTK's default) and ``abort`` records the ``abort``
+    option.
     """
 
     character_set: str | None
@@ -95,7 +96,7 @@ class CharsetPolicy:
 
 @dataclass(frozen=True, slots=True)
 class AEEntry:
-    """An AETable row: the AE title we answer to, its storage area, rights, quota and peers (None = ANY)."""
+    """An AETable row: our AE title, its storage area, rights, quota and peers (None = ANY)."""
 
     ae_title: str
     storage_area: Path
@@ -131,7 +132,7 @@ class Config:
         return next((entry for entry in self.hosts if entry.name == name), None)
 
     def vendor_of(self, peer: Peer) -> Vendor | None:
-        """The first vendor listing a peer with this AE title and host (host compared case-insensitively)."""
+        """The first vendor listing a peer with this AE title and host (host case-insensitive)."""
         host = peer.host.casefold()
         for vendor in self.vendors:
             if any(p.ae_title == peer.ae_title and p.host.casefold() == host for p in vendor.peers):
@@ -139,7 +140,7 @@ class Config:
         return None
 
     def peers_named(self, ae_title: str) -> tuple[Peer, ...]:
-        """Every distinct HostTable peer with exactly this AE title, in file order (C-MOVE destinations)."""
+        """Distinct HostTable peers with exactly this AE title in file order (move destinations)."""
         found = (p for entry in self.hosts for p in entry.peers if p.ae_title == ae_title)
         return tuple(dict.fromkeys(found))
 
@@ -160,7 +161,7 @@ class Checker:
         self.warnings.append(f"{self.path}:{line}:{col}: warning: {message}")
 
     def number(self, tok: Tok, line: int, what: str) -> int:
-        """A decimal number; DCMTK's ``atoi``/``sscanf`` would read ``12ab`` as 12 and ``ab`` as 0."""
+        """A decimal number (DCMTK's ``atoi``/``sscanf`` read ``12ab`` as 12 and ``ab`` as 0)."""
         if not re.fullmatch(r"[0-9]+", tok.text):
             raise self.error(
                 line, tok.col, f"{what} '{tok.text}' is not a number (expected digits only)"
@@ -176,7 +177,7 @@ class Checker:
         return value
 
     def ae_title(self, tok: Tok, line: int, where: str) -> str:
-        """An AE title: 1..16 characters of the default repertoire, no backslash or control character."""
+        """An AE title: 1..16 characters of the default repertoire, no backslash or control code."""
         text = tok.text
         problem = None
         if not text.strip(" "):
@@ -224,7 +225,7 @@ class Checker:
         return Quota(studies, int(match.group(1)) * factor)
 
     def storage_area(self, tok: Tok, line: int) -> Path:
-        """Absolute paths (POSIX, or Windows with a drive) as given; others under the config's folder."""
+        """Absolute paths (POSIX, or Windows with a drive) as given; others below the cfg folder."""
         if not tok.text.strip():
             raise self.error(line, tok.col, "empty storage area (expected a folder)")
         if Path(tok.text).is_absolute():
@@ -247,7 +248,7 @@ class Checker:
     def resolve(
         self, refs: tuple[PeerSyntax, ...], hosts: dict[str, HostEntry], line: int, where: str
     ) -> tuple[Peer, ...]:
-        """Expand triples and symbolic names (which must already be defined) into peers, in order."""
+        """Expand triples and symbolic names (defined earlier) into peers, in order."""
         peers: list[Peer] = []
         for ref in refs:
             if isinstance(ref, TripleSyntax):

@@ -84,7 +84,7 @@ def _tables(config: Config) -> list[str]:
 
 
 def render_config(config: Config) -> str:
-    """Globals, then HostTable/VendorTable peers expanded to triples, then the AETable, then warnings.
+    """Globals, HostTable/VendorTable peers expanded to triples, the AETable, then warnings.
 
     The output depends only on ``config`` (stable across runs) so it can be diffed and tested.
     """
