@@ -8,7 +8,7 @@ or ``+C...`` one, then UTF-8 so that nothing is lost unless the user asked to di
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
@@ -16,7 +16,8 @@ from pydicom.dataset import Dataset
 from pyqrscp.options import Options
 
 UTF8 = "ISO_IR 192"
-_TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
+TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
+"""The VRs whose values are text in the declared character set (others are ASCII)."""
 
 
 def _codecs(charsets: Sequence[str]) -> list[str]:
@@ -51,31 +52,31 @@ def _as_list(value: object) -> list[str]:
     return [str(item) for item in value]  # type: ignore[attr-defined]
 
 
-def response_charset(response: Dataset, request: Dataset, options: Options) -> None:
-    """Choose and set SpecificCharacterSet on ``response``; adapt values if asked to."""
-    texts = {e.keyword: str(e.value) for e in response if e.VR in _TEXT_VRS and e.value}
-    requested = _as_list(request.get("SpecificCharacterSet"))
+def choose_charset(texts: Mapping[str, str], requested: Sequence[str], options: Options
+                   ) -> tuple[list[str], dict[str, str]]:
+    """The SpecificCharacterSet to declare (empty: none) and the text values to send instead
+    (``+C``/``-Ct``/``-Cd`` adaptations), for the text values (PN, LO, ...) of one response."""
     if all(text.isascii() for text in texts.values()):
-        if requested:
-            response.SpecificCharacterSet = requested if len(requested) > 1 else requested[0]
-        return
+        return list(requested), {}
     candidates: list[list[str]] = []
     if options.use_request_charset and requested:
-        candidates.append(requested)
+        candidates.append(list(requested))
     if options.convert_to_charset:
         candidates.append([options.convert_to_charset])
     joined = "".join(texts.values())
     for charsets in candidates:
         if encodable(joined, charsets):
-            _set(response, charsets)
-            return
+            return charsets, {}
     if options.discard_illegal or options.transliterate:
         target = candidates[0] if candidates else ["ISO_IR 6"]
-        for keyword, text in texts.items():
-            setattr(response, keyword, _reduce(text, target, options.transliterate))
-        _set(response, target)
-        return
-    _set(response, [UTF8])
+        return target, {keyword: _reduce(text, target, options.transliterate)
+                        for keyword, text in texts.items()}
+    return [UTF8], {}
+
+
+def requested_charsets(request: Dataset) -> list[str]:
+    """The request identifier's SpecificCharacterSet as a list (empty when absent)."""
+    return _as_list(request.get("SpecificCharacterSet"))
 
 
 def _reduce(text: str, charsets: Sequence[str], transliterate: bool) -> str:
@@ -87,7 +88,3 @@ def _reduce(text: str, charsets: Sequence[str], transliterate: bool) -> str:
             approximated = unicodedata.normalize("NFKD", char)
             out.append("".join(c for c in approximated if encodable(c, charsets)) or "?")
     return "".join(out)
-
-
-def _set(response: Dataset, charsets: Sequence[str]) -> None:
-    response.SpecificCharacterSet = list(charsets) if len(charsets) > 1 else charsets[0]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pynetdicom.pdu_primitives import P_DATA
 
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
-C_GET_RSP, C_MOVE_RSP = 0x8010, 0x8021
+C_FIND_RSP, C_GET_RSP, C_MOVE_RSP = 0x8020, 0x8010, 0x8021
 DATASET_PRESENT, NO_DATASET = 0x0000, 0x0101
 
 
@@ -49,6 +49,20 @@ def store_request(sop_class: str, sop_instance: str, message_id: int,
     return _command(elements)
 
 
+def store_response(sop_class: str, sop_instance: str, message_id: int, status: int,
+                   error_comment: str = "") -> bytes:
+    """A C-STORE-RSP (PS3.7 9.3.1.2)."""
+    elements = [
+        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(C_STORE_RSP)),
+        _element(0x0120, _us(message_id)), _element(0x0800, _us(NO_DATASET)),
+        _element(0x0900, _us(status)),
+    ]
+    if error_comment:
+        elements.append(_element(0x0902, _padded(error_comment[:64], b" ")))
+    elements.append(_element(0x1000, _padded(sop_instance, b"\x00")))
+    return _command(elements)
+
+
 def retrieve_response(command_field: int, sop_class: str, message_id: int, status: int,
                       counts: tuple[int | None, int, int, int] | None = None,
                       error_comment: str = "", has_identifier: bool = False) -> bytes:
@@ -68,6 +82,20 @@ def retrieve_response(command_field: int, sop_class: str, message_id: int, statu
             elements.append(_element(0x1020, _us(remaining)))
         elements += [_element(0x1021, _us(completed)), _element(0x1022, _us(failed)),
                      _element(0x1023, _us(warning))]
+    return _command(elements)
+
+
+def find_response(sop_class: str, message_id: int, status: int, error_comment: str = "",
+                  has_identifier: bool = False) -> bytes:
+    """A C-FIND-RSP (PS3.7 9.3.2.2)."""
+    elements = [
+        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(C_FIND_RSP)),
+        _element(0x0120, _us(message_id)),
+        _element(0x0800, _us(DATASET_PRESENT if has_identifier else NO_DATASET)),
+        _element(0x0900, _us(status)),
+    ]
+    if error_comment:
+        elements.append(_element(0x0902, _padded(error_comment[:64], b" ")))
     return _command(elements)
 
 

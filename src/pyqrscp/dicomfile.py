@@ -7,6 +7,7 @@ answer any attribute the stored headers hold at that level.
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -22,6 +23,13 @@ from pyqrscp.index.schema import level_of
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_TEXT_LENGTH = 1024
 _SKIPPED_VRS = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS",
+                        b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
+                        b"US"})
+_IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+_NOT_WALKED = frozenset({"", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +80,7 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
     try:
         dataset = dcmread(BytesIO(data), stop_before_pixels=True)
         levels = _split_levels(dataset)
-        _check_complete(data)
+        _check_complete(data, str(dataset.file_meta.get("TransferSyntaxUID", "")))
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError,
             NotImplementedError) as error:
         raise InvalidDataset(f"cannot parse dataset: {error}") from error
@@ -93,8 +101,59 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
         **levels)
 
 
-def _check_complete(data: bytes) -> None:
-    """pydicom accepts a value cut short by the end of the stream; an archive must not."""
+def _check_complete(data: bytes, transfer_syntax: str) -> None:
+    """pydicom accepts a value cut short by the end of the stream; an archive must not.
+
+    A linear walk over the element lengths answers for the common syntaxes; anything it is
+    not sure about is checked by parsing the whole stream again with pydicom.
+    """
+    verdict = _walk_lengths(data, transfer_syntax)
+    if verdict is None:
+        _check_complete_by_parsing(data)
+    elif verdict:
+        raise InvalidDataset(f"dataset truncated in element {verdict}")
+
+
+def _walk_lengths(data: bytes, transfer_syntax: str) -> str | bool | None:
+    """Walk every element header of a little-endian Part-10 stream.
+
+    Returns False when every defined length fits in the stream, the tag (as text) of the first
+    element whose value runs past the end, or None when unsure (another syntax, an unknown VR,
+    an undefined-length UN, trailing bytes, a stream that ends inside an undefined length).
+    Values of undefined length (sequences, items, encapsulated pixel data) are walked into.
+    """
+    if transfer_syntax in _NOT_WALKED or data[128:132] != b"DICM":
+        return None
+    offset, end, depth = 132, len(data), 0
+    implicit = transfer_syntax == _IMPLICIT_VR_LE
+    while offset + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, offset)
+        explicit = group == 0x0002 or not implicit
+        vr = data[offset + 4:offset + 6]
+        if group == 0xFFFE or not explicit:
+            length, start = struct.unpack_from("<I", data, offset + 4)[0], offset + 8
+        elif vr in _LONG_VRS:
+            if offset + 12 > end:
+                return f"({group:04X},{element:04X})"
+            length, start = struct.unpack_from("<I", data, offset + 8)[0], offset + 12
+        elif vr in _SHORT_VRS:
+            length, start = struct.unpack_from("<H", data, offset + 6)[0], offset + 8
+        else:
+            return None
+        if length == 0xFFFFFFFF:
+            if vr == b"UN" and explicit and group != 0xFFFE:
+                return None
+            depth, offset = depth + 1, start
+            continue
+        if group == 0xFFFE and element in (0xE00D, 0xE0DD):
+            depth -= 1
+        if start + length > end:
+            return f"({group:04X},{element:04X})"
+        offset = start + length
+    return False if offset == end and depth == 0 else None
+
+
+def _check_complete_by_parsing(data: bytes) -> None:
     whole = dcmread(BytesIO(data), defer_size=1024)
     for tag in whole.keys():
         raw = whole.get_item(tag, keep_deferred=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -111,29 +111,41 @@ def _check_unique_keys(values: dict[str, str], model: InformationModel, level: s
             raise InvalidIdentifier(f"{keyword} must be a single value above the {level} level")
 
 
-# Columns: patient/study/series/instance attrs, the row's pk, then the patient/study/series pks
+# Per level: FROM clause and the pks of the row's patient/study/series
 # (computed keys of a higher level describe that level's entity).
-_SELECT = {
-    "PATIENT": ("SELECT p.attrs, NULL, NULL, NULL, p.pk, p.pk, NULL, NULL FROM patient p",
-                "p.patient_id"),
-    "STUDY": (("SELECT p.attrs, s.attrs, NULL, NULL, s.pk, p.pk, s.pk, NULL FROM study s "
-               "JOIN patient p ON p.pk=s.patient_pk"), "s.study_instance_uid"),
-    "SERIES": (("SELECT p.attrs, s.attrs, r.attrs, NULL, r.pk, p.pk, s.pk, r.pk FROM series r "
-                "JOIN study s ON s.pk=r.study_pk JOIN patient p ON p.pk=s.patient_pk"),
-               "r.series_instance_uid"),
-    "IMAGE": (("SELECT p.attrs, s.attrs, r.attrs, i.attrs, i.pk, p.pk, s.pk, r.pk "
-               "FROM instance i JOIN series r ON r.pk=i.series_pk "
-               "JOIN study s ON s.pk=r.study_pk JOIN patient p ON p.pk=s.patient_pk"),
-              "i.sop_instance_uid"),
+_FROM = {
+    "PATIENT": ("FROM patient p", ("p.pk", "NULL", "NULL")),
+    "STUDY": ("FROM study s JOIN patient p ON p.pk=s.patient_pk", ("p.pk", "s.pk", "NULL")),
+    "SERIES": ("FROM series r JOIN study s ON s.pk=r.study_pk JOIN patient p ON "
+               "p.pk=s.patient_pk", ("p.pk", "s.pk", "r.pk")),
+    "IMAGE": ("FROM instance i JOIN series r ON r.pk=i.series_pk JOIN study s ON "
+              "s.pk=r.study_pk JOIN patient p ON p.pk=s.patient_pk", ("p.pk", "s.pk", "r.pk")),
 }
+_ROW_PK = {"PATIENT": "p.pk", "STUDY": "s.pk", "SERIES": "r.pk", "IMAGE": "i.pk"}
+_ATTRS = (("patient", "p.attrs"), ("study", "s.attrs"), ("series", "r.attrs"),
+          ("instance", "i.attrs"))
 _UID_COLUMNS = {"PatientID": "p.patient_id", "StudyInstanceUID": "s.study_instance_uid",
-                "SeriesInstanceUID": "r.series_instance_uid", "SOPInstanceUID": "i.sop_instance_uid"}
+                "SeriesInstanceUID": "r.series_instance_uid",
+                "SOPInstanceUID": "i.sop_instance_uid"}
 
 
-def candidate_sql(query: Query) -> tuple[str, list[str]]:
-    """SQL for the rows at the query level, narrowed by exact/list unique keys only."""
-    sql, _ = _SELECT[query.level]
+def _needed_levels(query: Query) -> frozenset[str]:
+    """The index levels (``patient``...) whose attributes a query matches or returns."""
+    keywords = [k for k, _, _ in query.keys] + list(query.return_keys)
+    return frozenset(level_of(k) for k in keywords if k not in COMPUTED)
+
+
+def candidate_sql(query: Query, levels: frozenset[str] | None = None) -> tuple[str, list[str]]:
+    """SQL for the rows at the query level, narrowed by exact/list unique keys only.
+
+    Columns: the patient/study/series/instance attrs (NULL unless in ``levels``; None = all
+    available), the row's pk, then the pks of its patient, study and series.
+    """
+    from_clause, owners = _FROM[query.level]
     depth = LEVEL_ORDER.index(query.level)
+    blobs = [column if index <= depth and (levels is None or level in levels) else "NULL"
+             for index, (level, column) in enumerate(_ATTRS)]
+    sql = f"SELECT {', '.join(blobs)}, {_ROW_PK[query.level]}, {', '.join(owners)} {from_clause}"
     where: list[str] = []
     args: list[str] = []
     for keyword, _vr, value in query.keys:
@@ -154,60 +166,91 @@ UNIQUE_LEVEL = {keyword: level for level, keyword in UNIQUE_KEY.items()}
 
 def run_query(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
               ) -> Iterator[dict[str, str]]:
-    """Yield the attributes of every matching entity at the query level (one per entity)."""
+    """Yield the attributes of every matching entity at the query level (one per entity).
+
+    Only the levels the keys name are decoded; computed keys (counts, ModalitiesInStudy...)
+    take one grouped query per key for all candidate rows.
+    """
     matcher = compile_identifier(query.keys, case_sensitive_pn=case_sensitive_pn)
     computed = [k for k in query.return_keys if k in COMPUTED]
-    sql, args = candidate_sql(query)
-    for row in db.execute(sql, args).fetchall():
+    sql, args = candidate_sql(query, _needed_levels(query))
+    rows = db.execute(sql, args).fetchall()
+    values = {keyword: computed_values(db, keyword, {row[5 + LEVEL_ORDER.index(
+        COMPUTED[keyword])] for row in rows}) for keyword in computed}
+    for row in rows:
         attrs: dict[str, str] = {}
         for blob in row[:4]:
             if blob is not None:
                 attrs.update(json.loads(blob))
         for keyword in computed:
-            owner_pk = row[5 + LEVEL_ORDER.index(COMPUTED[keyword])]
-            attrs[keyword] = computed_value(db, keyword, int(owner_pk))
+            attrs[keyword] = values[keyword].get(row[5 + LEVEL_ORDER.index(COMPUTED[keyword])],
+                                                 "" if keyword in _LISTS else "0")
         if matcher(attrs):
             yield attrs
 
 
-_COUNT_SQL = {
-    "NumberOfPatientRelatedStudies": "SELECT COUNT(*) FROM study WHERE patient_pk=?",
-    "NumberOfPatientRelatedSeries": "SELECT COUNT(*) FROM series r JOIN study s ON "
-                                    "s.pk=r.study_pk WHERE s.patient_pk=?",
-    "NumberOfPatientRelatedInstances": "SELECT COUNT(*) FROM instance i JOIN series r ON "
-                                       "r.pk=i.series_pk JOIN study s ON s.pk=r.study_pk "
-                                       "WHERE s.patient_pk=?",
-    "NumberOfStudyRelatedSeries": "SELECT COUNT(*) FROM series WHERE study_pk=?",
-    "NumberOfStudyRelatedInstances": "SELECT COUNT(*) FROM instance i JOIN series r ON "
-                                     "r.pk=i.series_pk WHERE r.study_pk=?",
-    "NumberOfSeriesRelatedInstances": "SELECT COUNT(*) FROM instance WHERE series_pk=?",
-    "ModalitiesInStudy": "SELECT DISTINCT modality FROM series WHERE study_pk=? "
-                         "AND modality != '' ORDER BY modality",
-    "SOPClassesInStudy": "SELECT DISTINCT sop_class_uid FROM instance i JOIN series r ON "
-                         "r.pk=i.series_pk WHERE r.study_pk=? ORDER BY sop_class_uid",
+_OWNER_OF = {"PATIENT": "s.patient_pk", "STUDY": "r.study_pk", "SERIES": "i.series_pk"}
+# (owner pk, value) rows for the owners in {}: one row per owner for counts, one per distinct
+# value (in order) for lists.
+_GROUPED_SQL = {
+    "NumberOfPatientRelatedStudies": "SELECT s.patient_pk, COUNT(*) FROM study s WHERE {} "
+                                     "GROUP BY 1",
+    "NumberOfPatientRelatedSeries": "SELECT s.patient_pk, COUNT(*) FROM series r JOIN study s ON "
+                                    "s.pk=r.study_pk WHERE {} GROUP BY 1",
+    "NumberOfPatientRelatedInstances": "SELECT s.patient_pk, COUNT(*) FROM instance i JOIN "
+                                       "series r ON r.pk=i.series_pk JOIN study s ON "
+                                       "s.pk=r.study_pk WHERE {} GROUP BY 1",
+    "NumberOfStudyRelatedSeries": "SELECT r.study_pk, COUNT(*) FROM series r WHERE {} GROUP BY 1",
+    "NumberOfStudyRelatedInstances": "SELECT r.study_pk, COUNT(*) FROM instance i JOIN series r "
+                                     "ON r.pk=i.series_pk WHERE {} GROUP BY 1",
+    "NumberOfSeriesRelatedInstances": "SELECT i.series_pk, COUNT(*) FROM instance i WHERE {} "
+                                      "GROUP BY 1",
+    "ModalitiesInStudy": "SELECT DISTINCT r.study_pk, r.modality FROM series r WHERE {} AND "
+                         "r.modality != '' ORDER BY 1, 2",
+    "SOPClassesInStudy": "SELECT DISTINCT r.study_pk, i.sop_class_uid FROM instance i JOIN "
+                         "series r ON r.pk=i.series_pk WHERE {} ORDER BY 1, 2",
 }
+_LISTS = frozenset({"ModalitiesInStudy", "SOPClassesInStudy"})
+_CHUNK = 500
 
 
-def computed_value(db: sqlite3.Connection, keyword: str, pk: int) -> str:
-    """Counts and lists (ModalitiesInStudy...) computed from the index for one entity."""
-    rows = db.execute(_COUNT_SQL[keyword], (pk,)).fetchall()
-    return "\\".join(str(row[0]) for row in rows)
+def computed_values(db: sqlite3.Connection, keyword: str, pks: set[int]) -> dict[int, str]:
+    """Counts and lists (ModalitiesInStudy...) from the index for many entities at once;
+    entities without rows are absent (count 0, empty list)."""
+    owner = _OWNER_OF[COMPUTED[keyword]]
+    found: dict[int, list[str]] = {}
+    ordered = sorted(pks)
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start:start + _CHUNK]
+        condition = f"{owner} IN ({', '.join('?' * len(chunk))})"
+        for pk, value in db.execute(_GROUPED_SQL[keyword].format(condition), chunk):
+            found.setdefault(int(pk), []).append(str(value))
+    return {pk: "\\".join(values) for pk, values in found.items()}
 
 
-def response_dataset(attrs: dict[str, str], query: Query) -> Dataset:
-    """One C-FIND response: every return key (empty when the index lacks it) plus the level."""
-    response = Dataset()
+ResponsePlan = tuple[tuple[int, str, str], ...]
+"""(tag, VR, keyword) of every element of a query's responses, sorted by tag."""
+
+
+def response_plan(query: Query) -> ResponsePlan:
+    """What each response of ``query`` holds: every return key, plus QueryRetrieveLevel."""
+    plan: dict[int, tuple[int, str, str]] = {}
     for keyword in query.return_keys:
         tag = tag_for_keyword(keyword)
-        if tag is None:
-            continue
-        vr = dictionary_VR(tag)
-        if vr == "SQ":
-            response.add_new(tag, vr, [])
-            continue
-        response.add_new(tag, vr, text_to_value(attrs.get(keyword, ""), vr))
-    response.QueryRetrieveLevel = query.level
-    return response
+        if tag is not None:
+            plan[int(tag)] = (int(tag), str(dictionary_VR(tag)), keyword)
+    plan[_QUERY_RETRIEVE_LEVEL] = (_QUERY_RETRIEVE_LEVEL, "CS", "QueryRetrieveLevel")
+    return tuple(plan[tag] for tag in sorted(plan))
+
+
+_QUERY_RETRIEVE_LEVEL = 0x00080052
+
+
+def response_elements(attrs: Mapping[str, str], plan: ResponsePlan, level: str
+                      ) -> list[tuple[int, str, str]]:
+    """(tag, VR, text) of one response: the index's text, empty when it lacks the key."""
+    return [(tag, vr, level if tag == _QUERY_RETRIEVE_LEVEL else
+             "" if vr == "SQ" else attrs.get(keyword, "")) for tag, vr, keyword in plan]
 
 
 _INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 
 from pyqrscp.commitments import RetrySchedule
 from pyqrscp.config import AEEntry, Config
@@ -110,13 +110,17 @@ class Services:
     def route_request(self, assoc: Any, request: Any, context_id: int) -> bool:
         """Serve a DIMSE request with pyqrscp's own service instead of pynetdicom's.
 
-        C-MOVE and C-GET are served here (stored bytes, no decoding, own sub-association);
-        returns False to let pynetdicom serve everything else.
+        C-STORE, C-MOVE and C-GET are served here (no pydicom command sets, stored bytes),
+        and C-FIND (responses encoded without pydicom); returns False to let pynetdicom serve
+        everything else.
         """
-        from pyqrscp.services import get, move
+        from pyqrscp.services import find, get, move, store
         from pyqrscp.services.find import MODEL_OF_SOP_CLASS
 
-        serve = {C_MOVE: move.serve, C_GET: get.serve}.get(type(request))
+        if isinstance(request, C_STORE):
+            return store.serve(self, assoc, request, context_id)
+
+        serve = {C_MOVE: move.serve, C_GET: get.serve, C_FIND: find.serve}.get(type(request))
         context = next((cx for cx in assoc.accepted_contexts if cx.context_id == context_id),
                        None)
         model = MODEL_OF_SOP_CLASS.get(str(context.abstract_syntax)) if context else None
