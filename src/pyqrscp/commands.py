@@ -49,16 +49,24 @@ def store_request(sop_class: str, sop_instance: str, message_id: int,
     return _command(elements)
 
 
-def store_response(sop_class: str, sop_instance: str, message_id: int, status: int,
-                   error_comment: str = "") -> bytes:
-    """A C-STORE-RSP (PS3.7 9.3.1.2)."""
+def _response(command_field: int, sop_class: str, message_id: int, status: int,
+              error_comment: str, has_identifier: bool = False) -> list[bytes]:
+    """The elements every DIMSE-C response starts with (PS3.7 9.3), in tag order."""
     elements = [
-        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(C_STORE_RSP)),
-        _element(0x0120, _us(message_id)), _element(0x0800, _us(NO_DATASET)),
+        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(command_field)),
+        _element(0x0120, _us(message_id)),
+        _element(0x0800, _us(DATASET_PRESENT if has_identifier else NO_DATASET)),
         _element(0x0900, _us(status)),
     ]
     if error_comment:
         elements.append(_element(0x0902, _padded(error_comment[:64], b" ")))
+    return elements
+
+
+def store_response(sop_class: str, sop_instance: str, message_id: int, status: int,
+                   error_comment: str = "") -> bytes:
+    """A C-STORE-RSP (PS3.7 9.3.1.2)."""
+    elements = _response(C_STORE_RSP, sop_class, message_id, status, error_comment)
     elements.append(_element(0x1000, _padded(sop_instance, b"\x00")))
     return _command(elements)
 
@@ -68,14 +76,8 @@ def retrieve_response(command_field: int, sop_class: str, message_id: int, statu
                       error_comment: str = "", has_identifier: bool = False) -> bytes:
     """A C-MOVE-RSP or C-GET-RSP; ``counts`` are (remaining or None, completed, failed,
     warning)."""
-    elements = [
-        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(command_field)),
-        _element(0x0120, _us(message_id)),
-        _element(0x0800, _us(DATASET_PRESENT if has_identifier else NO_DATASET)),
-        _element(0x0900, _us(status)),
-    ]
-    if error_comment:
-        elements.append(_element(0x0902, _padded(error_comment[:64], b" ")))
+    elements = _response(command_field, sop_class, message_id, status, error_comment,
+                         has_identifier)
     if counts is not None:
         remaining, completed, failed, warning = counts
         if remaining is not None:
@@ -88,15 +90,8 @@ def retrieve_response(command_field: int, sop_class: str, message_id: int, statu
 def find_response(sop_class: str, message_id: int, status: int, error_comment: str = "",
                   has_identifier: bool = False) -> bytes:
     """A C-FIND-RSP (PS3.7 9.3.2.2)."""
-    elements = [
-        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(C_FIND_RSP)),
-        _element(0x0120, _us(message_id)),
-        _element(0x0800, _us(DATASET_PRESENT if has_identifier else NO_DATASET)),
-        _element(0x0900, _us(status)),
-    ]
-    if error_comment:
-        elements.append(_element(0x0902, _padded(error_comment[:64], b" ")))
-    return _command(elements)
+    return _command(_response(C_FIND_RSP, sop_class, message_id, status, error_comment,
+                              has_identifier))
 
 
 def parse_command(data: bytes) -> dict[int, bytes]:

@@ -18,18 +18,16 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from pyqrscp.commands import store_request
 from pyqrscp.contexts import UNCOMPRESSED
-from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
+from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel
 from pyqrscp.services.retrieve import (
-    MAX_SUB_OPERATIONS,
     Progress,
     Responder,
     convert,
     describe,
     message_ids,
-    read_identifier,
+    prepare,
     run_sub_operations,
-    select,
     send_message,
     stored_dataset,
 )
@@ -50,22 +48,11 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     """Answer one C-GET-RQ completely: pending responses, then the final one."""
     responder = Responder(assoc, request, context)
     who = describe(assoc)
-    entry = services.config.ae(str(assoc.acceptor.ae_title).strip())
-    if entry is None or not entry.access.can_query:
-        responder.send(Status.REFUSED_NOT_AUTHORIZED, error_comment="area is write-only")
+    prepared = prepare(services, assoc, request, responder, model, "Get")
+    if prepared is None:
         return
-    try:
-        identifier = read_identifier(request, responder.transfer_syntax)
-        selection = select(services.area_for(entry), identifier, model,
-                           services.options.check_move, services.options.case_sensitive_pn)
-    except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
-        LOGGER.error("Get failed from %s: %s", who, error)
-        responder.send(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(error))
-        return
+    area, selection = prepared
     LOGGER.info("Received Get Request from %s: %d instance(s)", who, len(selection.instances))
-    if len(selection.instances) > MAX_SUB_OPERATIONS:
-        responder.send(Status.UNABLE_TO_PROCESS, error_comment="more than 65535 sub-operations")
-        return
     if not selection.instances:
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
@@ -73,7 +60,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     idle_delay = assoc.dul._run_loop_delay
     assoc.dul._run_loop_delay = _BUSY_LOOP_DELAY
     try:
-        progress = run_sub_operations(selection, services.area_for(entry), sender.send,
+        progress = run_sub_operations(selection, area, sender.send,
                                       responder.is_cancelled, responder.pending)
     finally:
         assoc.dul._run_loop_delay = idle_delay

@@ -17,21 +17,19 @@ from pynetdicom import AE
 
 from pyqrscp.config import Config, Peer
 from pyqrscp.contexts import UNCOMPRESSED, proposed_syntaxes
-from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
+from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel
 from pyqrscp.registry import host_matches, peer_host_names, resolve_move_destination
 from pyqrscp.sender import StoreAssociation, propose
 from pyqrscp.services.retrieve import (
-    MAX_SUB_OPERATIONS,
     Progress,
     Responder,
     Selection,
     convert,
     describe,
     message_ids,
-    read_identifier,
+    prepare,
     run_sub_operations,
-    select,
     stored_dataset,
 )
 from pyqrscp.status import Status
@@ -50,10 +48,10 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     responder = Responder(assoc, request, context)
     who = describe(assoc)
     destination_aet = str(request.MoveDestination or "").strip()
-    entry = services.config.ae(str(assoc.acceptor.ae_title).strip())
-    if entry is None or not entry.access.can_query:
-        responder.send(Status.REFUSED_NOT_AUTHORIZED, error_comment="area is write-only")
+    prepared = prepare(services, assoc, request, responder, model, "Move")
+    if prepared is None:
         return
+    area, selection = prepared
     destination = allowed_destination(services.config, services.options,
                                       str(assoc.requestor.ae_title).strip(),
                                       str(assoc.requestor.address), destination_aet)
@@ -62,24 +60,12 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         responder.send(Status.MOVE_DESTINATION_UNKNOWN,
                        error_comment=f"unknown or not allowed destination {destination_aet}")
         return
-    try:
-        identifier = read_identifier(request, responder.transfer_syntax)
-        selection = select(services.area_for(entry), identifier, model,
-                           services.options.check_move, services.options.case_sensitive_pn)
-    except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
-        LOGGER.error("Move failed from %s: %s", who, error)
-        responder.send(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(error))
-        return
     LOGGER.info("Received Move Request from %s: %d instance(s) to %s (%s:%d)", who,
                 len(selection.instances), destination_aet, destination.host, destination.port)
     if not selection.instances:
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
-    if len(selection.instances) > MAX_SUB_OPERATIONS:
-        responder.send(Status.UNABLE_TO_PROCESS, error_comment="more than 65535 sub-operations")
-        return
-    _move(services, assoc, request, responder, selection, destination,
-          services.area_for(entry))
+    _move(services, assoc, request, responder, selection, destination, area)
 
 
 def _move(services: Services, assoc: Any, request: Any, responder: Responder,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
@@ -21,10 +21,13 @@ from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.dsutils import decode, encode
 
 from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, p_data_primitives, retrieve_response
-from pyqrscp.errors import PeerUnavailable, SubOperationFailed
+from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel, matching_instances, parse_identifier
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
+
+if TYPE_CHECKING:
+    from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
 
@@ -234,3 +237,28 @@ def message_ids(first: int) -> Iterator[int]:
     while True:
         yield current
         current = current % 65535 + 1
+
+
+def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
+            model: InformationModel, verb: str) -> tuple[StorageArea, Selection] | None:
+    """The checks every C-MOVE/C-GET starts with: access, identifier, size.
+
+    On failure the final response is sent here and ``None`` returned.
+    """
+    entry = services.config.ae(str(assoc.acceptor.ae_title).strip())
+    if entry is None or not entry.access.can_query:
+        responder.send(Status.REFUSED_NOT_AUTHORIZED, error_comment="area is write-only")
+        return None
+    area = services.area_for(entry)
+    try:
+        identifier = read_identifier(request, responder.transfer_syntax)
+        selection = select(area, identifier, model, services.options.check_move,
+                           services.options.case_sensitive_pn)
+    except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
+        LOGGER.error("%s failed from %s: %s", verb, describe(assoc), error)
+        responder.send(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(error))
+        return None
+    if len(selection.instances) > MAX_SUB_OPERATIONS:
+        responder.send(Status.UNABLE_TO_PROCESS, error_comment="more than 65535 sub-operations")
+        return None
+    return area, selection
