@@ -19,6 +19,7 @@ from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.contexts import contexts_for
 from pyqrscp.errors import StartupError
+from pyqrscp.idle import IdleGovernor
 from pyqrscp.options import Options
 from pyqrscp.privileges import check_names, drop_privileges
 from pyqrscp.registry import (
@@ -65,6 +66,7 @@ class ArchiveServer:
                                    disable_host_lookup=options.disable_host_lookup)
         self.stop_requested = threading.Event()
         self._server: Any = None
+        self._governor: IdleGovernor | None = None
         self._store_associations: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -107,6 +109,9 @@ class ArchiveServer:
         self._server = start_archive_server(ae, (self.host, port), self.handlers(),
                                             router=self.services.route_request,
                                             prepare_connection=handshake)
+        server = self._server
+        self._governor = IdleGovernor(lambda: server.active_associations)
+        self._governor.start()
         drop_privileges(self.config.user_name, self.config.group_name)
         LOGGER.info("pyqrscp listening on port %d with AE titles %s", self.port,
                     ", ".join(entry.ae_title for entry in self.config.ae_table))
@@ -116,6 +121,8 @@ class ArchiveServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        if self._governor is not None:
+            self._governor.stop()
         server.shutdown()
         for assoc in list(server.active_associations):
             assoc.join(timeout=SHUTDOWN_GRACE_SECONDS)

@@ -25,7 +25,9 @@ from helpers import (
 )
 from pydicom import dcmread
 
-pytestmark = [pytest.mark.slow,
+SOAK_SECONDS = float(os.environ.get("PYQRSCP_SOAK_SECONDS", "45"))
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_SECONDS + 180),
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
 
 
@@ -37,7 +39,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_soak_mixed_traffic_keeps_memory_flat_and_loses_nothing(tmp_path: Path) -> None:
-    seconds = float(os.environ.get("PYQRSCP_SOAK_SECONDS", "45"))
+    seconds = SOAK_SECONDS
     destination_port = free_port()
     config = write_config(tmp_path, ["ARCHIVE area RW (100000, 10gb) ANY"],
                           host_rows=[f"dest = (DEST, localhost, {destination_port})"])
