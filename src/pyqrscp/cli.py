@@ -16,7 +16,7 @@ from typing import Any
 from pyqrscp import __version__
 from pyqrscp.config import Config, load_config, prepare_storage_areas
 from pyqrscp.config.render import render_config
-from pyqrscp.errors import ConfigError, StartupError
+from pyqrscp.errors import ConfigError, StartupError, StorageFailure
 from pyqrscp.logs import LEVELS, configure_logging
 from pyqrscp.options import OPTION_TABLE, Options
 
@@ -144,7 +144,7 @@ def _serve(options: Options, config: Config) -> int:
         server = ArchiveServer(config, options)
         server.install_signal_handlers()
         server.start()
-    except (StartupError, ConfigError) as error:
+    except (StartupError, ConfigError, StorageFailure) as error:
         print(f"pyqrscp: {error}", file=sys.stderr)
         return 2
     except OSError as error:

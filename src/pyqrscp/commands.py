@@ -21,7 +21,7 @@ def _element(element: int, value: bytes) -> bytes:
 
 
 def _padded(text: str, pad: bytes) -> bytes:
-    raw = text.encode("ascii")
+    raw = text.encode("ascii", "replace")  # error comments may quote peer or exception text
     return raw + pad if len(raw) % 2 else raw
 
 

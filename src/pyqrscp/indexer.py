@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -30,7 +31,7 @@ from pyqrscp.errors import ConfigError, PyqrscpError
 from pyqrscp.index.database import IndexWriter, connect, create_schema
 from pyqrscp.index.schema import INDEX_FILE_NAME
 from pyqrscp.logs import DcmtkFormatter
-from pyqrscp.storage import TEMP_PREFIX, StorageArea
+from pyqrscp.storage import LOCK_FILE_NAME, TEMP_PREFIX, StorageArea, lock_area_file
 
 IGNORED_NAMES = frozenset({"DICOMDIR"})
 _INDEX_FILES = frozenset({INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm",
@@ -161,8 +162,10 @@ def rebuild(entry: AEEntry, report: Report) -> int:
     if not index_path.exists():
         for stale in (f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm"):
             (root / stale).unlink(missing_ok=True)
+    lock = lock_area_file(root / LOCK_FILE_NAME)
     files = sorted((p for p in root.iterdir() if p.is_file() and p.name not in _INDEX_FILES
-                    and not p.name.startswith(TEMP_PREFIX)), key=_stored_order)
+                    and p.name != LOCK_FILE_NAME and not p.name.startswith(TEMP_PREFIX)),
+                   key=_stored_order)
     report.total = len(files)
     db = connect(index_path)
     try:
@@ -179,6 +182,7 @@ def rebuild(entry: AEEntry, report: Report) -> int:
             raise
     finally:
         db.close()
+        os.close(lock)
     return report.finish(f"{entry.ae_title} ({root}) rebuilt")
 
 

@@ -7,6 +7,7 @@ never acknowledged, so start-up deletes such leftovers.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from pyqrscp.quota import EvictionPlan, plan_eviction
 LOGGER = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".pyqrscp-tmp-"
+LOCK_FILE_NAME = ".pyqrscp.lock"
 GENERATED_NAME = re.compile(r"^[A-Z0-9]{1,8}_[0-9a-f]{16}\.dcm$")
 _MODALITY_CHARS = re.compile(r"[^A-Z0-9]")
 
@@ -56,18 +58,34 @@ class StorageArea:
         self.lock = threading.Lock()
         self.index_path = root / INDEX_FILE_NAME
         self._db: sqlite3.Connection | None = None
+        self._lock_file: int | None = None
 
     def open(self) -> None:
-        """Open the index and remove leftovers of interrupted writes."""
+        """Share the area with other pyqrscp processes, open the index, remove leftovers.
+
+        Leftovers (files no index row names) are removed only by a process that finds the area
+        unused: with another server or ``pyqrscp index`` at work, such a file may be one it has
+        written and is about to index.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = os.open(self.root / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        alone = _try_flock(self._lock_file, fcntl.LOCK_EX)
         self._db = connect(self.index_path, self.durable)
         create_schema(self._db)
-        self.remove_leftovers()
+        if alone:
+            self.remove_leftovers()
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        else:
+            LOGGER.info("%s is also used by another pyqrscp process; leftovers kept", self.root)
+        fcntl.flock(self._lock_file, fcntl.LOCK_SH)  # waits while a rebuild holds the area
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock_file is not None:
+            os.close(self._lock_file)  # closing releases the flock
+            self._lock_file = None
 
     @property
     def writer(self) -> IndexWriter:
@@ -120,18 +138,20 @@ class StorageArea:
 
     def _index(self, header: Header, file_name: str, size: int
                ) -> tuple[EvictionPlan, list[str], bool]:
+        """Plan and apply quota evictions and the new row in one write transaction.
+
+        The facts (an older copy, study counts and sizes) are read inside ``BEGIN IMMEDIATE`` so
+        that no other writer of the same index can change them between planning and applying.
+        """
         writer = self.writer
         study_uid = header.study_instance_uid
         try:
+            writer.db.execute("BEGIN IMMEDIATE")
             old = writer.instance(header.sop_instance_uid)
             plan = plan_eviction(self.quota, size, study_uid,
                                  *self._quota_facts(study_uid, size),
                                  old.sop_instance_uid if old else None)
-        except sqlite3.Error as error:
-            raise StorageFailure(f"index read failed: {error}") from error
-        unused: list[str] = [old.file_name] if old else []
-        try:
-            writer.db.execute("BEGIN IMMEDIATE")
+            unused: list[str] = [old.file_name] if old else []
             for evicted_study in plan.studies:
                 unused += writer.delete_study(evicted_study)
             for evicted_uid in plan.instances:
@@ -141,10 +161,11 @@ class StorageArea:
                     writer.delete_instance(evicted_uid)
             writer.add_instance(header, file_name, size)
             writer.db.execute("COMMIT")
-        except sqlite3.Error as error:
-            if writer.db.in_transaction:
-                writer.db.execute("ROLLBACK")
-            raise StorageFailure(f"index update failed: {error}") from error
+        except BaseException as error:
+            _rollback_quietly(writer.db)
+            if isinstance(error, sqlite3.Error):
+                raise StorageFailure(f"index update failed: {error}") from error
+            raise
         self._log_evictions(plan)
         return plan, unused, old is not None
 
@@ -195,6 +216,32 @@ class StorageArea:
     def instance(self, sop_instance_uid: str) -> StoredInstance | None:
         with self.lock:
             return self.writer.instance(sop_instance_uid)
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def lock_area_file(path: Path) -> int:
+    """Hold the area alone (``--rebuild``); refuse while any other pyqrscp process uses it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if not _try_flock(fd, fcntl.LOCK_EX):
+        os.close(fd)
+        raise StorageFailure(f"storage area {path.parent} is in use by another pyqrscp "
+                             "process (stop the server first)")
+    return fd
+
+
+def _rollback_quietly(db: sqlite3.Connection) -> None:
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error as error:
+        LOGGER.error("index rollback failed: %s", error)
 
 
 def _fsync_directory(path: Path) -> None:

@@ -34,7 +34,7 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.storage import GENERATED_NAME, TEMP_PREFIX
+from pyqrscp.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -360,4 +360,4 @@ def test_sigkill_mid_burst_loses_nothing_acknowledged(tmp_path: Path, sources: P
         assert_same_dataset(sources / f"{sop_uid}.dcm", area / name)
     files_and_rows_agree(area)
     assert {p.name for p in area.iterdir()} - set(index.values()) <= {
-        INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm"}
+        INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm", LOCK_FILE_NAME}

@@ -17,7 +17,7 @@ from pyqrscp.config import Quota
 from pyqrscp.dicomfile import Header, read_header
 from pyqrscp.errors import InvalidDataset, QuotaExceeded, StorageFailure
 from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.storage import GENERATED_NAME, TEMP_PREFIX, StorageArea
+from pyqrscp.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX, StorageArea
 
 MB = 1024**2
 ROOMY = Quota(100, 100 * MB)
@@ -166,7 +166,8 @@ def test_leftovers_are_removed_when_the_area_opens(tmp_path: Path, sources: Path
     (area.root / "ct_0123456789abcdef.dcm").write_text("not a generated name")
     reopened = open_area(area.root)
     reopened.close()
-    remaining = {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)}
+    remaining = {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)
+                 and p.name != LOCK_FILE_NAME}
     assert remaining == {kept, "notes.txt", "ct_0123456789abcdef.dcm"}
 
 
@@ -178,7 +179,8 @@ def test_a_failing_index_write_leaves_no_file(area: StorageArea, sources: Path) 
                    "BEGIN SELECT RAISE(ABORT, 'simulated disk full'); END")
     with pytest.raises(StorageFailure, match="simulated disk full"):
         area.store(*instance(sources))
-    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)} \
+    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)
+                 and p.name != LOCK_FILE_NAME} \
         == {kept}
     assert rows(area) == {kept_header.sop_instance_uid: kept}
     # A failed store of a duplicate keeps the old copy.
@@ -194,7 +196,8 @@ def test_a_closed_index_fails_the_store_and_leaves_no_file(tmp_path: Path,
     area._db.close()  # the connection dies under the area (as on an I/O error)
     with pytest.raises(StorageFailure):
         area.store(*instance(sources))
-    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)} \
+    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)
+                 and p.name != LOCK_FILE_NAME} \
         == set()
 
 

@@ -53,6 +53,13 @@ def failure(error: Exception, status: Status | None = None) -> Dataset:
     return response
 
 
+def peer_of(assoc: Any) -> str:
+    """``CALLING (address) -> CALLED`` of an association, for log lines."""
+    calling = str(assoc.requestor.ae_title).strip()
+    called = str(assoc.acceptor.ae_title).strip()
+    return f"{calling} ({assoc.requestor.address}) -> {called}"
+
+
 def peer(event: Any) -> str:
     """``CALLING (address) -> CALLED`` for log lines."""
     assoc = event.assoc
@@ -131,6 +138,10 @@ class Services:
         assoc._is_paused = True
         try:
             serve(self, assoc, request, context, model)
+        except Exception:  # noqa: BLE001 - a bug must not leave the peer waiting forever
+            LOGGER.exception("%s failed on %s; aborting the association",
+                             type(request).__name__, peer_of(assoc))
+            assoc.abort()
         finally:
             assoc._is_paused = False
             assoc.dimse.cancel_req = {}

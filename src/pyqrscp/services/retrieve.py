@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.dsutils import decode, encode
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, p_data_primitives, retrieve_response
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
@@ -189,7 +190,10 @@ class Responder:
         self.command_field = C_MOVE_RSP if isinstance(request, C_MOVE) else C_GET_RSP
 
     def is_cancelled(self) -> bool:
-        """Has a C-CANCEL for this request arrived (pynetdicom files them by message ID)?"""
+        """Has a C-CANCEL for this request arrived (pynetdicom files them by message ID), or
+        has the requestor gone (A-ABORT or a dropped connection waiting for the reactor)?"""
+        if requestor_gone(self.assoc):
+            return True
         return self.assoc.dimse.cancel_req.pop(self.request.MessageID, None) is not None
 
     def pending(self, progress: Progress) -> None:
@@ -262,3 +266,10 @@ def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
         responder.send(Status.UNABLE_TO_PROCESS, error_comment="more than 65535 sub-operations")
         return None
     return area, selection
+
+
+def requestor_gone(assoc: Any) -> bool:
+    """True once the requesting association is aborted, even while its reactor is busy here."""
+    if not assoc.is_established:
+        return True
+    return isinstance(assoc.dul.peek_next_pdu(), (A_ABORT, A_P_ABORT))
