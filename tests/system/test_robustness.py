@@ -65,3 +65,17 @@ def test_rebuild_refuses_an_area_a_server_is_using(tmp_path: Path,
         assert index_main(["-c", str(config), "ARCHIVE", str(incoming)]) == 0
     with sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME) as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 1
+
+
+def test_two_spellings_of_one_folder_share_one_area(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ["ONE area RW (10, 1gb) ANY", "TWO ./area/. RW (10, 1gb) ANY"])
+    source = make_ct(tmp_path)
+    with pyqrscp_process(config) as server:
+        for called in ("ONE", "TWO"):
+            stored = run_tool("storescu", "-aec", called, "localhost", str(server.port),
+                              str(source))
+            assert stored.returncode == 0, stored.stderr
+    assert "leftovers kept" not in server.log_text()
+    with sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME) as db:
+        assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 1
+    assert len(list((tmp_path / "area").glob("*.dcm"))) == 1

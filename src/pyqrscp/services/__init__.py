@@ -53,6 +53,11 @@ def failure(error: Exception, status: Status | None = None) -> Dataset:
     return response
 
 
+def area_key(entry: AEEntry) -> Path:
+    """One StorageArea per folder, however the AETable spells it (``db/x`` and ``db/./x``)."""
+    return entry.storage_area.resolve()
+
+
 def peer_of(assoc: Any) -> str:
     """``CALLING (address) -> CALLED`` of an association, for log lines."""
     calling = str(assoc.requestor.ae_title).strip()
@@ -82,11 +87,11 @@ class Services:
     def open(self) -> None:
         """Open every storage area once (AE titles may share a folder)."""
         for entry in self.config.ae_table:
-            if entry.storage_area not in self.areas:
+            if area_key(entry) not in self.areas:
                 area = StorageArea(entry.storage_area, entry.quota,
                                    durable=not self.options.no_sync)
                 area.open()
-                self.areas[entry.storage_area] = area
+                self.areas[area_key(entry)] = area
         from pyqrscp.services.commit import StorageCommitment
 
         self.commitment = StorageCommitment(self, self.commit_retry)
@@ -107,7 +112,7 @@ class Services:
         return entry
 
     def area_for(self, entry: AEEntry) -> StorageArea:
-        return self.areas[entry.storage_area]
+        return self.areas[area_key(entry)]
 
     def _commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
         if self.commitment is None:

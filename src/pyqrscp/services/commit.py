@@ -28,6 +28,7 @@ from pyqrscp.commitments import (
 )
 from pyqrscp.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
 from pyqrscp.registry import resolve_move_destination
+from pyqrscp.services import area_key
 from pyqrscp.status import Status
 from pyqrscp.tls import client_tls_args
 
@@ -87,7 +88,7 @@ class StorageCommitment:
             LOGGER.error("Storage Commitment request from %s is invalid: %s", peer(event), error)
             return int(ActionStatus.INVALID_ARGUMENT_VALUE), None
         requester_aet = str(event.assoc.requestor.ae_title).strip()
-        ledger = self.ledgers[entry.storage_area]
+        ledger = self.ledgers[area_key(entry)]
         try:
             pending = ledger.add(transaction_uid, requester_aet, entry.ae_title, references)
         except Exception as error:  # sqlite3.Error, disk full: refuse rather than promise
