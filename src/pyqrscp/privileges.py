@@ -22,6 +22,7 @@ def drop_privileges(user_name: str | None, group_name: str | None) -> None:
     if os.geteuid() != 0:
         LOGGER.warning("not running as root: UserName/GroupName ignored")
         return
+    _preload_codecs()
     gid = _group_id(group_name) if group_name else None
     uid = _user_id(user_name) if user_name else None
     if gid is not None:
@@ -55,3 +56,23 @@ def _user_id(name: str) -> int:
         return pwd.getpwnam(name).pw_uid
     except KeyError:
         raise StartupError(f"unknown user {name!r} (UserName in the config file)") from None
+
+
+# Text codecs Python loads on first use; after the switch the new user may not be able to read
+# the interpreter's files (a Python installed under /root), so they are loaded while still root.
+_LAZY_CODECS = (
+    "idna", "ascii", "latin_1", "utf_8", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5",
+    "iso8859_6", "iso8859_7", "iso8859_8", "iso8859_9", "iso8859_11", "iso8859_15", "tis_620",
+    "shift_jis", "iso2022_jp", "iso_ir_58", "euc_kr", "gb18030", "gbk", "gb2312", "big5",
+    "cp1252", "utf_16", "utf_32",
+)
+
+
+def _preload_codecs() -> None:
+    import codecs
+
+    for name in _LAZY_CODECS:
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            LOGGER.debug("codec %s not available", name)

@@ -7,6 +7,7 @@ the called AE title picks the presentation contexts its access rules allow.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -113,6 +114,11 @@ class ArchiveServer:
         self._governor = IdleGovernor(lambda: server.active_associations)
         self._governor.start()
         drop_privileges(self.config.user_name, self.config.group_name)
+        for entry in self.config.ae_table:
+            if not os.access(entry.storage_area, os.W_OK | os.X_OK):
+                LOGGER.error("storage area %s of %s is not writable by this process's user: "
+                             "storing will fail (give the UserName/GroupName of the config "
+                             "file ownership of it)", entry.storage_area, entry.ae_title)
         LOGGER.info("pyqrscp listening on port %d with AE titles %s", self.port,
                     ", ".join(entry.ae_title for entry in self.config.ae_table))
 
