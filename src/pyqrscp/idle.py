@@ -11,25 +11,51 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+BUSY_DELAY = 0.0001
 ACTIVE_DELAY = 0.001
 IDLE_DELAY = 0.005
 IDLE_AFTER = 0.5
 CHECK_EVERY = 0.1
 
 
+def _lock_of(dul: Any) -> threading.Lock:
+    lock: threading.Lock = dul.__dict__.setdefault("_pyqrscp_poll_lock", threading.Lock())
+    return lock
+
+
+@contextmanager
+def fast_polling(dul: Any) -> Iterator[None]:
+    """Poll every :data:`BUSY_DELAY` while a service streams on this association.
+
+    pynetdicom's DUL sleeps its delay whenever it finds nothing to do, twice per request/response
+    round trip; 0.1 ms polling costs about a fifth of a core, so it is used only inside.
+    """
+    with _lock_of(dul):
+        dul._pyqrscp_busy = getattr(dul, "_pyqrscp_busy", 0) + 1
+        dul._run_loop_delay = BUSY_DELAY
+    try:
+        yield
+    finally:
+        with _lock_of(dul):
+            dul._pyqrscp_busy -= 1
+            if not dul._pyqrscp_busy:
+                dul._run_loop_delay = ACTIVE_DELAY
+
+
 def govern(dul: Any, now: float) -> None:
-    """Set one DUL's poll delay from how long ago it last received a PDU."""
+    """Set one DUL's poll delay from how long ago it last received a PDU (never while busy)."""
     started = getattr(dul._idle_timer, "_start_time", None)
     if started is None:
         return
     idle = now - started > IDLE_AFTER
-    if idle and dul._run_loop_delay == ACTIVE_DELAY:
-        dul._run_loop_delay = IDLE_DELAY
-    elif not idle and dul._run_loop_delay == IDLE_DELAY:
-        dul._run_loop_delay = ACTIVE_DELAY
+    with _lock_of(dul):
+        if getattr(dul, "_pyqrscp_busy", 0):
+            return
+        dul._run_loop_delay = IDLE_DELAY if idle else ACTIVE_DELAY
 
 
 class IdleGovernor(threading.Thread):

@@ -22,6 +22,7 @@ from pyqrscp.charset import TEXT_VRS, choose_charset, requested_charsets
 from pyqrscp.commands import find_response
 from pyqrscp.encoding import Element, encode_identifier
 from pyqrscp.errors import InvalidIdentifier, PyqrscpError
+from pyqrscp.idle import fast_polling
 from pyqrscp.index.query import (
     PATIENT_ROOT,
     PATIENT_STUDY_ONLY,
@@ -57,7 +58,7 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
 queued responses, wait for it to drain so that a C-CANCEL is seen between responses."""
-_BUSY_LOOP_DELAY = 0.0001  # as in C-GET: the DUL's 1 ms idle sleep would pace the responses
+_DRAIN_POLL = 0.0001  # while waiting for the DUL to send queued responses
 
 
 def serve(services: Services, assoc: Any, request: Any, context: Any,
@@ -79,13 +80,9 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         return
     LOGGER.info("Received Find Request (%s, %s) from %s", query.model.name, query.level, who)
     LOGGER.debug("Find identifier:\n%s", identifier)
-    idle_delay = assoc.dul._run_loop_delay
-    assoc.dul._run_loop_delay = _BUSY_LOOP_DELAY
-    try:
+    with fast_polling(assoc.dul):
         _answer(services, services.area_for(entry), responder, identifier, query, who)
         responder.drain()
-    finally:
-        assoc.dul._run_loop_delay = idle_delay
 
 
 def _answer(services: Services, area: StorageArea, responder: FindResponder,
@@ -211,7 +208,7 @@ class FindResponder:
                              describe(self.assoc), self.dimse_timeout)
                 self.assoc.abort()
                 return
-            time.sleep(_BUSY_LOOP_DELAY)
+            time.sleep(_DRAIN_POLL)
 
     def final(self, status: Status, error_comment: str = "") -> None:
         """The last response (no identifier)."""

@@ -19,6 +19,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pyqrscp.commands import store_request
 from pyqrscp.contexts import UNCOMPRESSED
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
+from pyqrscp.idle import fast_polling
 from pyqrscp.index.query import InformationModel
 from pyqrscp.services.retrieve import (
     Progress,
@@ -38,11 +39,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 _POLL_SECONDS = 0.5
-_BUSY_LOOP_DELAY = 0.0001
-"""pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, which bounds a C-GET to
-about 300 sub-operations/s (two sleeps per C-STORE round trip); poll faster while one runs."""
-
-
 def serve(services: Services, assoc: Any, request: Any, context: Any,
           model: InformationModel) -> None:
     """Answer one C-GET-RQ completely: pending responses, then the final one."""
@@ -57,13 +53,9 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
     sender = _GetSender(assoc, services.options.dimse_timeout or 60)
-    idle_delay = assoc.dul._run_loop_delay
-    assoc.dul._run_loop_delay = _BUSY_LOOP_DELAY
-    try:
+    with fast_polling(assoc.dul):
         progress = run_sub_operations(selection, area, sender.send,
                                       responder.is_cancelled, responder.pending)
-    finally:
-        assoc.dul._run_loop_delay = idle_delay
     status = progress.final_status()
     LOGGER.info("Get from %s: %s (%d completed, %d failed, %d warning, %d remaining)", who,
                 status.name, progress.completed, progress.failed, progress.warning,

@@ -21,6 +21,7 @@ from pynetdicom.sop_class import uid_to_service_class
 from pyqrscp.commands import store_response
 from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import InvalidDataset, PyqrscpError
+from pyqrscp.idle import fast_polling
 from pyqrscp.part10 import file_header
 from pyqrscp.services.retrieve import describe, send_message
 from pyqrscp.status import Status
@@ -35,12 +36,6 @@ RECEIVING_WINDOW = 0.2
 _WAIT_SLICE = 0.001
 """How often, while waiting for the next request, release and abort are looked for (as often
 as pynetdicom's reactor does)."""
-_RECEIVING_LOOP_DELAY = 0.0001
-"""pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever it finds nothing to do;
-twice per C-STORE round trip while receiving.  Polling at 0.1 ms costs about a fifth of a core,
-so it is lowered only inside the receiving window."""
-
-
 def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
     """Serve a C-STORE-RQ and every C-STORE that follows within :data:`RECEIVING_WINDOW`.
 
@@ -49,10 +44,12 @@ def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool
     """
     if not _ours(assoc, request, context_id):
         return False
-    dul = assoc.dul
-    idle_delay = dul._run_loop_delay
-    dul._run_loop_delay = min(idle_delay, _RECEIVING_LOOP_DELAY)
     assoc._is_paused = True
+    with fast_polling(assoc.dul):
+        return _serve_following(services, assoc, request, context_id)
+
+
+def _serve_following(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
     try:
         while True:
             _serve_one(services, assoc, request, context_id)
@@ -66,7 +63,6 @@ def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool
                 return True
     finally:
         assoc._is_paused = False
-        dul._run_loop_delay = idle_delay
 
 
 def handle(services: Services, event: Any) -> int | Dataset:
