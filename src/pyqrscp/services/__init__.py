@@ -66,11 +66,8 @@ def peer_of(assoc: Any) -> str:
 
 
 def peer(event: Any) -> str:
-    """``CALLING (address) -> CALLED`` for log lines."""
-    assoc = event.assoc
-    calling = str(assoc.requestor.ae_title).strip()
-    called = str(assoc.acceptor.ae_title).strip()
-    return f"{calling} ({assoc.requestor.address}) -> {called}"
+    """:func:`peer_of` the event's association."""
+    return peer_of(event.assoc)
 
 
 class Services:

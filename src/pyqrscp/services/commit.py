@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import build_role
+from pynetdicom import AE, build_role
 
 from pyqrscp.commitments import (
     CommitmentLedger,
@@ -33,6 +33,7 @@ from pyqrscp.status import Status
 from pyqrscp.tls import client_tls_args
 
 if TYPE_CHECKING:
+    from pyqrscp.options import Options
     from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
@@ -120,7 +121,6 @@ class StorageCommitment:
 
     def _deliver_on_new_association(self, pending: PendingCommitment, report: Dataset,
                                     event_type_id: int, counts: str) -> bool:
-        from pyqrscp.services.move import sub_association_ae
 
         destination = resolve_move_destination(self.services.config, pending.requester_aet)
         if destination is None:
@@ -231,3 +231,13 @@ def send_on(assoc: Any, report: Dataset, event_type_id: int) -> bool:
 def _accepted(result: Any) -> bool:
     status = result[0] if isinstance(result, tuple) else result
     return bool(status) and int(getattr(status, "Status", -1)) == int(Status.SUCCESS)
+
+
+def sub_association_ae(options: Options, calling_aet: str) -> AE:
+    """A requestor-only AE (Storage Commitment reports on a new association use it)."""
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = options.acse_timeout
+    ae.dimse_timeout = options.dimse_timeout if options.dimse_timeout is not None else 60
+    ae.network_timeout = options.network_timeout if options.network_timeout is not None else 60
+    ae.maximum_pdu_size = options.max_pdu or 16384
+    return ae

@@ -37,7 +37,8 @@ from pyqrscp.index.query import (
     text_to_value,
 )
 from pyqrscp.options import Options
-from pyqrscp.services.retrieve import describe, read_identifier, send_message
+from pyqrscp.services import peer_of
+from pyqrscp.services.retrieve import read_identifier, send_message
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
 
@@ -65,7 +66,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
           model: InformationModel) -> None:
     """Answer one C-FIND-RQ completely: pending responses, then the final one."""
     responder = FindResponder(assoc, request, context, services.options.dimse_timeout or 60)
-    who = describe(assoc)
+    who = peer_of(assoc)
     entry = services.config.ae(str(assoc.acceptor.ae_title).strip())
     if entry is None or not entry.access.can_query:
         called = str(assoc.acceptor.ae_title).strip()
@@ -205,7 +206,7 @@ class FindResponder:
         while queue.qsize() and self.assoc.is_established and self.assoc.dul.is_alive():
             if time.monotonic() > deadline:
                 LOGGER.error("Find: %s read no response for %s s, aborting",
-                             describe(self.assoc), self.dimse_timeout)
+                             peer_of(self.assoc), self.dimse_timeout)
                 self.assoc.abort()
                 return
             time.sleep(_DRAIN_POLL)

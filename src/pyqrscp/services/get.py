@@ -21,11 +21,11 @@ from pyqrscp.contexts import UNCOMPRESSED
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.idle import fast_polling
 from pyqrscp.index.query import InformationModel
+from pyqrscp.services import peer_of
 from pyqrscp.services.retrieve import (
     Progress,
     Responder,
     convert,
-    describe,
     message_ids,
     prepare,
     run_sub_operations,
@@ -43,7 +43,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
           model: InformationModel) -> None:
     """Answer one C-GET-RQ completely: pending responses, then the final one."""
     responder = Responder(assoc, request, context)
-    who = describe(assoc)
+    who = peer_of(assoc)
     prepared = prepare(services, assoc, request, responder, model, "Get")
     if prepared is None:
         return

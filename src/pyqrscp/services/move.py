@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import UID
-from pynetdicom import AE
 
 from pyqrscp.config import Config, Peer
 from pyqrscp.contexts import UNCOMPRESSED, proposed_syntaxes
@@ -21,12 +20,12 @@ from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel
 from pyqrscp.registry import host_matches, peer_host_names, resolve_move_destination
 from pyqrscp.sender import StoreAssociation, propose
+from pyqrscp.services import peer_of
 from pyqrscp.services.retrieve import (
     Progress,
     Responder,
     Selection,
     convert,
-    describe,
     message_ids,
     prepare,
     run_sub_operations,
@@ -46,7 +45,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
           model: InformationModel) -> None:
     """Answer one C-MOVE-RQ completely: pending responses, then the final one."""
     responder = Responder(assoc, request, context)
-    who = describe(assoc)
+    who = peer_of(assoc)
     destination_aet = str(request.MoveDestination or "").strip()
     prepared = prepare(services, assoc, request, responder, model, "Move")
     if prepared is None:
@@ -78,7 +77,7 @@ def _move(services: Services, assoc: Any, request: Any, responder: Responder,
             max_pdu=options.max_pdu or 16384, acse_timeout=options.acse_timeout,
             dimse_timeout=options.dimse_timeout or 60, ssl_context=services.client_tls)
     except PeerUnavailable as error:
-        LOGGER.error("Move from %s: %s", describe(assoc), error)
+        LOGGER.error("Move from %s: %s", peer_of(assoc), error)
         responder.send(Status.MOVE_DESTINATION_UNKNOWN, error_comment=str(error))
         return
     sender = _Sender(sub, destination.ae_title, str(assoc.requestor.ae_title).strip(),
@@ -95,7 +94,7 @@ def _move(services: Services, assoc: Any, request: Any, responder: Responder,
         sub.abort()
     status = progress.final_status()
     LOGGER.info("Move from %s to %s: %s (%d completed, %d failed, %d warning, %d remaining)",
-                describe(assoc), destination.ae_title, status.name, progress.completed,
+                peer_of(assoc), destination.ae_title, status.name, progress.completed,
                 progress.failed, progress.warning, progress.remaining)
     responder.send(status, progress)
 
@@ -136,16 +135,6 @@ def sub_association_contexts(selection: Selection, options: Options) -> list[Any
     uncompressed = proposed_syntaxes(options.propose_transfer_syntax)
     return list(propose(selection.presentation_pairs(),
                         [ts for ts in uncompressed if ts in UNCOMPRESSED]))
-
-
-def sub_association_ae(options: Options, calling_aet: str) -> AE:
-    """A requestor-only AE (Storage Commitment reports on a new association use it)."""
-    ae = AE(ae_title=calling_aet)
-    ae.acse_timeout = options.acse_timeout
-    ae.dimse_timeout = options.dimse_timeout if options.dimse_timeout is not None else 60
-    ae.network_timeout = options.network_timeout if options.network_timeout is not None else 60
-    ae.maximum_pdu_size = options.max_pdu or 16384
-    return ae
 
 
 def allowed_destination(config: Config, options: Options, calling_aet: str, address: str,

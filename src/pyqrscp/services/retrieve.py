@@ -24,6 +24,7 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, p_data_primitives, retrieve_response
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel, matching_instances, parse_identifier
+from pyqrscp.services import peer_of
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
 
@@ -229,12 +230,6 @@ def send_message(assoc: Any, context_id: int, command: bytes, dataset: bytes | N
         assoc.dul.send_pdu(primitive)
 
 
-def describe(assoc: Any) -> str:
-    """``CALLING (address) -> CALLED`` for log lines."""
-    calling = str(assoc.requestor.ae_title).strip()
-    return f"{calling} ({assoc.requestor.address}) -> {str(assoc.acceptor.ae_title).strip()}"
-
-
 def message_ids(first: int) -> Iterator[int]:
     """Message IDs for sub-operations: 1..65535, wrapping."""
     current = first
@@ -259,7 +254,7 @@ def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
         selection = select(area, identifier, model, services.options.check_move,
                            services.options.case_sensitive_pn)
     except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
-        LOGGER.error("%s failed from %s: %s", verb, describe(assoc), error)
+        LOGGER.error("%s failed from %s: %s", verb, peer_of(assoc), error)
         responder.send(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(error))
         return None
     if len(selection.instances) > MAX_SUB_OPERATIONS:

@@ -23,7 +23,8 @@ from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import InvalidDataset, PyqrscpError
 from pyqrscp.idle import fast_polling
 from pyqrscp.part10 import file_header
-from pyqrscp.services.retrieve import describe, send_message
+from pyqrscp.services import peer_of
+from pyqrscp.services.retrieve import send_message
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def store(services: Services, assoc: Any, request: Any, transfer_syntax: str
           ) -> tuple[Status, str]:
     """Validate, store durably, index; ``(status, error comment)`` once the index row has
     committed (or the instance was refused)."""
-    who = describe(assoc)
+    who = peer_of(assoc)
     called = str(assoc.acceptor.ae_title).strip()
     entry = services.config.ae(called)
     if entry is None:
@@ -120,13 +121,13 @@ def _serve_one(services: Services, assoc: Any, request: Any, context_id: int) ->
     try:
         status, comment = store(services, assoc, request, str(context.transfer_syntax[0]))
     except Exception as error:  # as pynetdicom's handler guard: answer, keep serving
-        LOGGER.exception("Store failed from %s", describe(assoc))
-        status, comment = _failed(describe(assoc), error)
+        LOGGER.exception("Store failed from %s", peer_of(assoc))
+        status, comment = _failed(peer_of(assoc), error)
     if not assoc.is_established:
         return
-    response = store_response(_ascii(request.AffectedSOPClassUID),
-                              _ascii(request.AffectedSOPInstanceUID), int(request.MessageID),
-                              int(status), _ascii(comment))
+    response = store_response(str(request.AffectedSOPClassUID or ""),
+                              str(request.AffectedSOPInstanceUID or ""), int(request.MessageID),
+                              int(status), comment)
     send_message(assoc, context_id, response, None)
 
 
@@ -173,5 +174,3 @@ def _uid(value: Any) -> str:
     return str(value or "").strip(" \x00")
 
 
-def _ascii(value: Any) -> str:
-    return str(value or "").encode("ascii", "replace").decode("ascii")
