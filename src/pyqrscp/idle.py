@@ -34,16 +34,27 @@ def fast_polling(dul: Any) -> Iterator[None]:
     pynetdicom's DUL sleeps its delay whenever it finds nothing to do, twice per request/response
     round trip; 0.1 ms polling costs about a fifth of a core, so it is used only inside.
     """
+    with polling(dul, BUSY_DELAY):
+        yield
+
+
+@contextmanager
+def polling(dul: Any, delay: float) -> Iterator[None]:
+    """Poll every ``delay`` inside; the governor keeps out, and the delay before is restored.
+
+    A service holding the socket itself (``channel.py``) needs no fast DUL: it uses
+    :data:`ACTIVE_DELAY`, nested inside :func:`fast_polling`.
+    """
     with _lock_of(dul):
         dul._pyqrscp_busy = getattr(dul, "_pyqrscp_busy", 0) + 1
-        dul._run_loop_delay = BUSY_DELAY
+        before = dul._run_loop_delay
+        dul._run_loop_delay = delay
     try:
         yield
     finally:
         with _lock_of(dul):
             dul._pyqrscp_busy -= 1
-            if not dul._pyqrscp_busy:
-                dul._run_loop_delay = ACTIVE_DELAY
+            dul._run_loop_delay = before if dul._pyqrscp_busy else ACTIVE_DELAY
 
 
 def govern(dul: Any, now: float) -> None:

@@ -17,16 +17,25 @@ from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-from pyqrscp.commands import C_STORE_RSP, NO_DATASET, fragments, parse_command, store_request
+from pyqrscp.commands import C_STORE_RSP, store_request
 from pyqrscp.errors import PeerUnavailable
+from pyqrscp.pdus import (
+    ABORT,
+    ASSOCIATE_AC,
+    ASSOCIATE_RJ,
+    ASSOCIATE_RQ,
+    P_DATA_TF,
+    RELEASE_RQ,
+    MessageAssembler,
+    message,
+    pdvs,
+    read_pdu,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 MAX_CONTEXTS = 128
-_UNLIMITED_PDU = 1 << 20  # what we send per PDU when the peer announces 0 (no limit)
-_ASSOCIATE_RQ, _ASSOCIATE_AC, _ASSOCIATE_RJ = 0x01, 0x02, 0x03
-_P_DATA, _RELEASE_RQ, _RELEASE_RP, _ABORT = 0x04, 0x05, 0x06, 0x07
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +85,7 @@ def _associate_rq(calling_aet: str, called_aet: str, contexts: Sequence[Proposed
                        + _item(0x55, str(PYNETDICOM_IMPLEMENTATION_VERSION).encode())))
     body = struct.pack(">H2x16s16s32x", 1, called_aet.encode("ascii").ljust(16),
                        calling_aet.encode("ascii").ljust(16)) + b"".join(items)
-    return struct.pack(">BxI", _ASSOCIATE_RQ, len(body)) + body
+    return struct.pack(">BxI", ASSOCIATE_RQ, len(body)) + body
 
 
 def _sub_items(data: bytes) -> Iterable[tuple[int, bytes]]:
@@ -113,7 +122,7 @@ class StoreAssociation:
                  peer_max_pdu: int, dimse_timeout: float, acse_timeout: float) -> None:
         self.sock = sock
         self.accepted = accepted
-        self.max_pdv = (peer_max_pdu or _UNLIMITED_PDU) - 6
+        self.peer_max_pdu = peer_max_pdu
         self.dimse_timeout = dimse_timeout
         self.acse_timeout = acse_timeout
 
@@ -132,15 +141,15 @@ class StoreAssociation:
             if ssl_context is not None:
                 sock = ssl_context.wrap_socket(sock, server_hostname=host)
             sock.sendall(_associate_rq(calling_aet, called_aet, contexts, max_pdu))
-            pdu_type, body = _read_pdu(sock)
+            pdu_type, body = read_pdu(sock)
         except (OSError, PeerUnavailable) as error:
             sock.close()
             raise PeerUnavailable(f"association with {called_aet} failed: {error}") from error
-        if pdu_type == _ASSOCIATE_AC:
+        if pdu_type == ASSOCIATE_AC:
             accepted, peer_max_pdu = _parse_associate_ac(body, contexts)
             return cls(sock, accepted, peer_max_pdu, dimse_timeout, acse_timeout)
         sock.close()
-        if pdu_type == _ASSOCIATE_RJ and len(body) >= 4:
+        if pdu_type == ASSOCIATE_RJ and len(body) >= 4:
             raise PeerUnavailable(f"{called_aet} rejected the association (result {body[1]}, "
                                   f"source {body[2]}, reason {body[3]})")
         raise PeerUnavailable(f"{called_aet} answered the association request with PDU "
@@ -166,9 +175,7 @@ class StoreAssociation:
                                 originator_aet, originator_message_id)
         try:
             self.sock.settimeout(self.dimse_timeout)
-            self.sock.sendall(b"".join(_p_data(context.context_id, command, True, self.max_pdv)
-                                       + _p_data(context.context_id, dataset, False,
-                                                 self.max_pdv)))
+            self.sock.sendall(message(context.context_id, command, dataset, self.peer_max_pdu))
             elements = self._read_command()
         except OSError as error:
             raise PeerUnavailable(f"C-STORE of {sop_instance}: {error}") from error
@@ -180,35 +187,23 @@ class StoreAssociation:
         return StoreResponse(struct.unpack("<H", elements[0x0900])[0], comment)
 
     def _read_command(self) -> dict[int, bytes]:
-        """Read P-DATA until a complete command (a dataset after it is read and dropped)."""
-        command = bytearray()
-        elements: dict[int, bytes] | None = None
+        """Read P-DATA until a whole message; its command (a dataset after it is dropped)."""
+        assembler = MessageAssembler()
         while True:
-            pdu_type, body = _read_pdu(self.sock)
-            if pdu_type != _P_DATA:
+            pdu_type, body = read_pdu(self.sock)
+            if pdu_type != P_DATA_TF:
                 raise PeerUnavailable(f"peer sent PDU type 0x{pdu_type:02X} instead of P-DATA")
-            offset = 0
-            while offset + 6 <= len(body):
-                length, header = struct.unpack_from(">I", body, offset)[0], body[offset + 5]
-                fragment = body[offset + 6:offset + 4 + length]
-                offset += 4 + length
-                if elements is None and header & 0x01:
-                    command += fragment
-                    if header & 0x02:
-                        elements = parse_command(bytes(command))
-                        has_dataset = struct.unpack(
-                            "<H", elements.get(0x0800, b"\x01\x01"))[0] != NO_DATASET
-                        if not has_dataset:
-                            return elements
-                elif elements is not None and not header & 0x01 and header & 0x02:
-                    return elements
+            for context_id, header, fragment, _end in pdvs(body):
+                assembler.add(context_id, header, fragment)
+                if assembler.complete and assembler.command is not None:
+                    return assembler.command
 
     def release(self) -> None:
         """A-RELEASE (bounded by the ACSE timeout); abort when the peer does not answer."""
         try:
             self.sock.settimeout(self.acse_timeout)
-            self.sock.sendall(struct.pack(">BxI4x", _RELEASE_RQ, 4))
-            while _read_pdu(self.sock)[0] == _P_DATA:
+            self.sock.sendall(struct.pack(">BxI4x", RELEASE_RQ, 4))
+            while read_pdu(self.sock)[0] == P_DATA_TF:
                 pass
         except (OSError, PeerUnavailable) as error:
             LOGGER.warning("release of the sub-association failed: %s", error)
@@ -217,7 +212,7 @@ class StoreAssociation:
     def abort(self) -> None:
         try:
             self.sock.settimeout(1)
-            self.sock.sendall(struct.pack(">BxI2xBB", _ABORT, 4, 0, 0))
+            self.sock.sendall(struct.pack(">BxI2xBB", ABORT, 4, 0, 0))
         except OSError:
             pass
         self.close()
@@ -227,35 +222,3 @@ class StoreAssociation:
             self.sock.close()
         except OSError:
             pass
-
-
-def _p_data(context_id: int, data: bytes, is_command: bool, max_pdv: int) -> list[bytes]:
-    """P-DATA-TF PDUs of one message part, one PDV each, the last one flagged."""
-    pdus: list[bytes] = []
-    for chunk, last in fragments(data, max_pdv):
-        header = (0x01 if is_command else 0x00) | (0x02 if last else 0x00)
-        pdus.append(struct.pack(">BxIIBB", _P_DATA, len(chunk) + 6, len(chunk) + 2,
-                                context_id, header))
-        pdus.append(chunk)
-    return pdus
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    while view:
-        received = sock.recv_into(view)
-        if received == 0:
-            raise PeerUnavailable("connection closed by peer")
-        view = view[received:]
-    return bytes(buffer)
-
-
-def _read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    pdu_type, length = struct.unpack(">BxI", _read_exactly(sock, 6))
-    if length > (1 << 26):
-        raise PeerUnavailable(f"peer announced a {length}-byte PDU")
-    body = _read_exactly(sock, length)
-    if pdu_type == _ABORT:
-        raise PeerUnavailable("peer aborted the association")
-    return pdu_type, body

@@ -11,12 +11,12 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
+from pyqrscp.channel import Channel
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.contexts import contexts_for
 from pyqrscp.errors import StartupError
@@ -165,8 +165,7 @@ class ArchiveServer:
             if self.options.network_timeout is None:
                 # a peer stalling inside a PDU must not hold its thread past the ACSE timeout
                 sock.settimeout(self.options.acse_timeout)
-            assoc_socket.recv = _bounded_recv(assoc_socket.recv, max(
-                1 << 20, self.options.max_pdu or 16384))
+            Channel.install(event.assoc, max(1 << 20, self.options.max_pdu or 16384))
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
@@ -246,16 +245,6 @@ class ArchiveServer:
         if ae_title is not None:
             with self._lock:
                 self._store_associations[ae_title] = 0
-
-
-def _bounded_recv(recv: Callable[[int], bytearray], limit: int) -> Callable[[int], bytearray]:
-    """Refuse to read a PDU announced longer than ``limit`` (pynetdicom would buffer it all);
-    the OSError makes pynetdicom close the connection."""
-    def bounded(nr_bytes: int) -> bytearray:
-        if nr_bytes > limit:
-            raise OSError(f"peer announced a {nr_bytes}-byte PDU (limit {limit})")
-        return recv(nr_bytes)
-    return bounded
 
 
 def _text(value: Any) -> str:

@@ -21,6 +21,7 @@ from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
+from pyqrscp.channel import Channel
 from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, p_data_primitives, retrieve_response
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel, matching_instances, parse_identifier
@@ -224,7 +225,12 @@ class Responder:
 
 
 def send_message(assoc: Any, context_id: int, command: bytes, dataset: bytes | None) -> None:
-    """Queue one DIMSE message for pynetdicom's DUL, which frames and sends it in order."""
+    """Send one DIMSE message: straight to the socket when this thread holds the association's
+    channel, else queued for pynetdicom's DUL, which frames and sends it in order."""
+    channel = Channel.of(assoc)
+    if channel is not None and channel.held_here():
+        channel.send(context_id, command, dataset)
+        return
     for primitive in p_data_primitives(context_id, command, dataset,
                                        int(assoc.requestor.maximum_length or 0)):
         assoc.dul.send_pdu(primitive)

@@ -1,9 +1,10 @@
 """C-STORE: keep the bytes as received, in the called AE title's storage area.
 
 pyqrscp serves C-STORE itself (through :meth:`Services.route_request`) on the association's
-reactor thread: the response is packed with ``struct``, and after each store the thread waits
-on the DIMSE queue for the next request (instead of pynetdicom's 1 ms sleep-poll), while the
-DUL thread polls faster; both return to pynetdicom's pace once the peer goes quiet.
+reactor thread.  After the first request of a stream (handed over by pynetdicom) the thread
+holds the association's socket (``channel.py``): it reads the following C-STORE-RQs and writes
+their responses itself, with no hand-off between pynetdicom's threads, until the peer is quiet
+for :data:`RECEIVING_WINDOW` or sends anything else, which goes back to pynetdicom unread.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -18,7 +20,8 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from pyqrscp.commands import store_response
+from pyqrscp.channel import Channel, Received
+from pyqrscp.commands import C_STORE_RQ, NO_DATASET, store_response
 from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import InvalidDataset, PyqrscpError
 from pyqrscp.idle import fast_polling
@@ -37,6 +40,26 @@ RECEIVING_WINDOW = 0.2
 _WAIT_SLICE = 0.001
 """How often, while waiting for the next request, release and abort are looked for (as often
 as pynetdicom's reactor does)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """What pyqrscp needs of a C-STORE-RQ, from pynetdicom's primitive or a held channel."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    dataset: bytes
+
+    @classmethod
+    def of_primitive(cls, request: Any) -> StoreRequest:
+        return cls(int(request.MessageID), str(request.AffectedSOPClassUID or ""),
+                   str(request.AffectedSOPInstanceUID or ""), request.DataSet.getvalue())
+
+    @classmethod
+    def of_received(cls, received: Received) -> StoreRequest:
+        return cls(received.us(0x0110), received.text(0x0002), received.text(0x1000),
+                   received.dataset or b"")
 def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
     """Serve a C-STORE-RQ and every C-STORE that follows within :data:`RECEIVING_WINDOW`.
 
@@ -53,7 +76,8 @@ def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool
 def _serve_following(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
     try:
         while True:
-            _serve_one(services, assoc, request, context_id)
+            _serve_one(services, assoc, StoreRequest.of_primitive(request), context_id)
+            _serve_held(services, assoc)
             following = _next_request(assoc)
             if following is None:
                 return True
@@ -66,18 +90,35 @@ def _serve_following(services: Services, assoc: Any, request: Any, context_id: i
         assoc._is_paused = False
 
 
+def _serve_held(services: Services, assoc: Any) -> None:
+    """Serve C-STORE-RQs straight from the socket while they keep coming."""
+    channel = Channel.of(assoc)
+    if channel is None:
+        return
+    with channel.held() as held:
+        if held is None:
+            return
+        def take(context_id: int, command: dict[int, bytes]) -> bool:
+            return _ours_command(assoc, context_id, command)
+        while True:
+            received = held.next_message(RECEIVING_WINDOW, take)
+            if received is None:
+                return
+            _serve_one(services, assoc, StoreRequest.of_received(received), received.context_id)
+
+
 def handle(services: Services, event: Any) -> int | Dataset:
     """The ``EVT_C_STORE`` handler, for a C-STORE pynetdicom serves (see :func:`serve`)."""
     from pyqrscp.services import failure
 
-    status, comment = store(services, event.assoc, event.request,
+    status, comment = store(services, event.assoc, StoreRequest.of_primitive(event.request),
                             str(event.context.transfer_syntax))
     if not comment:
         return int(status)
     return failure(PyqrscpError(comment), status)
 
 
-def store(services: Services, assoc: Any, request: Any, transfer_syntax: str
+def store(services: Services, assoc: Any, request: StoreRequest, transfer_syntax: str
           ) -> tuple[Status, str]:
     """Validate, store durably, index; ``(status, error comment)`` once the index row has
     committed (or the instance was refused)."""
@@ -92,9 +133,8 @@ def store(services: Services, assoc: Any, request: Any, transfer_syntax: str
     if services.options.ignore:
         LOGGER.info("Received Store Request from %s (ignored, --ignore)", who)
         return Status.SUCCESS, ""
-    data = file_header(_uid(request.AffectedSOPClassUID), _uid(request.AffectedSOPInstanceUID),
-                       transfer_syntax, str(assoc.requestor.ae_title).strip()
-                       ) + request.DataSet.getvalue()
+    data = file_header(_uid(request.sop_class_uid), _uid(request.sop_instance_uid),
+                       transfer_syntax, str(assoc.requestor.ae_title).strip()) + request.dataset
     try:
         header = read_header(data, services.options.uid_padding)
         _check_command(request, header.sop_class_uid, header.sop_instance_uid,
@@ -115,7 +155,7 @@ def _failed(who: str, error: Exception) -> tuple[Status, str]:
     return Status(response.Status), str(response.ErrorComment)
 
 
-def _serve_one(services: Services, assoc: Any, request: Any, context_id: int) -> None:
+def _serve_one(services: Services, assoc: Any, request: StoreRequest, context_id: int) -> None:
     """Store one instance and answer it (unless the association ended meanwhile)."""
     context = assoc._accepted_cx[context_id]
     try:
@@ -125,9 +165,8 @@ def _serve_one(services: Services, assoc: Any, request: Any, context_id: int) ->
         status, comment = _failed(peer_of(assoc), error)
     if not assoc.is_established:
         return
-    response = store_response(str(request.AffectedSOPClassUID or ""),
-                              str(request.AffectedSOPInstanceUID or ""), int(request.MessageID),
-                              int(status), comment)
+    response = store_response(request.sop_class_uid, request.sop_instance_uid,
+                              request.message_id, int(status), comment)
     send_message(assoc, context_id, response, None)
 
 
@@ -135,6 +174,18 @@ def _ours(assoc: Any, request: Any, context_id: int) -> bool:
     return (isinstance(request, C_STORE) and request.is_valid_request
             and not assoc._sent_release and context_id in assoc._accepted_cx
             and uid_to_service_class(str(request.AffectedSOPClassUID)) is StorageServiceClass)
+
+
+def _ours_command(assoc: Any, context_id: int, command: dict[int, bytes]) -> bool:
+    """:func:`_ours` for a command read from a held channel: a C-STORE-RQ with a dataset and
+    the identifying fields pynetdicom requires, on an accepted storage context."""
+    received = Received(context_id, command, None)
+    context = assoc._accepted_cx.get(context_id)
+    return (received.us(0x0100) == C_STORE_RQ and 0x0110 in command
+            and bool(received.text(0x0002)) and bool(received.text(0x1000))
+            and received.us(0x0800) != NO_DATASET and context is not None
+            and not assoc._sent_release
+            and uid_to_service_class(received.text(0x0002)) is StorageServiceClass)
 
 
 def _next_request(assoc: Any) -> tuple[int, Any] | None:
@@ -156,16 +207,16 @@ def _next_request(assoc: Any) -> tuple[int, Any] | None:
     return None
 
 
-def _check_command(request: Any, sop_class_uid: str, sop_instance_uid: str,
+def _check_command(request: StoreRequest, sop_class_uid: str, sop_instance_uid: str,
                    uid_padding: bool) -> None:
     """The command's UIDs must name the dataset that follows (dcmqrscp checks the same)."""
     def clean(value: Any) -> str:
         text = str(value or "").rstrip("\x00")
         return text.strip(" ") if uid_padding else text
 
-    if clean(request.AffectedSOPClassUID) != sop_class_uid:
+    if clean(request.sop_class_uid) != sop_class_uid:
         raise InvalidDataset(f"SOP Class UID differs from the command's: {sop_class_uid}")
-    if clean(request.AffectedSOPInstanceUID) != sop_instance_uid:
+    if clean(request.sop_instance_uid) != sop_instance_uid:
         raise InvalidDataset(f"SOP Instance UID differs from the command's: {sop_instance_uid}")
 
 

@@ -1,0 +1,135 @@
+"""PDUs on a socket pyqrscp reads and writes itself (PS3.8 9.3): whole-PDU reads, P-DATA-TF
+framing, and DIMSE messages assembled from presentation data values (PDVs).
+
+Used by the C-STORE SCU of C-MOVE sub-associations (``sender.py``) and by a service thread
+holding an accepted association's socket (``channel.py``).  Datasets travel as the bytes given.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+from pyqrscp.commands import NO_DATASET, fragments, parse_command
+from pyqrscp.errors import PeerUnavailable
+
+ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
+P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
+PDU_TYPES = frozenset({ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ,
+                       RELEASE_RP, ABORT})
+UNLIMITED_PDU = 1 << 20
+"""What pyqrscp sends per PDU to a peer that announces 0 (no limit)."""
+_PDU_HEADER = struct.Struct(">BxI")
+_PDV_HEADER = struct.Struct(">IBB")
+_COMMAND, _LAST = 0x01, 0x02
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes; :class:`PeerUnavailable` when the connection closes first."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    while view:
+        received = sock.recv_into(view)
+        if received == 0:
+            raise PeerUnavailable("connection closed by peer")
+        view = view[received:]
+    return bytes(buffer)
+
+
+def read_pdu(sock: socket.socket, limit: int = 1 << 26) -> tuple[int, bytes]:
+    """``(PDU type, body)`` of the next PDU; :class:`PeerUnavailable` for an abort, a closed
+    connection or a PDU longer than ``limit``."""
+    pdu_type, length = _PDU_HEADER.unpack(read_exactly(sock, 6))
+    if length > limit:
+        raise PeerUnavailable(f"peer announced a {length}-byte PDU")
+    body = read_exactly(sock, length)
+    if pdu_type == ABORT:
+        raise PeerUnavailable("peer aborted the association")
+    return pdu_type, body
+
+
+def pdu_header(pdu_type: int, length: int) -> bytes:
+    return _PDU_HEADER.pack(pdu_type, length)
+
+
+def p_data(context_id: int, data: bytes, is_command: bool, max_pdv: int) -> list[bytes]:
+    """P-DATA-TF PDUs of one message part, one PDV each, the last one flagged (a list of
+    headers and fragments, for one ``sendall`` of their join)."""
+    pdus: list[bytes] = []
+    for chunk, last in fragments(data, max_pdv):
+        header = (_COMMAND if is_command else 0x00) | (_LAST if last else 0x00)
+        pdus.append(struct.pack(">BxIIBB", P_DATA_TF, len(chunk) + 6, len(chunk) + 2,
+                                context_id, header))
+        pdus.append(chunk)
+    return pdus
+
+
+def message(context_id: int, command: bytes, dataset: bytes | None, peer_max_pdu: int
+            ) -> bytes:
+    """One DIMSE message as P-DATA-TF PDUs for a peer whose maximum PDU is ``peer_max_pdu``
+    (0: no limit)."""
+    max_pdv = (peer_max_pdu or UNLIMITED_PDU) - 6
+    parts = p_data(context_id, command, True, max_pdv)
+    if dataset is not None:
+        parts += p_data(context_id, dataset, False, max_pdv)
+    return b"".join(parts)
+
+
+def pdvs(body: bytes) -> Iterator[tuple[int, int, bytes, int]]:
+    """``(context ID, message control header, fragment, end offset)`` of each PDV of a
+    P-DATA-TF body; a truncated PDV ends the walk."""
+    offset = 0
+    while offset + 6 <= len(body):
+        length, context_id, header = _PDV_HEADER.unpack_from(body, offset)
+        end = offset + 4 + length
+        if length < 2 or end > len(body):
+            raise PeerUnavailable("malformed presentation data value")
+        yield context_id, header, body[offset + 6:end], end
+        offset = end
+
+
+def p_data_pdu(body: bytes) -> bytes:
+    """A P-DATA-TF PDU around PDV bytes (what is left of a PDU after a message ended)."""
+    return pdu_header(P_DATA_TF, len(body)) + body
+
+
+class MessageAssembler:
+    """Fragments in, one DIMSE message out: the command as soon as it is whole (so a caller can
+    decide before the dataset arrives), then the dataset."""
+
+    def __init__(self) -> None:
+        self.context_id: int | None = None
+        self.command: dict[int, bytes] | None = None
+        self._command_bytes = bytearray()
+        self._dataset: list[bytes] = []
+        self.complete = False
+
+    def add(self, context_id: int, header: int, fragment: bytes) -> None:
+        """One PDV; :class:`PeerUnavailable` for one that breaks PS3.8 Annex E order."""
+        if self.context_id is None:
+            self.context_id = context_id
+        elif context_id != self.context_id:
+            raise PeerUnavailable("presentation context changed within a message")
+        if header & _COMMAND:
+            if self.command is not None:
+                raise PeerUnavailable("command fragment after the command ended")
+            self._command_bytes += fragment
+            if header & _LAST:
+                self.command = parse_command(bytes(self._command_bytes))
+                self.complete = not self.has_dataset
+        else:
+            if self.command is None or not self.has_dataset:
+                raise PeerUnavailable("dataset fragment without a command announcing it")
+            self._dataset.append(fragment)
+            self.complete = bool(header & _LAST)
+
+    @property
+    def has_dataset(self) -> bool:
+        if self.command is None:
+            return False
+        return bool(struct.unpack("<H", self.command.get(0x0800, b"\x01\x01"))[0] != NO_DATASET)
+
+    @property
+    def dataset(self) -> bytes | None:
+        return b"".join(self._dataset) if self.has_dataset else None
