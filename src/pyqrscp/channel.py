@@ -39,6 +39,10 @@ Take = Callable[[int, dict[int, bytes]], bool]
 push it back for pynetdicom (False)."""
 
 
+class PushedBack(Exception):
+    """What the peer sent is pynetdicom's to handle, and has been given back to it unread."""
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """A whole DIMSE message read from a held channel."""
@@ -162,47 +166,40 @@ class Channel:
             raise PeerUnavailable(f"sending failed: {error}") from error
 
     def next_message(self, wait: float, take: Take) -> Received | None:
-        """The next message the caller takes, or None: nothing began within ``wait`` seconds,
-        or what came is pynetdicom's (pushed back: a message ``take`` refused, any PDU other
-        than P-DATA, anything malformed or cut short)."""
+        """The next message, if ``take`` takes it; None when nothing began within ``wait``
+        seconds.  Anything else is pushed back for pynetdicom and :class:`PushedBack` raised:
+        a message ``take`` refused, a PDU other than P-DATA (release, abort), anything
+        malformed or cut short."""
         assembler = pdus.MessageAssembler()
         consumed: list[bytes] = []
         decided = False
         try:
             while True:
-                pdu = self._read_pdu(wait if not consumed else None, consumed)
-                if pdu is None:
+                if not consumed and not self._ready(wait):
                     return None
-                pdu_type, body = pdu
+                pdu_type, body = self._read_pdu(consumed)
                 if pdu_type != pdus.P_DATA_TF:
-                    self._push_back(consumed)
-                    return None
+                    raise PushedBack(f"PDU type 0x{pdu_type:02X}")
                 for context_id, header, fragment, end in pdus.pdvs(body):
                     assembler.add(context_id, header, fragment)
                     if not decided and assembler.command is not None:
                         decided = True
                         if not take(context_id, assembler.command):
-                            self._push_back(consumed)
-                            return None
+                            raise PushedBack("a message served by pynetdicom")
                     if assembler.complete and assembler.command is not None:
                         if end < len(body):  # the next message began in the same PDU
                             self._push_back([pdus.p_data_pdu(body[end:])])
                         return Received(context_id, assembler.command, assembler.dataset)
-        except (PeerUnavailable, OSError):
+        except (PushedBack, PeerUnavailable, OSError) as error:
             self._push_back(consumed)
-            return None
+            raise error if isinstance(error, PushedBack) else PushedBack(str(error)) from error
 
-    def _read_pdu(self, wait: float | None, consumed: list[bytes]) -> tuple[int, bytes] | None:
-        """Read one PDU, appending its raw bytes to ``consumed`` as they arrive; None when
-        nothing arrives within ``wait`` or the PDU is one to leave to pynetdicom unread."""
-        if wait is not None and not self._ready(wait):
-            return None
+    def _read_pdu(self, consumed: list[bytes]) -> tuple[int, bytes]:
+        """Read one PDU, appending its raw bytes to ``consumed`` as they arrive."""
         head = self._read_exactly(6, consumed)
         pdu_type, length = struct.unpack(">BxI", head)
         if pdu_type not in pdus.PDU_TYPES or length > self.limit:
-            self._push_back(consumed)
-            consumed.clear()
-            return None
+            raise PushedBack(f"PDU type 0x{pdu_type:02X} of {length} bytes")
         body = self._read_exactly(length, consumed)
         self.dul._idle_timer.restart()
         return pdu_type, body

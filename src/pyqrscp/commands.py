@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from pynetdicom.pdu_primitives import P_DATA
 
-C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+C_STORE_RQ, C_STORE_RSP, C_CANCEL_RQ = 0x0001, 0x8001, 0x0FFF
 C_FIND_RSP, C_GET_RSP, C_MOVE_RSP = 0x8020, 0x8010, 0x8021
 DATASET_PRESENT, NO_DATASET = 0x0000, 0x0101
 

@@ -77,6 +77,7 @@ class Services:
         self.config = config
         self.options = options
         self.areas: dict[Path, StorageArea] = {}
+        self._area_of_title: dict[str, StorageArea] = {}  # no path resolution per request
         self.commit_retry = RetrySchedule()
         self.commitment: StorageCommitment | None = None
         self.client_tls: ssl.SSLContext | None = None  # outgoing associations (``+tls``)
@@ -89,6 +90,7 @@ class Services:
                                    durable=not self.options.no_sync)
                 area.open()
                 self.areas[area_key(entry)] = area
+            self._area_of_title[entry.ae_title] = self.areas[area_key(entry)]
         from pyqrscp.services.commit import StorageCommitment
 
         self.commitment = StorageCommitment(self, self.commit_retry)
@@ -109,7 +111,7 @@ class Services:
         return entry
 
     def area_for(self, entry: AEEntry) -> StorageArea:
-        return self.areas[area_key(entry)]
+        return self._area_of_title[entry.ae_title]
 
     def _commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
         if self.commitment is None:

@@ -1,8 +1,11 @@
 """C-GET: C-STORE sub-operations on the requesting association (the requestor in the SCP role).
 
-Each dataset goes out as the bytes stored (a ``C_STORE`` primitive whose DataSet is those bytes;
-pynetdicom only frames it); the response is read from the association's DIMSE queue on this same
-thread, which is the association's reactor, so nothing else can take it.
+Each dataset goes out as the bytes stored.  The thread holds the association's socket
+(``channel.py``) for the sub-operations: requests and pending responses are written to it and the
+C-STORE-RSPs (and a C-CANCEL-RQ) read from it directly, with no hand-off between pynetdicom's
+threads.  When the channel cannot be held, pynetdicom's DUL frames the messages and the responses
+are read from its DIMSE queue on this same thread (the association's reactor: nothing else can
+take them).
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 
-from pyqrscp.commands import store_request
+from pyqrscp.channel import Channel, PushedBack
+from pyqrscp.commands import C_CANCEL_RQ, C_STORE_RSP, store_request
 from pyqrscp.contexts import UNCOMPRESSED
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.idle import fast_polling
@@ -52,8 +57,9 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     if not selection.instances:
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
-    sender = _GetSender(assoc, services.options.dimse_timeout or 60)
-    with fast_polling(assoc.dul):
+    channel = Channel.of(assoc)
+    with fast_polling(assoc.dul), (channel.held() if channel else nullcontext()) as held:
+        sender = _GetSender(assoc, services.options.dimse_timeout or 60, held)
         progress = run_sub_operations(selection, area, sender.send,
                                       responder.is_cancelled, responder.pending)
     status = progress.final_status()
@@ -67,9 +73,10 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
 class _GetSender:
     """One C-STORE sub-operation on the requesting association."""
 
-    def __init__(self, assoc: Any, dimse_timeout: float) -> None:
+    def __init__(self, assoc: Any, dimse_timeout: float, held: Channel | None) -> None:
         self.assoc = assoc
         self.dimse_timeout = dimse_timeout
+        self.held = held
         self.ids = message_ids(1)
 
     def send(self, sop_instance: str, sop_class: str, transfer_syntax: str, path: Path) -> int:
@@ -83,6 +90,8 @@ class _GetSender:
         message_id = next(self.ids)
         send_message(self.assoc, int(context.context_id),
                      store_request(sop_class, sop_instance, message_id), data)
+        if self.held is not None:
+            return self._held_response_to(message_id, self.held)
         return self._response_to(message_id)
 
     def _context_for(self, sop_class: str, transfer_syntax: str) -> Any:
@@ -96,6 +105,30 @@ class _GetSender:
                 return found
         raise SubOperationFailed(f"the requestor accepted no context for {UID(sop_class).name} "
                                  f"in {UID(transfer_syntax).name} or an uncompressed syntax")
+
+    def _held_response_to(self, message_id: int, held: Channel) -> int:
+        """Read the C-STORE-RSP from the held socket; a C-CANCEL-RQ on the way is noted for
+        :meth:`Responder.is_cancelled`, other messages are dropped as on the queue path."""
+        deadline = time.monotonic() + self.dimse_timeout
+        while (wait := deadline - time.monotonic()) > 0:
+            try:
+                received = held.next_message(wait, _any_message)
+            except PushedBack as pushed:
+                raise PeerUnavailable(f"the requestor sent {pushed} during sub-operations"
+                                      ) from None
+            if received is None:
+                break
+            field = received.us(0x0100)
+            if field == C_STORE_RSP and received.us(0x0120) == message_id and 0x0900 in \
+                    received.command:
+                return received.us(0x0900)
+            if field == C_CANCEL_RQ:
+                held.cancelled.add(received.us(0x0120))
+                continue
+            LOGGER.warning("Get: ignoring an unexpected command 0x%04X during sub-operations",
+                           field)
+        self.assoc.abort()
+        raise PeerUnavailable(f"no C-STORE response within {self.dimse_timeout} s (aborted)")
 
     def _response_to(self, message_id: int) -> int:
         """Wait (bounded by the DIMSE timeout) for the C-STORE-RSP; this thread is the
@@ -117,3 +150,7 @@ class _GetSender:
                            type(message).__name__)
         self.assoc.abort()
         raise PeerUnavailable(f"no C-STORE response within {self.dimse_timeout} s (aborted)")
+
+
+def _any_message(_context_id: int, _command: dict[int, bytes]) -> bool:
+    return True

@@ -196,7 +196,12 @@ class Responder:
         has the requestor gone (A-ABORT or a dropped connection waiting for the reactor)?"""
         if requestor_gone(self.assoc):
             return True
-        return self.assoc.dimse.cancel_req.pop(self.request.MessageID, None) is not None
+        message_id = int(self.request.MessageID)
+        channel = Channel.of(self.assoc)
+        if channel is not None and message_id in channel.cancelled:
+            channel.cancelled.discard(message_id)
+            return True
+        return self.assoc.dimse.cancel_req.pop(message_id, None) is not None
 
     def pending(self, progress: Progress) -> None:
         self.send(Status.PENDING, progress)
@@ -214,7 +219,10 @@ class Responder:
         command = retrieve_response(self.command_field, str(self.request.AffectedSOPClassUID),
                                     int(self.request.MessageID), int(status), counts,
                                     error_comment, identifier is not None)
-        send_message(self.assoc, self.context_id, command, identifier)
+        try:
+            send_message(self.assoc, self.context_id, command, identifier)
+        except PeerUnavailable as error:  # the next sub-operation finds the requestor gone
+            LOGGER.error("response to %s not sent: %s", peer_of(self.assoc), error)
 
     def _failed_list(self, progress: Progress) -> bytes:
         identifier = Dataset()

@@ -20,10 +20,10 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from pyqrscp.channel import Channel, Received
+from pyqrscp.channel import Channel, PushedBack, Received
 from pyqrscp.commands import C_STORE_RQ, NO_DATASET, store_response
 from pyqrscp.dicomfile import read_header
-from pyqrscp.errors import InvalidDataset, PyqrscpError
+from pyqrscp.errors import InvalidDataset, PeerUnavailable, PyqrscpError
 from pyqrscp.idle import fast_polling
 from pyqrscp.part10 import file_header
 from pyqrscp.services import peer_of
@@ -101,10 +101,18 @@ def _serve_held(services: Services, assoc: Any) -> None:
         def take(context_id: int, command: dict[int, bytes]) -> bool:
             return _ours_command(assoc, context_id, command)
         while True:
-            received = held.next_message(RECEIVING_WINDOW, take)
+            try:
+                received = held.next_message(RECEIVING_WINDOW, take)
+            except PushedBack:
+                return
             if received is None:
                 return
-            _serve_one(services, assoc, StoreRequest.of_received(received), received.context_id)
+            try:
+                _serve_one(services, assoc, StoreRequest.of_received(received),
+                           received.context_id)
+            except PeerUnavailable as error:  # pynetdicom finds the connection closed next
+                LOGGER.error("Store response to %s not sent: %s", peer_of(assoc), error)
+                return
 
 
 def handle(services: Services, event: Any) -> int | Dataset:
