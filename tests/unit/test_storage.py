@@ -171,6 +171,60 @@ def test_leftovers_are_removed_when_the_area_opens(tmp_path: Path, sources: Path
     assert remaining == {kept, "notes.txt", "ct_0123456789abcdef.dcm"}
 
 
+def lose_rows(area: StorageArea, *sop_instance_uids: str) -> None:
+    """What a power loss does to commits that were not flushed yet: the rows are gone."""
+    with sqlite3.connect(area.index_path) as db:
+        db.execute("PRAGMA foreign_keys=ON")
+        for uid in sop_instance_uids:
+            db.execute("DELETE FROM instance WHERE sop_instance_uid=?", (uid,))
+
+
+def test_files_whose_rows_were_lost_are_indexed_again_when_the_area_opens(
+        tmp_path: Path, sources: Path) -> None:
+    area = open_area(tmp_path / "area")
+    first_header, first = instance(sources)
+    second_header, second = instance(sources)
+    first_name = area.store(first_header, first).file_name
+    second_name = area.store(second_header, second).file_name
+    area.close()
+    lose_rows(area, first_header.sop_instance_uid, second_header.sop_instance_uid)
+    assert rows(area) == {}
+    reopened = open_area(area.root)
+    assert reopened.settle_leftovers() == ([], [])  # nothing left to settle the second time
+    reopened.close()
+    assert rows(area) == {first_header.sop_instance_uid: first_name,
+                          second_header.sop_instance_uid: second_name}
+    assert (area.root / first_name).read_bytes() == first
+
+
+def test_a_leftover_copy_of_an_indexed_instance_is_removed_not_indexed(
+        tmp_path: Path, sources: Path) -> None:
+    area = open_area(tmp_path / "area")
+    header, data = instance(sources)
+    kept = area.store(header, data).file_name
+    area.close()
+    stale = "CT_00000000000000ff.dcm"  # a replaced copy whose removal a crash interrupted
+    (area.root / stale).write_bytes(data)
+    reopened = open_area(area.root)
+    reopened.close()
+    assert rows(area) == {header.sop_instance_uid: kept}
+    assert dicom_files(area) == {kept}
+
+
+def test_leftovers_are_indexed_under_the_quota(tmp_path: Path, sources: Path) -> None:
+    area = open_area(tmp_path / "area", Quota(1, 100 * MB))
+    old_header, old = instance(sources, study_uid="1.2.3.1")
+    new_header, new = instance(sources, study_uid="1.2.3.2")
+    area.store(old_header, old)
+    new_name = area.store(new_header, new).file_name  # evicts study 1.2.3.1
+    area.close()
+    lose_rows(area, new_header.sop_instance_uid)
+    reopened = open_area(area.root, Quota(1, 100 * MB))
+    reopened.close()
+    assert rows(area) == {new_header.sop_instance_uid: new_name}
+    assert studies(area) == {"1.2.3.2"}
+
+
 def test_a_failing_index_write_leaves_no_file(area: StorageArea, sources: Path) -> None:
     kept_header, kept_data = instance(sources)
     kept = area.store(kept_header, kept_data).file_name

@@ -24,12 +24,16 @@ class StoredInstance:
     file_size: int
 
 
-def connect(path: Path, durable: bool = True) -> sqlite3.Connection:
-    """Open (and create or migrate) an index; one connection per thread of use."""
+def connect(path: Path, flush_commits: bool = True) -> sqlite3.Connection:
+    """Open (and create or migrate) an index; one connection per thread of use.
+
+    ``flush_commits``: each commit is flushed to disk (``synchronous=FULL``); else only at
+    checkpoints (``NORMAL``: still atomic, a power loss may take the last commits).
+    """
     connection = sqlite3.connect(path, timeout=60.0, isolation_level=None,
                                  check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    connection.execute(f"PRAGMA synchronous={'FULL' if flush_commits else 'NORMAL'}")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
 
