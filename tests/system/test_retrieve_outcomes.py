@@ -1,6 +1,6 @@
-"""C-MOVE outcomes against the installed ``pyqrscp``: cancel, partial failure, unreachable
-destination, and a long move under CPU load (pynetdicom's sender lost C-STORE-RSPs there, see
-docs/performance.md)."""
+"""C-MOVE (and C-GET cancel) outcomes against the installed ``pyqrscp``: cancel, partial
+failure, unreachable destination, and a long move under CPU load (pynetdicom's sender lost
+C-STORE-RSPs there, see docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ from helpers import DCMTK_ENV, free_port, have_dcmtk, make_ct, pyqrscp_process, 
 from helpers import write_config as write_dcmqrscp_config
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelGet as STUDY_GET,
+)
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove as STUDY_MOVE,
 )
@@ -160,6 +163,49 @@ def test_cancel_stops_between_sub_operations_with_counts(tmp_path: Path) -> None
             status.NumberOfRemainingSuboperations) == (0, 0, 20 - completed)
     assert identifier is not None and failed_uids(identifier) == []
     assert len(set(dest.received)) == completed and set(dest.received) <= set(arc.uids)
+
+
+def test_get_cancel_stops_between_sub_operations_with_counts(tmp_path: Path) -> None:
+    """C-GET runs on a held channel: the C-CANCEL-RQ arrives on the socket pyqrscp reads."""
+    received: list[str] = []
+    first, release = threading.Event(), threading.Event()
+
+    def handle(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        first.set()
+        release.wait(timeout=30)
+        return 0x0000
+
+    with archive(tmp_path, 20) as arc:
+        ae = AE(ae_title="GETSCU")
+        ae.add_requested_context(STUDY_GET)
+        ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+        ae.dimse_timeout = 120
+        assoc = ae.associate("127.0.0.1", arc.port, ae_title="ARCHIVE",
+                             ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, handle)])
+        assert assoc.is_established
+        context_id = next(cx.context_id for cx in assoc.accepted_contexts
+                          if cx.abstract_syntax == STUDY_GET)
+
+        def cancel() -> None:
+            if first.wait(timeout=30):
+                assoc.send_c_cancel(9, context_id)
+                time.sleep(0.5)  # the C-CANCEL is on the wire before the C-STORE-RSP
+            release.set()
+
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        status, identifier = final_response(assoc.send_c_get(_identifier(), STUDY_GET,
+                                                             msg_id=9))
+        canceller.join()
+        assoc.release()
+    assert status.Status == CANCEL
+    completed = status.NumberOfCompletedSuboperations
+    assert 1 <= completed <= 2
+    assert (status.NumberOfFailedSuboperations, status.NumberOfWarningSuboperations,
+            status.NumberOfRemainingSuboperations) == (0, 0, 20 - completed)
+    assert len(received) == completed and set(received) <= set(arc.uids)
 
 
 def test_a_file_deleted_behind_the_index_fails_its_sub_operation(tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""PDU framing and DIMSE message assembly (``pdus.py``), shared by the C-MOVE sender and the
+held channel."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from pyqrscp.commands import parse_command, store_request
+from pyqrscp.errors import PeerUnavailable
+from pyqrscp.pdus import P_DATA_TF, MessageAssembler, message, p_data_pdu, pdvs
+
+
+def split_pdus(stream: bytes) -> list[bytes]:
+    """P-DATA-TF bodies of a byte stream of PDUs."""
+    bodies = []
+    offset = 0
+    while offset < len(stream):
+        pdu_type, length = struct.unpack_from(">BxI", stream, offset)
+        assert pdu_type == P_DATA_TF
+        bodies.append(stream[offset + 6:offset + 6 + length])
+        offset += 6 + length
+    return bodies
+
+
+def assemble(stream: bytes) -> MessageAssembler:
+    assembler = MessageAssembler()
+    for body in split_pdus(stream):
+        for context_id, header, fragment, _end in pdvs(body):
+            assembler.add(context_id, header, fragment)
+    return assembler
+
+
+@pytest.mark.parametrize("peer_max_pdu", [0, 16384, 4096, 130])
+def test_a_message_round_trips_at_any_pdu_size(peer_max_pdu: int) -> None:
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    dataset = bytes(range(256)) * 100
+    stream = message(5, command, dataset, peer_max_pdu)
+    if peer_max_pdu:
+        # PS3.8 D.1: the maximum length limits the PDU's variable field (its PDV items)
+        assert max(len(body) for body in split_pdus(stream)) == peer_max_pdu
+    assembled = assemble(stream)
+    assert assembled.complete and assembled.context_id == 5
+    assert assembled.command == parse_command(command)
+    assert assembled.dataset == dataset
+
+
+def test_a_command_without_a_dataset_completes_with_the_command() -> None:
+    command = bytearray(store_request("1.2.840.10008.1.1", "1.2.3", 1))
+    offset = command.index(struct.pack("<HH", 0x0000, 0x0800))
+    command[offset + 8:offset + 10] = struct.pack("<H", 0x0101)
+    assembled = assemble(message(1, bytes(command), None, 0))
+    assert assembled.complete and assembled.dataset is None
+
+
+def test_the_command_is_whole_before_the_dataset_arrives() -> None:
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    bodies = split_pdus(message(1, command, b"x" * 1000, 300))
+    assembler = MessageAssembler()
+    for context_id, header, fragment, _end in pdvs(bodies[0]):
+        assembler.add(context_id, header, fragment)
+    assert assembler.command is not None and not assembler.complete
+
+
+@pytest.mark.parametrize("bad", ["dataset first", "context changes", "command after command"])
+def test_out_of_order_fragments_are_refused(bad: str) -> None:
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    assembler = MessageAssembler()
+    if bad == "dataset first":
+        with pytest.raises(PeerUnavailable):
+            assembler.add(1, 0x00, b"data")
+        return
+    assembler.add(1, 0x03, command)
+    with pytest.raises(PeerUnavailable):
+        if bad == "context changes":
+            assembler.add(3, 0x00, b"data")
+        else:
+            assembler.add(1, 0x03, command)
+
+
+def test_pdvs_report_where_each_ends_and_refuse_bad_lengths() -> None:
+    body = struct.pack(">IBB", 4, 1, 0x02) + b"ab" + struct.pack(">IBB", 3, 3, 0x01) + b"c"
+    assert list(pdvs(body)) == [(1, 0x02, b"ab", 8), (3, 0x01, b"c", 15)]
+    assert p_data_pdu(body[8:]) == struct.pack(">BxI", P_DATA_TF, 7) + body[8:]
+    with pytest.raises(PeerUnavailable):
+        list(pdvs(struct.pack(">IBB", 1, 1, 0x02)))
+    with pytest.raises(PeerUnavailable):
+        list(pdvs(struct.pack(">IBB", 40, 1, 0x02) + b"short"))
