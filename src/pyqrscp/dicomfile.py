@@ -9,13 +9,19 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+from pydicom.values import convert_value
 
 from pyqrscp.errors import InvalidDataset
 from pyqrscp.index.schema import level_of
@@ -79,15 +85,21 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
         When the stream is not DICOM or lacks/garbles the UIDs an archive must have.
     """
     try:
-        dataset = dcmread(BytesIO(data), stop_before_pixels=True)
-        levels = _split_levels(dataset)
-        _check_complete(data, str(dataset.file_meta.get("TransferSyntaxUID", "")))
+        texts = _fast_texts(data)
+        if texts is None:  # pydicom for everything the fast walk is not sure about
+            dataset = dcmread(BytesIO(data), stop_before_pixels=True)
+            transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+            texts = _texts(dataset)
+        else:
+            transfer_syntax = texts.pop(_TRANSFER_SYNTAX_KEY)
+        _check_complete(data, transfer_syntax)
     except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError,
             NotImplementedError) as error:
         raise InvalidDataset(f"cannot parse dataset: {error}") from error
+    levels = _split_levels(texts)
     uids = {}
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        raw = element_text(dataset.get(keyword, ""))
+        raw = texts.get(keyword, "")
         uid = raw.strip(" \x00") if uid_padding else raw.rstrip("\x00")
         if not uid:
             raise InvalidDataset(f"missing {keyword}")
@@ -98,8 +110,7 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
         sop_class_uid=uids["SOPClassUID"], sop_instance_uid=uids["SOPInstanceUID"],
         study_instance_uid=uids["StudyInstanceUID"],
         series_instance_uid=uids["SeriesInstanceUID"],
-        transfer_syntax_uid=str(dataset.file_meta.get("TransferSyntaxUID", "")),
-        **levels)
+        transfer_syntax_uid=transfer_syntax, **levels)
 
 
 def _check_complete(data: bytes, transfer_syntax: str) -> None:
@@ -128,21 +139,14 @@ def _walk_lengths(data: bytes, transfer_syntax: str) -> str | bool | None:
     offset, end, depth = 132, len(data), 0
     implicit = transfer_syntax == _IMPLICIT_VR_LE
     while offset + 8 <= end:
-        group, element = struct.unpack_from("<HH", data, offset)
-        explicit = group == 0x0002 or not implicit
-        vr = data[offset + 4:offset + 6]
-        if group == 0xFFFE or not explicit:
-            length, start = struct.unpack_from("<I", data, offset + 4)[0], offset + 8
-        elif vr in _LONG_VRS:
-            if offset + 12 > end:
-                return f"({group:04X},{element:04X})"
-            length, start = struct.unpack_from("<I", data, offset + 8)[0], offset + 12
-        elif vr in _SHORT_VRS:
-            length, start = struct.unpack_from("<H", data, offset + 6)[0], offset + 8
-        else:
+        found = _element_at(data, offset, implicit)
+        if found is None:
             return None
+        group, element, vr, length, start = found
+        if start > end:
+            return f"({group:04X},{element:04X})"
         if length == 0xFFFFFFFF:
-            if vr == b"UN" and explicit and group != 0xFFFE:
+            if vr == b"UN" and group != 0xFFFE:
                 return None
             depth, offset = depth + 1, start
             continue
@@ -152,6 +156,23 @@ def _walk_lengths(data: bytes, transfer_syntax: str) -> str | bool | None:
             return f"({group:04X},{element:04X})"
         offset = start + length
     return False if offset == end and depth == 0 else None
+
+
+def _element_at(data: bytes, offset: int, implicit: bool
+                ) -> tuple[int, int, bytes, int, int] | None:
+    """``(group, element, VR or b"", value length, value offset)`` of the element header at
+    ``offset`` (little endian; group 0002 always explicit), or None for an unknown VR."""
+    group, element = struct.unpack_from("<HH", data, offset)
+    if group == 0xFFFE or (implicit and group != 0x0002):
+        return group, element, b"", struct.unpack_from("<I", data, offset + 4)[0], offset + 8
+    vr = data[offset + 4:offset + 6]
+    if vr in _LONG_VRS:
+        if offset + 12 > len(data):
+            return group, element, vr, 0, offset + 12
+        return group, element, vr, struct.unpack_from("<I", data, offset + 8)[0], offset + 12
+    if vr in _SHORT_VRS:
+        return group, element, vr, struct.unpack_from("<H", data, offset + 6)[0], offset + 8
+    return None
 
 
 def _check_complete_by_parsing(data: bytes) -> None:
@@ -166,18 +187,130 @@ def _check_complete_by_parsing(data: bytes) -> None:
             raise InvalidDataset(f"dataset truncated in element {tag}")
 
 
-def _split_levels(dataset: Dataset) -> dict[str, dict[str, str]]:
-    levels: dict[str, dict[str, str]] = {"patient": {}, "study": {}, "series": {}, "instance": {}}
-    charset = dataset.get("SpecificCharacterSet")
+def _texts(dataset: Dataset) -> dict[str, str]:
+    """Keyword → index text of every top-level element pydicom decoded (the slow path)."""
+    texts: dict[str, str] = {}
     for element in dataset:
         keyword = element.keyword
         if not keyword or element.tag.group == 0x0002 or element.VR in _SKIPPED_VRS:
             continue
-        text = element_text(element.value)
-        if len(text) > MAX_TEXT_LENGTH:
-            continue
-        levels[level_of(keyword)][keyword] = text
+        texts[keyword] = element_text(element.value)
+    return texts
+
+
+def _split_levels(texts: dict[str, str]) -> dict[str, dict[str, str]]:
+    levels: dict[str, dict[str, str]] = {"patient": {}, "study": {}, "series": {}, "instance": {}}
+    for keyword, text in texts.items():
+        if len(text) <= MAX_TEXT_LENGTH:
+            levels[level_of(keyword)][keyword] = text
+    charset = texts.get("SpecificCharacterSet")
     if charset is not None:
         for attrs in levels.values():
-            attrs["SpecificCharacterSet"] = element_text(charset)
+            attrs["SpecificCharacterSet"] = charset
     return levels
+
+
+# -- the fast path: the same texts as _texts(dcmread(...)), without building a Dataset ------
+
+_TRANSFER_SYNTAX_KEY = "\0TransferSyntaxUID"  # not a keyword: cannot clash
+_PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # pydicom stops there
+_LATIN1_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # pydicom: decode, rstrip
+
+
+@lru_cache(maxsize=4096)
+def _keyword_and_vr(tag: int) -> tuple[str, str]:
+    """A DataElement's keyword and dictionary VR for a tag; ("", "") for private, unknown and
+    repeating-group tags (pydicom gives those elements no keyword either)."""
+    if not dictionary_has_tag(tag):
+        return "", ""
+    return dictionary_keyword(tag), dictionary_VR(tag)
+
+
+@lru_cache(maxsize=256)
+def _walked_as_implicit(transfer_syntax: str) -> bool | None:
+    """True/False: the fast walk reads datasets in this syntax as implicit/explicit VR little
+    endian (encapsulated syntaxes included: their pixel data comes last); None: it does not."""
+    if transfer_syntax in _NOT_WALKED:
+        return None
+    if transfer_syntax == _IMPLICIT_VR_LE:
+        return True
+    uid = UID(transfer_syntax)
+    known = uid == "1.2.840.10008.1.2.1" or (uid.is_transfer_syntax and uid.is_compressed)
+    return False if known and uid.is_little_endian and not uid.is_implicit_VR else None
+
+
+def _fast_texts(data: bytes) -> dict[str, str] | None:
+    """The texts of :func:`_texts` (plus the transfer syntax under
+    :data:`_TRANSFER_SYNTAX_KEY`) by walking the element headers once and converting only the
+    values the index keeps, with pydicom's converters; None whenever pydicom might decide
+    otherwise (another syntax, a UN or ambiguous VR, a value pydicom would not convert).
+
+    ``tests/unit/test_dicomfile.py`` holds both paths equal over generated datasets.
+    """
+    if data[128:132] != b"DICM":
+        return None
+    offset, end = 132, len(data)
+    transfer_syntax = ""
+    while offset + 8 <= end and data[offset:offset + 2] == b"\x02\x00":
+        found = _element_at(data, offset, False)
+        if found is None or found[3] == 0xFFFFFFFF:
+            return None
+        _group, element, _vr, length, start = found
+        if element == 0x0010:
+            transfer_syntax = data[start:start + length].decode("ascii").rstrip("\x00 ")
+        offset = start + length
+    implicit = _walked_as_implicit(transfer_syntax)
+    if implicit is None or offset + 8 > end:
+        return None
+    if (data[offset + 4:offset + 6] in _LONG_VRS | _SHORT_VRS) == implicit:
+        return None  # encoded otherwise than declared: pydicom guesses, and so must decide
+    texts = {_TRANSFER_SYNTAX_KEY: transfer_syntax}
+    encodings: list[str] | None = None
+    depth = 0
+    while offset + 8 <= end:
+        found = _element_at(data, offset, implicit)
+        if found is None:
+            return None
+        group, element, stream_vr, length, start = found
+        tag = group << 16 | element
+        if depth == 0 and tag in _PIXEL_DATA_TAGS:
+            break
+        if length == 0xFFFFFFFF:
+            if stream_vr == b"UN":
+                return None  # pydicom reads it as an implicit VR sequence
+            depth, offset = depth + 1, start
+            continue
+        offset = start + length
+        if group == 0xFFFE:
+            if element in (0xE00D, 0xE0DD):
+                depth -= 1
+            continue
+        if depth or offset > end:
+            continue  # inside a sequence; a value cut short is _check_complete's to report
+        keyword, vr = _keyword_and_vr(tag)
+        if not keyword:
+            continue
+        if not implicit:
+            if stream_vr == b"UN":
+                return None  # pydicom would look the VR up and convert
+            vr = stream_vr.decode("ascii")
+        if " or " in vr:
+            return None
+        if vr in _SKIPPED_VRS:
+            continue
+        value = data[start:offset]
+        if vr in _LATIN1_VRS:
+            texts[keyword] = value.decode("latin-1").rstrip(" \x00")
+        elif vr == "AE":
+            texts[keyword] = "\\".join(v.strip() for v in value.decode("latin-1").split("\\"))
+        else:
+            raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+            try:
+                converted = convert_value(vr, raw, encodings)
+            except BytesLengthException:
+                return None
+            texts[keyword] = element_text(converted)
+        if tag == 0x00080005:
+            encodings = convert_encodings(
+                texts[keyword].split("\\") if "\\" in texts[keyword] else texts[keyword])
+    return texts

@@ -1,15 +1,30 @@
-"""read_header's one-pass completeness check agrees with a full pydicom parse."""
+"""read_header's one-pass completeness check agrees with a full pydicom parse, and its fast
+header walk gives exactly the texts pydicom gives."""
 
 from __future__ import annotations
 
+import warnings
+from io import BytesIO
 from pathlib import Path
 
+import pydicom.data
 import pytest
 from helpers import make_ct
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pyqrscp.dicomfile import _check_complete_by_parsing, _walk_lengths, read_header
+from pyqrscp.dicomfile import (
+    _TRANSFER_SYNTAX_KEY,
+    _check_complete_by_parsing,
+    _fast_texts,
+    _texts,
+    _walk_lengths,
+    read_header,
+)
 from pyqrscp.errors import InvalidDataset
 
 # explicit VR LE with sequences, implicit VR LE, encapsulated JPEG (fragments), RLE
@@ -48,3 +63,127 @@ def test_pixel_data_cut_short_is_named(tmp_path: Path) -> None:
 def test_encapsulated_fragment_cut_short_is_refused() -> None:
     data, syntax = bundled("JPEG-lossy.dcm")
     assert isinstance(_walk_lengths(data[:-10], syntax), str)
+
+
+# -- the fast header walk gives exactly what pydicom gives ---------------------------------
+
+
+def slow_and_fast(data: bytes) -> tuple[dict[str, str], dict[str, str] | None]:
+    slow = _texts(dcmread(BytesIO(data), stop_before_pixels=True))
+    fast = _fast_texts(data)
+    if fast is not None:
+        fast.pop(_TRANSFER_SYNTAX_KEY)
+    return slow, fast
+
+
+def test_fast_walk_equals_pydicom_on_pydicoms_own_test_files() -> None:
+    walked = 0
+    local = Path(pydicom.data.__file__).parent / "test_files"  # no download (CI is offline)
+    for path in sorted(local.rglob("*.dcm")):
+        if Path(path).stat().st_size > 2_000_000:
+            continue
+        data = Path(path).read_bytes()
+        try:
+            slow, fast = slow_and_fast(data)
+        except Exception:  # noqa: BLE001 - files pydicom itself cannot read are not ours
+            continue
+        if fast is not None:
+            walked += 1
+            assert fast == slow, path
+    assert walked >= 30  # the walk must actually serve most ordinary files
+
+
+_CHARSETS = [None, "ISO_IR 100", "ISO_IR 192", "ISO_IR 144", ["ISO 2022 IR 6", "ISO 2022 IR 87"]]
+_NAMES = ["Doe^John", "Müller^Jürgen", "Иванов^Иван", "Yamada^Tarou=山田^太郎", " Pad^Ded  ",
+          "A\\B", ""]
+_ELEMENTS = st.fixed_dictionaries({}, optional={
+    "PatientName": st.sampled_from(_NAMES),
+    "ReferringPhysicianName": st.sampled_from(_NAMES),
+    "PatientID": st.text(alphabet="AZaz09 -_.", max_size=16),
+    "StudyDescription": st.sampled_from(["Chest", " lead", "trail  ", "Kopf über", "a\\b"]),
+    "ImageType": st.lists(st.sampled_from(["ORIGINAL", "PRIMARY", "AXIAL", ""]), min_size=1,
+                          max_size=4),
+    "StudyDate": st.sampled_from(["20240102", "", "2024"]),
+    "StudyTime": st.sampled_from(["101500", "1015", "101500.123456 "]),
+    "PatientAge": st.sampled_from(["045Y", "003M"]),
+    "SliceThickness": st.sampled_from(["1.5", " 2.50", "1e3", "-0.0"]),
+    "PixelSpacing": st.sampled_from([["0.5", "0.5"], ["1.25", "3"]]),
+    "SeriesNumber": st.sampled_from(["1", "0012", " 7", "-3"]),
+    "Rows": st.integers(0, 65535),
+    "SmallestImagePixelValue": st.integers(0, 65535),
+    "FrameIncrementPointer": st.sampled_from([0x00181063, 0x00185065]),
+    "RescaleSlope": st.sampled_from(["1", "0.5"]),
+    "ReferencedFrameNumber": st.lists(st.integers(1, 9).map(str), min_size=1, max_size=3),
+    "RetrieveAETitle": st.sampled_from(["STORE", " PADDED ", "A\\B "]),
+    "AdditionalPatientHistory": st.sampled_from(["line one\r\nline two  ", "", "x\\y"]),
+    "TextValue": st.sampled_from(["unlimited  ", "Größe"]),
+    "ContentDate": st.sampled_from(["20240102"]),
+    "RecommendedDisplayFrameRateInFloat": st.sampled_from([0.1, 25.0, 1e-3, -2.5]),
+    "EstimatedRadiographicMagnificationFactor": st.floats(0.5, 2),
+    "ReferencedSOPClassUID": st.sampled_from(["1.2.3", "1.2.840.10008.1.1"]),
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(elements=_ELEMENTS, charset=st.sampled_from(_CHARSETS),
+       implicit=st.booleans(), with_sequence=st.booleans(), with_private=st.booleans())
+def test_fast_walk_equals_pydicom_on_generated_headers(
+        elements: dict[str, object], charset: object, implicit: bool, with_sequence: bool,
+        with_private: bool) -> None:
+    with warnings.catch_warnings():  # odd values on purpose: pydicom warns, must not fail
+        warnings.simplefilter("ignore")
+        data = _encoded(elements, charset, implicit, with_sequence, with_private)
+        if data is None:
+            return  # a name the chosen character set cannot encode
+        slow, fast = slow_and_fast(data)
+        if implicit and "SmallestImagePixelValue" in elements:
+            assert fast is None  # "US or SS" in implicit VR: pydicom resolves it
+        else:
+            assert fast == slow
+        assert read_header(data) == _slow_header(data)
+
+
+def _encoded(elements: dict[str, object], charset: object, implicit: bool,
+             with_sequence: bool, with_private: bool) -> bytes | None:
+    ds = Dataset()
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.5"
+    if with_sequence:
+        item = Dataset()
+        item.PatientName = "Inner^Name"
+        item.ReferencedSOPInstanceUID = "1.2.3.9"
+        ds.ReferencedImageSequence = [item, item]
+    if with_private:
+        block = ds.private_block(0x0009, "PYQRSCP TEST", create=True)
+        block.add_new(0x01, "LO", "private text")
+    ds.BitsAllocated = 16
+    ds.PixelRepresentation = 0
+    ds.PixelData = b"\0\0" * 4
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    buffer = BytesIO()
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except (UnicodeEncodeError, LookupError, ValueError):
+        return None
+    return buffer.getvalue()
+
+
+def _slow_header(data: bytes) -> object:
+    """read_header as it was before the fast walk: pydicom for every element."""
+    import pyqrscp.dicomfile as dicomfile
+
+    original = dicomfile._fast_texts
+    dicomfile._fast_texts = lambda _data: None  # type: ignore[assignment]
+    try:
+        return read_header(data)
+    finally:
+        dicomfile._fast_texts = original

@@ -78,6 +78,7 @@ class _GetSender:
         self.dimse_timeout = dimse_timeout
         self.held = held
         self.ids = message_ids(1)
+        self._contexts: dict[tuple[str, str], Any] = {}
 
     def send(self, sop_instance: str, sop_class: str, transfer_syntax: str, path: Path) -> int:
         context = self._context_for(sop_class, transfer_syntax)
@@ -96,7 +97,13 @@ class _GetSender:
 
     def _context_for(self, sop_class: str, transfer_syntax: str) -> Any:
         """An accepted context where we are SCU for ``sop_class``: the stored syntax, else an
-        uncompressed one."""
+        uncompressed one (looked up once per pair: pynetdicom rebuilds its list per call)."""
+        key = (sop_class, transfer_syntax)
+        if key not in self._contexts:
+            self._contexts[key] = self._find_context(sop_class, transfer_syntax)
+        return self._contexts[key]
+
+    def _find_context(self, sop_class: str, transfer_syntax: str) -> Any:
         candidates = [cx for cx in self.assoc.accepted_contexts
                       if cx.abstract_syntax == sop_class and cx.as_scu]
         for wanted in (transfer_syntax, *UNCOMPRESSED):
