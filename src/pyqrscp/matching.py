@@ -153,28 +153,6 @@ def compile_identifier(
     return lambda attributes: all(check(attributes) for check in checks)
 
 
-def literal_prefix(vr: str, value: str, *, case_sensitive_pn: bool = False) -> str | None:
-    """Return the literal text every matching stored value starts with, for an SQL pre-filter.
-
-    ``None`` means no usable prefix: universal keys, sequences, ranges (DA/TM/DT also accept
-    legacy spellings), case-insensitive PN, several query values, or a leading wildcard.
-    The prefix is only safe against a column that holds one value with its leading spaces
-    removed: a multi-valued attribute (``MR\\CT``) or a stored ``" CT"`` can match without
-    starting with it, so callers must not pre-filter such columns by prefix.
-    """
-    if vr == "SQ" or vr in RANGE_VRS or is_universal(value, vr):
-        return None
-    if vr == "PN" and not case_sensitive_pn:
-        return None
-    if vr not in SINGLE_VALUE_TEXT_VRS and "\\" in value:
-        return None
-    text = value.strip(" \x00")
-    if vr not in NON_WILDCARD_VRS:
-        cut = min((i for i in (text.find("*"), text.find("?")) if i >= 0), default=len(text))
-        text = text[:cut]
-    return text or None
-
-
 def match_wildcard(pattern: str, text: str) -> bool:
     """Match `text` against a ``*``/``?`` pattern in O(len(pattern) * len(text)) time.
 

@@ -15,7 +15,6 @@ from pyqrscp.matching import (
     compile_element,
     compile_identifier,
     is_universal,
-    literal_prefix,
     match_wildcard,
     uid_list,
 )
@@ -404,34 +403,6 @@ def test_uid_list(value: str, expected: tuple[str, ...]) -> None:
     assert uid_list(value) == expected
 
 
-@pytest.mark.parametrize(
-    ("vr", "value", "case_sensitive_pn", "expected"),
-    [
-        ("LO", "ABC*", False, "ABC"),
-        ("LO", "AB?D*", False, "AB"),
-        ("LO", "*ABC", False, None),
-        ("LO", "?BC", False, None),
-        ("LO", "", False, None),
-        ("LO", "*", False, None),
-        ("CS", "CT", False, "CT"),
-        ("CS", "CT\\MR", False, None),
-        ("LT", "a\\b*", False, "a\\b"),
-        ("PN", "Doe*", False, None),
-        ("PN", "Doe^J*", True, "Doe^J"),
-        ("UI", "1.2.3", False, "1.2.3"),
-        ("UI", "1.2.*", False, "1.2.*"),
-        ("UI", "1.2.3\\1.2.4", False, None),
-        ("DA", "20200101", False, None),
-        ("TM", "1000-", False, None),
-        ("DT", "2020", False, None),
-        ("SQ", "x", False, None),
-        ("IS", "1?", False, "1?"),
-    ],
-)
-def test_literal_prefix(vr: str, value: str, case_sensitive_pn: bool, expected: str | None) -> None:
-    assert literal_prefix(vr, value, case_sensitive_pn=case_sensitive_pn) == expected
-
-
 PATHOLOGICAL = [
     ("A*" * 9 + "B", "A" * 10_000),
     ("*A" * 9 + "*B", "A" * 10_000),
@@ -481,13 +452,6 @@ def test_inserting_stars_keeps_the_match(text: str, data: st.DataObject) -> None
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=5)))
     pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert match_wildcard("*".join(pieces), text)
-
-
-@given(st.text(alphabet="ab*? ", min_size=1, max_size=6), st.text(alphabet="ab ", max_size=8))
-def test_literal_prefix_never_excludes_a_match(pattern: str, stored: str) -> None:
-    prefix = literal_prefix("LO", pattern)
-    if prefix is not None and element_matches("LO", pattern, stored):
-        assert stored.lstrip(" ").startswith(prefix)
 
 
 @given(st.text(alphabet="aAbBäÄ?*^", max_size=8), st.text(alphabet="aAbBäÄ^", max_size=8))
