@@ -190,9 +190,9 @@ class Channel:
                         if end < len(body):  # the next message began in the same PDU
                             self._push_back([pdus.p_data_pdu(body[end:])])
                         return Received(context_id, assembler.command, assembler.dataset)
-        except (PushedBack, PeerUnavailable, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever it is, pynetdicom gets the bytes
             self._push_back(consumed)
-            raise error if isinstance(error, PushedBack) else PushedBack(str(error)) from error
+            raise error if isinstance(error, PushedBack) else PushedBack(repr(error)) from error
 
     def _read_pdu(self, consumed: list[bytes]) -> tuple[int, bytes]:
         """Read one PDU, appending its raw bytes to ``consumed`` as they arrive."""
@@ -212,7 +212,7 @@ class Channel:
             return False
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
-        readable, _, _ = select.select([sock], [], [], wait)
+        readable, _, _ = select.select([sock], [], [], wait)  # ValueError once closed elsewhere
         return bool(readable)
 
     def _read_exactly(self, size: int, consumed: list[bytes]) -> bytes:

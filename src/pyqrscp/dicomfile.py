@@ -215,6 +215,8 @@ def _split_levels(texts: dict[str, str]) -> dict[str, dict[str, str]]:
 _TRANSFER_SYNTAX_KEY = "\0TransferSyntaxUID"  # not a keyword: cannot clash
 _PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # pydicom stops there
 _LATIN1_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # pydicom: decode, rstrip
+_CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 
 
 @lru_cache(maxsize=4096)
@@ -262,28 +264,36 @@ def _fast_texts(data: bytes) -> dict[str, str] | None:
     implicit = _walked_as_implicit(transfer_syntax)
     if implicit is None or offset + 8 > end:
         return None
-    if (data[offset + 4:offset + 6] in _LONG_VRS | _SHORT_VRS) == implicit:
-        return None  # encoded otherwise than declared: pydicom guesses, and so must decide
+    if all(0x40 < byte < 0x5B for byte in data[offset + 4:offset + 6]) == implicit:
+        return None  # encoded otherwise than declared (pydicom's own test): pydicom decides
     texts = {_TRANSFER_SYNTAX_KEY: transfer_syntax}
     encodings: list[str] | None = None
-    depth = 0
+    decoded_without_charset = False
+    depth, last_tag = 0, -1
     while offset + 8 <= end:
         found = _element_at(data, offset, implicit)
         if found is None:
             return None
         group, element, stream_vr, length, start = found
         tag = group << 16 | element
-        if depth == 0 and tag in _PIXEL_DATA_TAGS:
-            break
+        if depth == 0 and group != 0xFFFE:
+            if tag <= last_tag:
+                return None  # out of order: pydicom sorts, and the character set may move
+            last_tag = tag
+            if tag in _PIXEL_DATA_TAGS:
+                break
         if length == 0xFFFFFFFF:
-            if stream_vr == b"UN":
-                return None  # pydicom reads it as an implicit VR sequence
+            if group != 0xFFFE and (stream_vr if not implicit else
+                                    _keyword_and_vr(tag)[1].encode()) != b"SQ":
+                return None  # only sequences and items have no length pydicom reads alike
             depth, offset = depth + 1, start
             continue
         offset = start + length
         if group == 0xFFFE:
             if element in (0xE00D, 0xE0DD):
                 depth -= 1
+                if depth < 0:
+                    return None  # a delimiter with nothing to close: pydicom refuses it
             continue
         if depth or offset > end:
             continue  # inside a sequence; a value cut short is _check_complete's to report
@@ -294,8 +304,8 @@ def _fast_texts(data: bytes) -> dict[str, str] | None:
             if stream_vr == b"UN":
                 return None  # pydicom would look the VR up and convert
             vr = stream_vr.decode("ascii")
-        if " or " in vr:
-            return None
+        if " or " in vr or tag in _LUT_DESCRIPTORS:
+            return None  # pydicom resolves the VR, or corrects the first value
         if vr in _SKIPPED_VRS:
             continue
         value = data[start:offset]
@@ -304,6 +314,7 @@ def _fast_texts(data: bytes) -> dict[str, str] | None:
         elif vr == "AE":
             texts[keyword] = "\\".join(v.strip() for v in value.decode("latin-1").split("\\"))
         else:
+            decoded_without_charset |= encodings is None and vr in _CHARSET_VRS
             raw = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
             try:
                 converted = convert_value(vr, raw, encodings)
@@ -311,6 +322,8 @@ def _fast_texts(data: bytes) -> dict[str, str] | None:
                 return None
             texts[keyword] = element_text(converted)
         if tag == 0x00080005:
+            if decoded_without_charset:
+                return None  # text before the character set: pydicom decodes it with it
             encodings = convert_encodings(
                 texts[keyword].split("\\") if "\\" in texts[keyword] else texts[keyword])
     return texts

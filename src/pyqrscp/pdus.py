@@ -126,9 +126,12 @@ class MessageAssembler:
 
     @property
     def has_dataset(self) -> bool:
+        """CommandDataSetType (0000,0800) other than 0x0101; a malformed one (not two bytes)
+        reads as its first two bytes, padded, as pynetdicom's own decoding would not crash."""
         if self.command is None:
             return False
-        return bool(struct.unpack("<H", self.command.get(0x0800, b"\x01\x01"))[0] != NO_DATASET)
+        raw = self.command.get(0x0800, b"\x01\x01")[:2].ljust(2, b"\0")
+        return bool(struct.unpack("<H", raw)[0] != NO_DATASET)
 
     @property
     def dataset(self) -> bytes | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pyqrscp.config import Quota
 from pyqrscp.dicomfile import Header, read_header
-from pyqrscp.errors import PyqrscpError, StorageFailure
+from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
 from pyqrscp.index.database import IndexWriter, StoredInstance, connect, create_schema
 from pyqrscp.index.schema import INDEX_FILE_NAME
 from pyqrscp.quota import EvictionPlan, plan_eviction
@@ -56,10 +56,12 @@ def generated_file_name(modality: str) -> str:
 class StorageArea:
     """Files plus index of one AETable storage area; safe for many threads at once."""
 
-    def __init__(self, root: Path, quota: Quota, durable: bool = True) -> None:
+    def __init__(self, root: Path, quota: Quota, durable: bool = True,
+                 uid_padding: bool = False) -> None:
         self.root = root
         self.quota = quota
         self.durable = durable
+        self.uid_padding = uid_padding
         self.lock = threading.Lock()
         self.index_path = root / INDEX_FILE_NAME
         self._db: sqlite3.Connection | None = None
@@ -110,18 +112,24 @@ class StorageArea:
 
     def settle_leftovers(self) -> tuple[list[str], list[str]]:
         """``(indexed, removed)``: generated files no index row names are indexed again (their
-        row was lost to a power loss after they were acknowledged) unless the instance is
-        indexed under another file or does not parse; those and temp files are deleted."""
+        row was lost to a power loss after they were acknowledged).  Removed are temp files, and
+        generated files that are not a valid instance or copy one indexed under another file.
+        A file that cannot be indexed now (unreadable, index or quota refusal) stays."""
         indexed: list[str] = []
         removed: list[str] = []
         with self.lock:
             known = self.writer.all_file_names()
             for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
                 name = entry.name
-                if GENERATED_NAME.match(name) and name not in known and self._adopt(name):
+                if name.startswith(TEMP_PREFIX):
+                    verdict = "remove"
+                elif GENERATED_NAME.match(name) and name not in known:
+                    verdict = self._adopt(name)
+                else:
+                    continue
+                if verdict == "indexed":
                     indexed.append(name)
-                elif name.startswith(TEMP_PREFIX) or (
-                        GENERATED_NAME.match(name) and name not in known):
+                elif verdict == "remove":
                     _unlink_quietly(Path(entry.path))
                     removed.append(name)
         if indexed:
@@ -132,19 +140,24 @@ class StorageArea:
                            self.root, len(removed))
         return indexed, removed
 
-    def _adopt(self, file_name: str) -> bool:
-        """Index one unindexed file (the caller holds the lock); False when it must go."""
+    def _adopt(self, file_name: str) -> str:
+        """Index one unindexed file (the caller holds the lock): "indexed", "remove" or
+        "keep"."""
         try:
             data = self.path_of(file_name).read_bytes()
-            header = read_header(data)
+            header = read_header(data, self.uid_padding)
             if self.writer.instance(header.sop_instance_uid) is not None:
-                return False  # an older copy a committed replacement left behind
+                return "remove"  # an older copy a committed replacement left behind
             _plan, unused, _replaced = self._index(header, file_name, len(data))
+        except InvalidDataset as error:
+            LOGGER.warning("%s: removing leftover %s: %s", self.root, file_name, error)
+            return "remove"
         except (OSError, PyqrscpError) as error:
-            LOGGER.warning("%s: not indexing leftover %s: %s", self.root, file_name, error)
-            return False
+            LOGGER.error("%s: cannot index stored file %s now (kept): %s", self.root, file_name,
+                         error)
+            return "keep"
         self._remove_unused(unused)
-        return True
+        return "indexed"
 
     def store(self, header: Header, data: bytes) -> StoreResult:
         """Keep one instance durably and index it; raise QuotaExceeded or StorageFailure."""
@@ -158,9 +171,17 @@ class StorageArea:
                 plan, unused, replaced = self._index(header, file_name, len(data))
         except BaseException:
             _unlink_quietly(final_path)
+            self._flush_folder_quietly()  # a refused instance must not come back as a leftover
             raise
         self._remove_unused(unused)
         return StoreResult(file_name, plan.studies, plan.instances, replaced)
+
+    def _flush_folder_quietly(self) -> None:
+        if self.durable:
+            try:
+                _fsync_path(self.root)
+            except OSError as error:
+                LOGGER.error("%s: folder flush failed: %s", self.root, error.strerror)
 
     def _remove_unused(self, file_names: list[str]) -> None:
         """Delete the files of replaced or evicted instances, once the commit that dropped their

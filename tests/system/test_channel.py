@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pyqrscp.commands import store_request
-from pyqrscp.pdus import ABORT, P_DATA_TF, p_data, pdu_header
+from pyqrscp.pdus import ABORT, P_DATA_TF, RELEASE_RQ, p_data, pdu_header
 from pyqrscp.sender import ProposedContext, StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
@@ -201,3 +201,29 @@ def test_a_malformed_pdv_while_held_is_left_to_pynetdicom(
     result = run_tool("storescu", "-aec", "ARCHIVE", "127.0.0.1", str(port), str(second))
     assert result.returncode == 0, result.stderr
     assert stored_uids(area) == {str(dcmread(p).SOPInstanceUID) for p in (first, second)}
+
+
+def test_a_malformed_command_after_a_held_store_neither_hangs_nor_kills_the_thread(
+        server: tuple[int, Path, list[str]], tmp_path: Path) -> None:
+    """A C-ECHO-RQ whose CommandDataSetType is four bytes long: pushed back to pynetdicom,
+    which deals with it; the association still answers its release."""
+    port, area, log = server
+    first, second = instances(tmp_path, 2)
+    with own_scu(port) as assoc:
+        store_first(assoc, first)
+        command = b"".join([
+            _element(0x0002, b"1.2.840.10008.1.1\x00"), _element(0x0100, struct.pack("<H", 0x30)),
+            _element(0x0110, struct.pack("<H", 2)), _element(0x0800, struct.pack("<I", 0x0101))])
+        command = _element(0x0000, struct.pack("<I", len(command))) + command
+        assoc.sock.sendall(b"".join(p_data(3, command, True, 4000)))
+        assoc.sock.sendall(struct.pack(">BxI4x", RELEASE_RQ, 4))
+        answer = server_closes(assoc.sock)
+    assert answer, "the server answered nothing: the association thread is gone"
+    assert not any("Exception in thread" in line or "Traceback" in line for line in log)
+    result = run_tool("storescu", "-aec", "ARCHIVE", "127.0.0.1", str(port), str(second))
+    assert result.returncode == 0, result.stderr
+    assert stored_uids(area) == {str(dcmread(p).SOPInstanceUID) for p in (first, second)}
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value

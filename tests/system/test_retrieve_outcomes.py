@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -29,6 +30,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove as STUDY_MOVE,
 )
 
+from pyqrscp.pdus import p_data
+
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 
 STUDY = "1.2.826.0.1.3680043.9.7780.1"
@@ -51,7 +54,8 @@ class Archive:
 
 
 @contextmanager
-def archive(tmp_path: Path, count: int, rows: int = 8) -> Iterator[Archive]:
+def archive(tmp_path: Path, count: int, rows: int = 8, *server_flags: str,
+            max_associations: int = 16) -> Iterator[Archive]:
     """An ARCHIVE area holding one study of ``count`` instances (registered with
     ``pyqrscp index``), served by the real pyqrscp; DEST is a free port, DOWN a closed one."""
     files = tmp_path / "files"
@@ -65,11 +69,13 @@ def archive(tmp_path: Path, count: int, rows: int = 8) -> Iterator[Archive]:
         tmp_path, [f"ARCHIVE {tmp_path / 'area'} RW (10, 10gb) ANY"],
         [f"dest = (DEST, localhost, {destination_port})",
          f"down = (DOWN, localhost, {free_port()})"])
+    config.write_text(config.read_text().replace("MaxAssociations = 16",
+                                                 f"MaxAssociations = {max_associations}"))
     indexed = subprocess.run([sys.executable, "-m", "pyqrscp", "index", "-c", str(config),
                               "ARCHIVE", str(files)], capture_output=True, text=True,
                              timeout=300)
     assert indexed.returncode == 0, indexed.stderr
-    with pyqrscp_process(config) as server:
+    with pyqrscp_process(config, *server_flags) as server:
         yield Archive(server.port, tmp_path / "area", uids, destination_port)
 
 
@@ -206,6 +212,73 @@ def test_get_cancel_stops_between_sub_operations_with_counts(tmp_path: Path) -> 
     assert (status.NumberOfFailedSuboperations, status.NumberOfWarningSuboperations,
             status.NumberOfRemainingSuboperations) == (0, 0, 20 - completed)
     assert len(received) == completed and set(received) <= set(arc.uids)
+
+
+@contextmanager
+def get_requestor(port: int, handle: Any) -> Iterator[Any]:
+    ae = AE(ae_title="GETSCU")
+    ae.add_requested_context(STUDY_GET)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    ae.dimse_timeout = 120
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE",
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, handle)])
+    assert assoc.is_established
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def test_a_late_cancel_does_not_cancel_the_next_get_with_the_same_message_id(
+        tmp_path: Path) -> None:
+    """A C-CANCEL-RQ read while the last sub-operation's response is awaited belongs to that
+    C-GET only (pynetdicom numbers every C-GET 1)."""
+    sent: list[int] = []
+
+    def handle(event: Any) -> int:
+        sent.append(1)
+        if len(sent) == 2:  # the first C-GET's last sub-operation: cancel it, too late
+            command = b"".join(struct.pack("<HHI", 0, element, len(value)) + value for
+                               element, value in ((0x0100, b"\xff\x0f"), (0x0120, b"\x01\x00"),
+                                                  (0x0800, b"\x01\x01")))
+            command = struct.pack("<HHII", 0, 0, 4, len(command)) + command
+            event.assoc.dul.socket.socket.sendall(b"".join(p_data(get_context, command, True,
+                                                                  4000)))
+            time.sleep(0.3)
+        return 0x0000
+
+    with archive(tmp_path, 2) as arc, get_requestor(arc.port, handle) as assoc:
+        get_context = next(cx.context_id for cx in assoc.accepted_contexts
+                           if cx.abstract_syntax == STUDY_GET)
+        first, _ = final_response(assoc.send_c_get(_identifier(), STUDY_GET, msg_id=1))
+        second, _ = final_response(assoc.send_c_get(_identifier(), STUDY_GET, msg_id=1))
+    assert first.Status in (SUCCESS, CANCEL)
+    assert second.Status == SUCCESS and second.NumberOfCompletedSuboperations == 2
+    assert len(sent) == 4
+
+
+def test_a_get_receiver_that_never_answers_is_aborted_after_the_dimse_timeout(
+        tmp_path: Path) -> None:
+    """-td 2: the held C-GET gives up after 2 s and the association ends then, giving its
+    MaxAssociations slot back (not after the ACSE timeout, which pynetdicom would wait while
+    the channel is still held)."""
+    def handle(event: Any) -> int:
+        time.sleep(8)  # longer than the server's DIMSE timeout
+        return 0x0000
+
+    with archive(tmp_path, 1, 8, "-td", "2", "-ta", "20", max_associations=1) as arc:
+        with get_requestor(arc.port, handle) as assoc:
+            status, _ = final_response(assoc.send_c_get(_identifier(), STUDY_GET))
+            assert "Status" not in status  # no final response: the association was aborted
+            deadline = time.monotonic() + 10
+            while not assoc.is_aborted and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert assoc.is_aborted
+        time.sleep(1)
+        echo = run_tool("echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(arc.port))
+        assert echo.returncode == 0, echo.stderr  # the one slot is free again
 
 
 def test_a_file_deleted_behind_the_index_fails_its_sub_operation(tmp_path: Path) -> None:

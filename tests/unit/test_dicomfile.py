@@ -3,6 +3,7 @@ header walk gives exactly the texts pydicom gives."""
 
 from __future__ import annotations
 
+import struct
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -26,6 +27,7 @@ from pyqrscp.dicomfile import (
     read_header,
 )
 from pyqrscp.errors import InvalidDataset
+from pyqrscp.part10 import file_header
 
 # explicit VR LE with sequences, implicit VR LE, encapsulated JPEG (fragments), RLE
 BUNDLED = ["CT_small.dcm", "rtplan.dcm", "MR_small.dcm", "JPEG-lossy.dcm", "MR_small_RLE.dcm"]
@@ -187,3 +189,48 @@ def _slow_header(data: bytes) -> object:
         return read_header(data)
     finally:
         dicomfile._fast_texts = original
+
+
+Element = tuple[int, int, bytes, bytes | None]
+
+
+def _explicit(*elements: Element) -> bytes:
+    """A Part-10 stream of hand-made explicit VR LE elements (None: undefined length)."""
+    body = b""
+    for group, element, vr, value in elements:
+        length = 0xFFFFFFFF if value is None else len(value)
+        if vr in (b"OB", b"SQ", b"UC", b"UN", b"UT", b"UR", b"OW") or value is None:
+            body += struct.pack("<HH2sHI", group, element, vr, 0, length) + (value or b"")
+        else:
+            body += struct.pack("<HH2sH", group, element, vr, length) + value
+    return file_header(CTImageStorage, "1.2.3.4", ExplicitVRLittleEndian, "X") + body
+
+
+_UIDS: list[Element] = [(0x0008, 0x0016, b"UI", CTImageStorage.encode() + b"\0"),
+                        (0x0008, 0x0018, b"UI", b"1.2.3.4\0")]
+_SERIES: list[Element] = [(0x0020, 0x000D, b"UI", b"1.2.3.5\0"),
+                          (0x0020, 0x000E, b"UI", b"1.2.3.6\0")]
+_DELIMITER: Element = (0xFFFE, 0xE0DD, b"\0\0", b"")
+
+
+@pytest.mark.parametrize("case", [
+    "text before the character set", "LUT descriptor", "undefined-length UT",
+    "stray delimiter", "out of order"])
+def test_fast_walk_leaves_what_pydicom_reads_otherwise_to_pydicom(case: str) -> None:
+    elements: list[Element] = {
+        "text before the character set": [(0x0000, 0x0902, b"LO", "Jörg ".encode())]
+        + [(0x0008, 0x0005, b"CS", b"ISO_IR 192")] + _UIDS + _SERIES,
+        "LUT descriptor": _UIDS + _SERIES + [
+            (0x0028, 0x1101, b"SS", struct.pack("<hhh", -25536, 0, 16))],
+        "undefined-length UT": _UIDS + [(0x0010, 0x21B0, b"UT", None), _DELIMITER] + _SERIES,
+        "stray delimiter": _UIDS + _SERIES + [_DELIMITER, (0x0020, 0x0013, b"IS", b"7 ")],
+        "out of order": _UIDS + _SERIES + [(0x0010, 0x0010, b"PN", b"Late^Name ")],
+    }[case]
+    data = _explicit(*elements)
+    assert _fast_texts(data) is None
+
+
+def test_implicit_vr_whose_first_length_looks_like_a_vr_is_left_to_pydicom() -> None:
+    body = struct.pack("<HHI", 0x0008, 0x0016, 0x5A44) + b"x" * 0x5A44  # length bytes "DZ"
+    data = file_header(CTImageStorage, "1.2.3.4", ImplicitVRLittleEndian, "X") + body
+    assert _fast_texts(data) is None

@@ -225,6 +225,42 @@ def test_leftovers_are_indexed_under_the_quota(tmp_path: Path, sources: Path) ->
     assert studies(area) == {"1.2.3.2"}
 
 
+def test_a_file_that_cannot_be_indexed_now_is_kept_not_deleted(tmp_path: Path,
+                                                               sources: Path) -> None:
+    """Re-indexing refused by the index (disk full, say) must not cost an acknowledged file."""
+    area = open_area(tmp_path / "area")
+    header, data = instance(sources)
+    name = area.store(header, data).file_name
+    area.close()
+    lose_rows(area, header.sop_instance_uid)
+    with sqlite3.connect(area.index_path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON instance "
+                   "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    reopened = open_area(area.root)
+    reopened.close()
+    assert (area.root / name).read_bytes() == data
+    with sqlite3.connect(area.index_path) as db:
+        db.execute("DROP TRIGGER refuse")
+    again = open_area(area.root)
+    again.close()
+    assert rows(area) == {header.sop_instance_uid: name}
+
+
+def test_leftovers_are_read_with_the_servers_uid_padding(tmp_path: Path, sources: Path) -> None:
+    area = StorageArea(tmp_path / "area", ROOMY, durable=False, uid_padding=True)
+    area.open()
+    data = make_ct(sources, sop_uid="1.2.3.4.5").read_bytes().replace(b"1.2.3.4.5\x00",
+                                                                       b" 1.2.3.4.5")
+    header = read_header(data, uid_padding=True)
+    name = area.store(header, data).file_name
+    area.close()
+    lose_rows(area, header.sop_instance_uid)
+    reopened = StorageArea(area.root, ROOMY, durable=False, uid_padding=True)
+    reopened.open()
+    reopened.close()
+    assert rows(area) == {"1.2.3.4.5": name}
+
+
 def test_a_failing_index_write_leaves_no_file(area: StorageArea, sources: Path) -> None:
     kept_header, kept_data = instance(sources)
     kept = area.store(kept_header, kept_data).file_name

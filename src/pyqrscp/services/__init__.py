@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 
+from pyqrscp.channel import Channel
 from pyqrscp.commitments import RetrySchedule
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.errors import (
@@ -70,6 +72,27 @@ def peer(event: Any) -> str:
     return peer_of(event.assoc)
 
 
+def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
+    """Run a service; a bug must not leave the peer waiting forever nor kill the association's
+    thread: log it and abort.  True (served) unless ``serve`` returns False."""
+    try:
+        return serve() is not False
+    except Exception:  # noqa: BLE001
+        LOGGER.exception("%s failed on %s; aborting the association",
+                         type(request).__name__, peer_of(assoc))
+        assoc.abort()
+        return True
+
+
+def _forget_cancels(assoc: Any) -> None:
+    """C-CANCELs belong to the request they name: none outlives it (pynetdicom's by message
+    ID, the held channel's too)."""
+    assoc.dimse.cancel_req = {}
+    channel = Channel.of(assoc)
+    if channel is not None:
+        channel.cancelled.clear()
+
+
 class Services:
     """Holds what the handlers need; one instance per server."""
 
@@ -87,7 +110,8 @@ class Services:
         for entry in self.config.ae_table:
             if area_key(entry) not in self.areas:
                 area = StorageArea(entry.storage_area, entry.quota,
-                                   durable=not self.options.no_sync)
+                                   durable=not self.options.no_sync,
+                                   uid_padding=self.options.uid_padding)
                 area.open()
                 self.areas[area_key(entry)] = area
             self._area_of_title[entry.ae_title] = self.areas[area_key(entry)]
@@ -129,7 +153,7 @@ class Services:
         from pyqrscp.services.find import MODEL_OF_SOP_CLASS
 
         if isinstance(request, C_STORE):
-            return store.serve(self, assoc, request, context_id)
+            return _guarded(assoc, request, lambda: store.serve(self, assoc, request, context_id))
 
         serve = {C_MOVE: move.serve, C_GET: get.serve, C_FIND: find.serve}.get(type(request))
         context = next((cx for cx in assoc.accepted_contexts if cx.context_id == context_id),
@@ -137,19 +161,13 @@ class Services:
         model = MODEL_OF_SOP_CLASS.get(str(context.abstract_syntax)) if context else None
         if serve is None or model is None or not request.is_valid_request:
             return False
-        # as pynetdicom's own service classes: fresh cancel requests, reactor marked paused
-        assoc.dimse.cancel_req = {}
-        assoc._is_paused = True
+        # The reactor is not marked paused (pynetdicom's own service classes do mark it): a
+        # storage commitment report from another thread must wait until this service ends.
+        _forget_cancels(assoc)
         try:
-            serve(self, assoc, request, context, model)
-        except Exception:  # noqa: BLE001 - a bug must not leave the peer waiting forever
-            LOGGER.exception("%s failed on %s; aborting the association",
-                             type(request).__name__, peer_of(assoc))
-            assoc.abort()
+            return _guarded(assoc, request, lambda: serve(self, assoc, request, context, model))
         finally:
-            assoc._is_paused = False
-            assoc.dimse.cancel_req = {}
-        return True
+            _forget_cancels(assoc)
 
     def handlers(self) -> list[tuple[Any, Any]]:
         from pyqrscp.services import echo, find, store

@@ -62,6 +62,8 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         sender = _GetSender(assoc, services.options.dimse_timeout or 60, held)
         progress = run_sub_operations(selection, area, sender.send,
                                       responder.is_cancelled, responder.pending)
+    if sender.timed_out:  # aborted only now: pynetdicom must read the socket to finish it
+        assoc.abort()
     status = progress.final_status()
     LOGGER.info("Get from %s: %s (%d completed, %d failed, %d warning, %d remaining)", who,
                 status.name, progress.completed, progress.failed, progress.warning,
@@ -77,6 +79,7 @@ class _GetSender:
         self.assoc = assoc
         self.dimse_timeout = dimse_timeout
         self.held = held
+        self.timed_out = False
         self.ids = message_ids(1)
         self._contexts: dict[tuple[str, str], Any] = {}
 
@@ -134,8 +137,8 @@ class _GetSender:
                 continue
             LOGGER.warning("Get: ignoring an unexpected command 0x%04X during sub-operations",
                            field)
-        self.assoc.abort()
-        raise PeerUnavailable(f"no C-STORE response within {self.dimse_timeout} s (aborted)")
+        self.timed_out = True
+        raise PeerUnavailable(f"no C-STORE response within {self.dimse_timeout} s (aborting)")
 
     def _response_to(self, message_id: int) -> int:
         """Wait (bounded by the DIMSE timeout) for the C-STORE-RSP; this thread is the

@@ -68,26 +68,21 @@ def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool
     """
     if not _ours(assoc, request, context_id):
         return False
-    assoc._is_paused = True
     with fast_polling(assoc.dul):
         return _serve_following(services, assoc, request, context_id)
 
 
 def _serve_following(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
-    try:
-        while True:
-            _serve_one(services, assoc, StoreRequest.of_primitive(request), context_id)
-            _serve_held(services, assoc)
-            following = _next_request(assoc)
-            if following is None:
-                return True
-            context_id, request = following
-            if not _ours(assoc, request, context_id):
-                assoc._is_paused = False
-                assoc._serve_request(request, context_id)
-                return True
-    finally:
-        assoc._is_paused = False
+    while True:
+        _serve_one(services, assoc, StoreRequest.of_primitive(request), context_id)
+        _serve_held(services, assoc)
+        following = _next_request(assoc)
+        if following is None:
+            return True
+        context_id, request = following
+        if not _ours(assoc, request, context_id):
+            assoc._serve_request(request, context_id)
+            return True
 
 
 def _serve_held(services: Services, assoc: Any) -> None:
