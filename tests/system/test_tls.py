@@ -143,10 +143,13 @@ def test_echo_with_verified_certificates(archive: RunningServer, pki: Pki) -> No
 
 
 def test_store_find_get_over_tls(archive: RunningServer, pki: Pki, tmp_path: Path) -> None:
-    sent = make_ct(tmp_path, patient_id="TLS1")
-    study_uid = str(dcmread(sent).StudyInstanceUID)
+    """Five instances on one TLS association: all but the first are read from the held channel
+    (an SSLSocket), and C-GET sends them back over it."""
+    study_uid = "1.2.826.0.1.3680043.9.7782.1"
+    sent = [make_ct(tmp_path, patient_id="TLS1", study_uid=study_uid, instance_number=n,
+                    rows=64) for n in range(1, 6)]
     stored = run_tool("storescu", "-aec", "ARCHIVE", *pki.tls("client"), "localhost",
-                      str(archive.port), str(sent))
+                      str(archive.port), *map(str, sent))
     assert stored.returncode == 0, stored.stdout + stored.stderr
 
     found = run_tool("findscu", "-S", "-v", "-aec", "ARCHIVE", *pki.tls("client"), "-k",
@@ -156,7 +159,10 @@ def test_store_find_get_over_tls(archive: RunningServer, pki: Pki, tmp_path: Pat
     assert study_uid in found.stdout + found.stderr
 
     received = get_with_pynetdicom(archive.port, pki, study_uid)
-    assert [ds.SOPInstanceUID for ds in received] == [dcmread(sent).SOPInstanceUID]
+    originals = {str(ds.SOPInstanceUID): ds for ds in map(dcmread, sent)}
+    assert sorted(str(ds.SOPInstanceUID) for ds in received) == sorted(originals)
+    for ds in received:
+        assert ds.PixelData == originals[str(ds.SOPInstanceUID)].PixelData
 
 
 def client_context(pki: Pki) -> ssl.SSLContext:
