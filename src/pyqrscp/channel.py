@@ -15,6 +15,7 @@ A channel is held only between messages with nothing of the peer's in pynetdicom
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import ssl
@@ -28,6 +29,8 @@ from typing import Any
 from pyqrscp import pdus
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.idle import ACTIVE_DELAY, polling
+
+LOGGER = logging.getLogger(__name__)
 
 _ATTRIBUTE = "_pyqrscp_channel"
 _RECEIVE_EVENTS = frozenset({"Evt3", "Evt4", "Evt6", "Evt10", "Evt12", "Evt13", "Evt16", "Evt17",
@@ -60,6 +63,20 @@ class Received:
         return self.command.get(element, b"").decode("ascii", "replace").rstrip("\x00 ")
 
 
+_DUL_INTERNALS = ("_is_transport_event", "_read_pdu_data", "_recv_pdu", "event_queue",
+                  "_idle_timer", "_run_loop_delay")
+_DIMSE_INTERNALS = ("message", "msg_queue")
+_WARNED: list[bool] = []
+
+
+def holdable(assoc: Any) -> bool:
+    """Does this association's pynetdicom have the internals a holder relies on (those of
+    pynetdicom 3.0, listed in docs/performance.md)?"""
+    dul, dimse = getattr(assoc, "dul", None), getattr(assoc, "dimse", None)
+    return (all(hasattr(dul, name) for name in _DUL_INTERNALS)
+            and all(hasattr(dimse, name) for name in _DIMSE_INTERNALS))
+
+
 class Channel:
     """The pair of seats on one association's socket: pynetdicom's and a holder's."""
 
@@ -75,16 +92,25 @@ class Channel:
         self._unread = bytearray()
         self._recv = self.assoc_socket.recv
         self._send = self.assoc_socket.send
-        self._transport_event = self.dul._is_transport_event
+        self.holdable = holdable(assoc)
+        self._transport_event: Callable[[], bool] = getattr(self.dul, "_is_transport_event",
+                                                            lambda: False)
 
     @classmethod
     def install(cls, assoc: Any, limit: int) -> Channel:
         """Seat a channel between pynetdicom and the socket of a new connection; ``limit`` is
-        the longest PDU accepted (a longer announced length closes the connection)."""
+        the longest PDU accepted (a longer announced length closes the connection).  With a
+        pynetdicom whose internals differ from those the holder relies on, the channel only
+        bounds PDU lengths and is never held (everything takes pynetdicom's own path)."""
         channel = cls(assoc, limit)
         channel.assoc_socket.recv = channel._pynetdicom_recv
         channel.assoc_socket.send = channel._pynetdicom_send
-        channel.dul._is_transport_event = channel._pynetdicom_transport_event
+        if channel.holdable:
+            channel.dul._is_transport_event = channel._pynetdicom_transport_event
+        elif not _WARNED:
+            _WARNED.append(True)
+            LOGGER.warning("this pynetdicom's internals differ from 3.0's; streams are served "
+                           "through pynetdicom's queues (slower)")
         setattr(channel.dul, _ATTRIBUTE, channel)
         return channel
 
@@ -131,7 +157,7 @@ class Channel:
         has part of a message, a whole one or a PDU not yet handled: that one is its to
         finish."""
         with self.hold:
-            if not self.assoc.is_established or self._in_flight():
+            if not self.holdable or not self.assoc.is_established or self._in_flight():
                 yield None
                 return
             self.holder = threading.get_ident()

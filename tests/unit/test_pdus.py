@@ -1,12 +1,15 @@
 """PDU framing and DIMSE message assembly (``pdus.py``), shared by the C-MOVE sender and the
-held channel."""
+held channel, and the channel's check of the pynetdicom internals it relies on."""
 
 from __future__ import annotations
 
 import struct
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association
 
+from pyqrscp.channel import holdable
 from pyqrscp.commands import parse_command, store_request
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.pdus import P_DATA_TF, MessageAssembler, message, p_data_pdu, pdvs
@@ -87,3 +90,11 @@ def test_pdvs_report_where_each_ends_and_refuse_bad_lengths() -> None:
         list(pdvs(struct.pack(">IBB", 1, 1, 0x02)))
     with pytest.raises(PeerUnavailable):
         list(pdvs(struct.pack(">IBB", 40, 1, 0x02) + b"short"))
+
+
+def test_a_channel_is_held_only_with_the_pynetdicom_internals_it_relies_on() -> None:
+    """A real pynetdicom association has them all; one missing, and nothing is held."""
+    assoc = Association(AE(), "acceptor")
+    assert holdable(assoc)
+    del assoc.dimse.message
+    assert not holdable(assoc)
