@@ -64,7 +64,7 @@ class Received:
 
 
 _DUL_INTERNALS = ("_is_transport_event", "_read_pdu_data", "_recv_pdu", "event_queue",
-                  "_idle_timer", "_run_loop_delay")
+                  "_idle_timer", "_run_loop_delay", "state_machine")
 _DIMSE_INTERNALS = ("message", "msg_queue")
 _WARNED: list[bool] = []
 
@@ -140,6 +140,10 @@ class Channel:
         """The DUL's "is there a PDU to read?" step: nothing while held; pushed-back bytes
         first."""
         if not self.hold.acquire(blocking=False):
+            if self.assoc._kill or self.dul.state_machine.current_state == "Sta13":
+                # torn down (an abort from another thread): pynetdicom must be able to close
+                # the connection now, not after its ARTIM timeout; the holder then fails out
+                return bool(self._transport_event())
             return False
         try:
             if self._unread:
@@ -201,6 +205,8 @@ class Channel:
         decided = False
         try:
             while True:
+                if not self.assoc.is_established:
+                    raise PushedBack("the association has ended")
                 if not consumed and not self._ready(wait):
                     return None
                 pdu_type, body = self._read_pdu(consumed)

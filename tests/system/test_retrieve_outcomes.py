@@ -5,6 +5,7 @@ C-STORE-RSPs there, see docs/performance.md)."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -45,6 +46,7 @@ class Archive:
     area: Path
     uids: list[str]
     destination_port: int
+    process: subprocess.Popen[str] | None = None
 
     def file_of(self, uid: str) -> Path:
         with sqlite3.connect(self.area / "pyqrscp-index.sqlite3") as db:
@@ -76,7 +78,7 @@ def archive(tmp_path: Path, count: int, rows: int = 8, *server_flags: str,
                              timeout=300)
     assert indexed.returncode == 0, indexed.stderr
     with pyqrscp_process(config, *server_flags) as server:
-        yield Archive(server.port, tmp_path / "area", uids, destination_port)
+        yield Archive(server.port, tmp_path / "area", uids, destination_port, server.process)
 
 
 @dataclass
@@ -215,11 +217,11 @@ def test_get_cancel_stops_between_sub_operations_with_counts(tmp_path: Path) -> 
 
 
 @contextmanager
-def get_requestor(port: int, handle: Any) -> Iterator[Any]:
+def get_requestor(port: int, handle: Any, dimse_timeout: float = 120) -> Iterator[Any]:
     ae = AE(ae_title="GETSCU")
     ae.add_requested_context(STUDY_GET)
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    ae.dimse_timeout = 120
+    ae.dimse_timeout = dimse_timeout
     assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE",
                          ext_neg=[build_role(CTImageStorage, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, handle)])
@@ -279,6 +281,46 @@ def test_a_get_receiver_that_never_answers_is_aborted_after_the_dimse_timeout(
         time.sleep(1)
         echo = run_tool("echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(arc.port))
         assert echo.returncode == 0, echo.stderr  # the one slot is free again
+
+
+def test_sigterm_during_a_held_get_stops_after_the_grace_period(tmp_path: Path) -> None:
+    """The grace period ends with an abort from the main thread while the C-GET still holds
+    its channel, and the receiver neither reads nor closes: pynetdicom must close the
+    connection at once, not after its ARTIM timeout (the ACSE timeout, 30 s here)."""
+    first, release = threading.Event(), threading.Event()
+    outcome: dict[str, float | int | None] = {}
+
+    def handle(event: Any) -> int:
+        event.assoc.dul.kill_dul()  # the receiver stops reading its socket, keeps it open
+        first.set()
+        release.wait(timeout=60)  # and hangs in its first sub-operation
+        return 0x0000
+
+    with archive(tmp_path, 1, 8, "-td", "60", "-ta", "30") as arc:
+        process = arc.process
+        assert process is not None
+
+        def stop_server() -> None:
+            first.wait(timeout=30)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            try:
+                outcome["exit"] = process.wait(45)
+            except subprocess.TimeoutExpired:
+                outcome["exit"] = None
+            outcome["seconds"] = time.monotonic() - started
+            release.set()
+
+        stopper = threading.Thread(target=stop_server)
+        stopper.start()
+        with get_requestor(arc.port, handle, dimse_timeout=5) as assoc:
+            final_response(assoc.send_c_get(_identifier(), STUDY_GET))
+            if assoc.dul.socket is not None and assoc.dul.socket.socket is not None:
+                assoc.dul.socket.socket.close()  # its DUL, killed above, never will
+        stopper.join()
+    assert outcome["exit"] == 0
+    seconds = outcome["seconds"]
+    assert seconds is not None and seconds < 25  # 10 s of grace, not 10 s + 30 s
 
 
 def test_a_file_deleted_behind_the_index_fails_its_sub_operation(tmp_path: Path) -> None:
