@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyqrscp import pdus
+from pyqrscp.commands import command_text, command_us
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.idle import ACTIVE_DELAY, polling
 
@@ -40,6 +41,18 @@ _RECEIVE_EVENTS = frozenset({"Evt3", "Evt4", "Evt6", "Evt10", "Evt12", "Evt13", 
 Take = Callable[[int, dict[int, bytes]], bool]
 """Called with (context ID, command elements) once a command is whole: serve it (True) or
 push it back for pynetdicom (False)."""
+
+
+@contextmanager
+def held_channel(assoc: Any) -> Iterator[Channel | None]:
+    """:meth:`Channel.held` of the association's channel; None when it has none or it cannot
+    be held now (the caller then goes through pynetdicom)."""
+    channel = Channel.of(assoc)
+    if channel is None:
+        yield None
+        return
+    with channel.held() as held:
+        yield held
 
 
 class PushedBack(Exception):
@@ -56,11 +69,11 @@ class Received:
 
     def us(self, element: int) -> int:
         """An unsigned short of the command (0 when absent)."""
-        return int(struct.unpack("<H", self.command.get(element, b"\0\0")[:2].ljust(2, b"\0"))[0])
+        return command_us(self.command, element)
 
     def text(self, element: int) -> str:
         """A UI/AE value of the command, without its padding."""
-        return self.command.get(element, b"").decode("ascii", "replace").rstrip("\x00 ")
+        return command_text(self.command, element)
 
 
 _DUL_INTERNALS = ("_is_transport_event", "_read_pdu_data", "_recv_pdu", "event_queue",
@@ -258,21 +271,7 @@ class Channel:
         sock: socket.socket | None = self.assoc_socket.socket
         if sock is None:
             raise PeerUnavailable("the connection is closed")
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        filled = 0
-        try:
-            while filled < size:
-                received = sock.recv_into(view[filled:])
-                if received == 0:
-                    raise PeerUnavailable("connection closed by peer")
-                filled += received
-        except BaseException:
-            consumed.append(bytes(buffer[:filled]))
-            raise
-        data = bytes(buffer)
-        consumed.append(data)
-        return data
+        return pdus.read_exactly(sock, size, consumed)
 
     def _push_back(self, consumed: list[bytes]) -> None:
         """Give bytes back to pynetdicom, ahead of anything still unread."""

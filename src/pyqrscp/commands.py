@@ -7,9 +7,6 @@ validation); a retrieve sends two per instance, so pyqrscp packs the few it send
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-
-from pynetdicom.pdu_primitives import P_DATA
 
 C_STORE_RQ, C_STORE_RSP, C_CANCEL_RQ = 0x0001, 0x8001, 0x0FFF
 C_FIND_RSP, C_GET_RSP, C_MOVE_RSP = 0x8020, 0x8010, 0x8021
@@ -94,6 +91,18 @@ def find_response(sop_class: str, message_id: int, status: int, error_comment: s
                               has_identifier))
 
 
+def command_us(command: dict[int, bytes], element: int, default: int = 0) -> int:
+    """An unsigned short of a parsed command set; ``default`` when absent, a malformed value
+    read as its first two bytes."""
+    raw = command.get(element)
+    return default if raw is None else int(struct.unpack("<H", raw[:2].ljust(2, b"\0"))[0])
+
+
+def command_text(command: dict[int, bytes], element: int) -> str:
+    """A UI/AE/LO value of a parsed command set, without its padding."""
+    return command.get(element, b"").decode("ascii", "replace").rstrip("\x00 ")
+
+
 def parse_command(data: bytes) -> dict[int, bytes]:
     """The elements of a command set by element number (group 0000, implicit VR LE)."""
     found: dict[int, bytes] = {}
@@ -103,25 +112,3 @@ def parse_command(data: bytes) -> dict[int, bytes]:
         found[element] = data[offset + 8:offset + 8 + length]
         offset += 8 + length
     return found
-
-
-def fragments(data: bytes, max_pdv: int) -> Iterator[tuple[bytes, bool]]:
-    """``(fragment, is_last)`` pieces of one message part, each at most ``max_pdv`` bytes."""
-    view = memoryview(data)
-    size = max(max_pdv, 1)
-    for start in range(0, max(len(view), 1), size):
-        yield bytes(view[start:start + size]), start + size >= len(view)
-
-
-def p_data_primitives(context_id: int, command: bytes, dataset: bytes | None,
-                      max_pdu: int) -> Iterator[P_DATA]:
-    """P-DATA primitives for pynetdicom's DUL (``dul.send_pdu``): the command, then the
-    dataset, one PDV per PDU (``max_pdu`` 0 = no limit)."""
-    max_pdv = (max_pdu or (1 << 24)) - 6
-    parts = [(command, 0x01)] + ([(dataset, 0x00)] if dataset is not None else [])
-    for data, kind in parts:
-        for fragment, last in fragments(data, max_pdv):
-            primitive = P_DATA()
-            primitive.presentation_data_value_list.append(
-                (context_id, bytes([kind | (0x02 if last else 0x00)]) + fragment))
-            yield primitive

@@ -11,7 +11,9 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from pyqrscp.commands import NO_DATASET, fragments, parse_command
+from pynetdicom.pdu_primitives import P_DATA
+
+from pyqrscp.commands import NO_DATASET, command_us, parse_command
 from pyqrscp.errors import PeerUnavailable
 
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -25,16 +27,26 @@ _PDV_HEADER = struct.Struct(">IBB")
 _COMMAND, _LAST = 0x01, 0x02
 
 
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    """``size`` bytes; :class:`PeerUnavailable` when the connection closes first."""
+def read_exactly(sock: socket.socket, size: int, consumed: list[bytes] | None = None) -> bytes:
+    """``size`` bytes; :class:`PeerUnavailable` when the connection closes first.  With
+    ``consumed``, what was read is appended to it, also when the read fails half-way."""
     buffer = bytearray(size)
     view = memoryview(buffer)
-    while view:
-        received = sock.recv_into(view)
-        if received == 0:
-            raise PeerUnavailable("connection closed by peer")
-        view = view[received:]
-    return bytes(buffer)
+    filled = 0
+    try:
+        while filled < size:
+            received = sock.recv_into(view[filled:])
+            if received == 0:
+                raise PeerUnavailable("connection closed by peer")
+            filled += received
+    except BaseException:
+        if consumed is not None:
+            consumed.append(bytes(buffer[:filled]))
+        raise
+    data = bytes(buffer)
+    if consumed is not None:
+        consumed.append(data)
+    return data
 
 
 def read_pdu(sock: socket.socket, limit: int = 1 << 26) -> tuple[int, bytes]:
@@ -53,6 +65,20 @@ def pdu_header(pdu_type: int, length: int) -> bytes:
     return _PDU_HEADER.pack(pdu_type, length)
 
 
+def max_pdv(peer_max_pdu: int) -> int:
+    """The longest fragment one PDV may carry to a peer announcing ``peer_max_pdu`` (0: no
+    limit; PS3.8 D.1: the limit is on the PDU's variable field, PDV headers included)."""
+    return (peer_max_pdu or UNLIMITED_PDU) - 6
+
+
+def fragments(data: bytes, max_pdv: int) -> Iterator[tuple[bytes, bool]]:
+    """``(fragment, is_last)`` pieces of one message part, each at most ``max_pdv`` bytes."""
+    view = memoryview(data)
+    size = max(max_pdv, 1)
+    for start in range(0, max(len(view), 1), size):
+        yield bytes(view[start:start + size]), start + size >= len(view)
+
+
 def p_data(context_id: int, data: bytes, is_command: bool, max_pdv: int) -> list[bytes]:
     """P-DATA-TF PDUs of one message part, one PDV each, the last one flagged (a list of
     headers and fragments, for one ``sendall`` of their join)."""
@@ -69,11 +95,25 @@ def message(context_id: int, command: bytes, dataset: bytes | None, peer_max_pdu
             ) -> bytes:
     """One DIMSE message as P-DATA-TF PDUs for a peer whose maximum PDU is ``peer_max_pdu``
     (0: no limit)."""
-    max_pdv = (peer_max_pdu or UNLIMITED_PDU) - 6
-    parts = p_data(context_id, command, True, max_pdv)
+    limit = max_pdv(peer_max_pdu)
+    parts = p_data(context_id, command, True, limit)
     if dataset is not None:
-        parts += p_data(context_id, dataset, False, max_pdv)
+        parts += p_data(context_id, dataset, False, limit)
     return b"".join(parts)
+
+
+def p_data_primitives(context_id: int, command: bytes, dataset: bytes | None,
+                      peer_max_pdu: int) -> Iterator[P_DATA]:
+    """The same message as :func:`message`, as P-DATA primitives for pynetdicom's DUL
+    (``dul.send_pdu``), one PDV per PDU."""
+    limit = max_pdv(peer_max_pdu)
+    parts = [(command, _COMMAND)] + ([(dataset, 0x00)] if dataset is not None else [])
+    for data, kind in parts:
+        for fragment, last in fragments(data, limit):
+            primitive = P_DATA()
+            primitive.presentation_data_value_list.append(
+                (context_id, bytes([kind | (_LAST if last else 0x00)]) + fragment))
+            yield primitive
 
 
 def pdvs(body: bytes) -> Iterator[tuple[int, int, bytes, int]]:
@@ -126,12 +166,9 @@ class MessageAssembler:
 
     @property
     def has_dataset(self) -> bool:
-        """CommandDataSetType (0000,0800) other than 0x0101; a malformed one (not two bytes)
-        reads as its first two bytes, padded, as pynetdicom's own decoding would not crash."""
-        if self.command is None:
-            return False
-        raw = self.command.get(0x0800, b"\x01\x01")[:2].ljust(2, b"\0")
-        return bool(struct.unpack("<H", raw)[0] != NO_DATASET)
+        """CommandDataSetType (0000,0800) other than 0x0101."""
+        return (self.command is not None
+                and command_us(self.command, 0x0800, NO_DATASET) != NO_DATASET)
 
     @property
     def dataset(self) -> bytes | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-from pyqrscp.commands import C_STORE_RSP, store_request
+from pyqrscp.commands import C_STORE_RSP, command_text, command_us, store_request
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.pdus import (
     ABORT,
@@ -179,12 +179,10 @@ class StoreAssociation:
             elements = self._read_command()
         except OSError as error:
             raise PeerUnavailable(f"C-STORE of {sop_instance}: {error}") from error
-        field = struct.unpack("<H", elements.get(0x0100, b"\0\0"))[0]
-        responded = struct.unpack("<H", elements.get(0x0120, b"\0\0"))[0]
-        if field != C_STORE_RSP or responded != message_id or 0x0900 not in elements:
+        if (command_us(elements, 0x0100) != C_STORE_RSP or 0x0900 not in elements
+                or command_us(elements, 0x0120) != message_id):
             raise PeerUnavailable(f"unexpected response to C-STORE of {sop_instance}")
-        comment = elements.get(0x0902, b"").decode("ascii", "replace").rstrip("\x00 ")
-        return StoreResponse(struct.unpack("<H", elements[0x0900])[0], comment)
+        return StoreResponse(command_us(elements, 0x0900), command_text(elements, 0x0902))
 
     def _read_command(self) -> dict[int, bytes]:
         """Read P-DATA until a whole message; its command (a dataset after it is dropped)."""

@@ -84,6 +84,16 @@ def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
         return True
 
 
+def cancel_requested(assoc: Any, message_id: int) -> bool:
+    """Has a C-CANCEL for ``message_id`` arrived?  pynetdicom files those it reads by message
+    ID; a held channel (``channel.py``) files those its holder reads.  Consumed when found."""
+    channel = Channel.of(assoc)
+    if channel is not None and message_id in channel.cancelled:
+        channel.cancelled.discard(message_id)
+        return True
+    return assoc.dimse.cancel_req.pop(message_id, None) is not None
+
+
 def _forget_cancels(assoc: Any) -> None:
     """C-CANCELs belong to the request they name: none outlives it (pynetdicom's by message
     ID, the held channel's too)."""
@@ -127,11 +137,15 @@ class Services:
         for area in self.areas.values():
             area.close()
 
+    def entry_of(self, assoc: Any) -> AEEntry | None:
+        """The AETable entry of the association's called AE title."""
+        return self.config.ae(str(assoc.acceptor.ae_title).strip())
+
     def entry_for(self, event: Any) -> AEEntry:
-        called = str(event.assoc.acceptor.ae_title).strip()
-        entry = self.config.ae(called)
+        entry = self.entry_of(event.assoc)
         if entry is None:
-            raise PyqrscpError(f"no AETable entry for {called!r}")
+            raise PyqrscpError(
+                f"no AETable entry for {str(event.assoc.acceptor.ae_title).strip()!r}")
         return entry
 
     def area_for(self, entry: AEEntry) -> StorageArea:

@@ -37,7 +37,7 @@ from pyqrscp.index.query import (
     text_to_value,
 )
 from pyqrscp.options import Options
-from pyqrscp.services import peer_of
+from pyqrscp.services import cancel_requested, peer_of
 from pyqrscp.services.retrieve import read_identifier, send_message
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
@@ -67,7 +67,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     """Answer one C-FIND-RQ completely: pending responses, then the final one."""
     responder = FindResponder(assoc, request, context, services.options.dimse_timeout or 60)
     who = peer_of(assoc)
-    entry = services.config.ae(str(assoc.acceptor.ae_title).strip())
+    entry = services.entry_of(assoc)
     if entry is None or not entry.access.can_query:
         called = str(assoc.acceptor.ae_title).strip()
         responder.final(Status.REFUSED_NOT_AUTHORIZED, f"{called} is write-only")
@@ -180,8 +180,8 @@ class FindResponder:
         self.dimse_timeout = dimse_timeout
 
     def is_cancelled(self) -> bool:
-        """Has a C-CANCEL for this request arrived (pynetdicom files them by message ID)?"""
-        return self.assoc.dimse.cancel_req.pop(self.message_id, None) is not None
+        """Has a C-CANCEL for this request arrived?"""
+        return cancel_requested(self.assoc, self.message_id)
 
     def pending(self, identifier: bytes) -> None:
         """One pending response; command and identifier in one P-DATA-TF when they fit."""

@@ -13,14 +13,13 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 
-from pyqrscp.channel import Channel, PushedBack
+from pyqrscp.channel import Channel, PushedBack, held_channel
 from pyqrscp.commands import C_CANCEL_RQ, C_STORE_RSP, store_request
 from pyqrscp.contexts import UNCOMPRESSED
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
@@ -44,6 +43,8 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 _POLL_SECONDS = 0.5
+
+
 def serve(services: Services, assoc: Any, request: Any, context: Any,
           model: InformationModel) -> None:
     """Answer one C-GET-RQ completely: pending responses, then the final one."""
@@ -57,8 +58,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     if not selection.instances:
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
-    channel = Channel.of(assoc)
-    with fast_polling(assoc.dul), (channel.held() if channel else nullcontext()) as held:
+    with fast_polling(assoc.dul), held_channel(assoc) as held:
         sender = _GetSender(assoc, services.options.dimse_timeout or 60, held)
         progress = run_sub_operations(selection, area, sender.send,
                                       responder.is_cancelled, responder.pending)

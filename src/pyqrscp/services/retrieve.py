@@ -22,10 +22,11 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 from pyqrscp.channel import Channel
-from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, p_data_primitives, retrieve_response
+from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel, matching_instances, parse_identifier
-from pyqrscp.services import peer_of
+from pyqrscp.pdus import p_data_primitives
+from pyqrscp.services import cancel_requested, peer_of
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
 
@@ -194,14 +195,8 @@ class Responder:
     def is_cancelled(self) -> bool:
         """Has a C-CANCEL for this request arrived (pynetdicom files them by message ID), or
         has the requestor gone (A-ABORT or a dropped connection waiting for the reactor)?"""
-        if requestor_gone(self.assoc):
-            return True
-        message_id = int(self.request.MessageID)
-        channel = Channel.of(self.assoc)
-        if channel is not None and message_id in channel.cancelled:
-            channel.cancelled.discard(message_id)
-            return True
-        return self.assoc.dimse.cancel_req.pop(message_id, None) is not None
+        return requestor_gone(self.assoc) or cancel_requested(self.assoc,
+                                                               int(self.request.MessageID))
 
     def pending(self, progress: Progress) -> None:
         self.send(Status.PENDING, progress)
@@ -258,7 +253,7 @@ def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
 
     On failure the final response is sent here and ``None`` returned.
     """
-    entry = services.config.ae(str(assoc.acceptor.ae_title).strip())
+    entry = services.entry_of(assoc)
     if entry is None or not entry.access.can_query:
         responder.send(Status.REFUSED_NOT_AUTHORIZED, error_comment="area is write-only")
         return None

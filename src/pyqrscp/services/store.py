@@ -9,6 +9,7 @@ for :data:`RECEIVING_WINDOW` or sends anything else, which goes back to pynetdic
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import time
@@ -20,7 +21,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from pyqrscp.channel import Channel, PushedBack, Received
+from pyqrscp.channel import PushedBack, Received, held_channel
 from pyqrscp.commands import C_STORE_RQ, NO_DATASET, store_response
 from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import InvalidDataset, PeerUnavailable, PyqrscpError
@@ -60,6 +61,8 @@ class StoreRequest:
     def of_received(cls, received: Received) -> StoreRequest:
         return cls(received.us(0x0110), received.text(0x0002), received.text(0x1000),
                    received.dataset or b"")
+
+
 def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
     """Serve a C-STORE-RQ and every C-STORE that follows within :data:`RECEIVING_WINDOW`.
 
@@ -87,14 +90,10 @@ def _serve_following(services: Services, assoc: Any, request: Any, context_id: i
 
 def _serve_held(services: Services, assoc: Any) -> None:
     """Serve C-STORE-RQs straight from the socket while they keep coming."""
-    channel = Channel.of(assoc)
-    if channel is None:
-        return
-    with channel.held() as held:
+    with held_channel(assoc) as held:
         if held is None:
             return
-        def take(context_id: int, command: dict[int, bytes]) -> bool:
-            return _ours_command(assoc, context_id, command)
+        take = functools.partial(_ours_command, assoc)
         while True:
             try:
                 received = held.next_message(RECEIVING_WINDOW, take)
@@ -126,9 +125,9 @@ def store(services: Services, assoc: Any, request: StoreRequest, transfer_syntax
     """Validate, store durably, index; ``(status, error comment)`` once the index row has
     committed (or the instance was refused)."""
     who = peer_of(assoc)
-    called = str(assoc.acceptor.ae_title).strip()
-    entry = services.config.ae(called)
+    entry = services.entry_of(assoc)
     if entry is None:
+        called = str(assoc.acceptor.ae_title).strip()
         return _failed(who, PyqrscpError(f"no AETable entry for {called!r}"))
     if not entry.access.can_store:
         LOGGER.warning("Store refused from %s: %s is read-only", who, entry.ae_title)
@@ -174,21 +173,25 @@ def _serve_one(services: Services, assoc: Any, request: StoreRequest, context_id
 
 
 def _ours(assoc: Any, request: Any, context_id: int) -> bool:
+    """A C-STORE-RQ pyqrscp serves (pynetdicom serves the rest: invalid ones, say)."""
     return (isinstance(request, C_STORE) and request.is_valid_request
-            and not assoc._sent_release and context_id in assoc._accepted_cx
-            and uid_to_service_class(str(request.AffectedSOPClassUID)) is StorageServiceClass)
+            and _storage_request(assoc, context_id, str(request.AffectedSOPClassUID)))
 
 
 def _ours_command(assoc: Any, context_id: int, command: dict[int, bytes]) -> bool:
     """:func:`_ours` for a command read from a held channel: a C-STORE-RQ with a dataset and
-    the identifying fields pynetdicom requires, on an accepted storage context."""
+    the identifying fields pynetdicom requires."""
     received = Received(context_id, command, None)
-    context = assoc._accepted_cx.get(context_id)
     return (received.us(0x0100) == C_STORE_RQ and 0x0110 in command
-            and bool(received.text(0x0002)) and bool(received.text(0x1000))
-            and received.us(0x0800) != NO_DATASET and context is not None
+            and bool(received.text(0x1000)) and received.us(0x0800) != NO_DATASET
+            and _storage_request(assoc, context_id, received.text(0x0002)))
+
+
+def _storage_request(assoc: Any, context_id: int, sop_class_uid: str) -> bool:
+    """On an accepted context, of a storage SOP class, and before our release request."""
+    return (bool(sop_class_uid) and context_id in assoc._accepted_cx
             and not assoc._sent_release
-            and uid_to_service_class(received.text(0x0002)) is StorageServiceClass)
+            and uid_to_service_class(sop_class_uid) is StorageServiceClass)
 
 
 def _next_request(assoc: Any) -> tuple[int, Any] | None:
