@@ -36,7 +36,9 @@ _SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", 
                         b"US"})
 _IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
-_NOT_WALKED = frozenset({"", "1.2.840.10008.1.2.2", _DEFLATED})
+_EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+_NOT_WALKED = frozenset({"", _EXPLICIT_VR_BE, _DEFLATED})
+_NOT_STRUCTURED = frozenset({"", _DEFLATED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +116,8 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
 
 
 def _check_complete(data: bytes, transfer_syntax: str) -> None:
-    """pydicom accepts a value cut short by the end of the stream; an archive must not.
+    """pydicom accepts a value cut short by the end of the stream, and a sequence item longer
+    than its sequence; an archive must not.
 
     A linear walk over the element lengths answers for the common syntaxes; anything it is
     not sure about is checked by parsing the whole stream again with pydicom.
@@ -123,55 +126,106 @@ def _check_complete(data: bytes, transfer_syntax: str) -> None:
     if verdict is None:
         _check_complete_by_parsing(data)
     elif verdict:
-        raise InvalidDataset(f"dataset truncated in element {verdict}")
+        raise InvalidDataset(verdict)
 
 
 def _walk_lengths(data: bytes, transfer_syntax: str) -> str | bool | None:
-    """Walk every element header of a little-endian Part-10 stream.
+    """Walk every element header of a Part-10 stream, into sequences and items.
 
-    Returns False when every defined length fits in the stream, the tag (as text) of the first
-    element whose value runs past the end, or None when unsure (another syntax, an unknown VR,
-    an undefined-length UN, trailing bytes, a stream that ends inside an undefined length).
-    Values of undefined length (sequences, items, encapsulated pixel data) are walked into.
+    Returns False when every defined length fits in the stream and in the sequence or item
+    that holds it; what is wrong (naming the element) when one does not; None when unsure
+    (deflated or unknown syntax, an unknown VR, an undefined-length UN, trailing bytes, a
+    stream that ends inside an undefined length).
     """
-    if transfer_syntax in _NOT_WALKED or data[128:132] != b"DICM":
+    if transfer_syntax in _NOT_STRUCTURED or data[128:132] != b"DICM":
         return None
-    offset, end, depth = 132, len(data), 0
+    offset, end = 132, len(data)
     implicit = transfer_syntax == _IMPLICIT_VR_LE
+    order = ">" if transfer_syntax == _EXPLICIT_VR_BE else "<"
+    open_values: list[tuple[int | None, str]] = []  # (end if defined, what) walked into
     while offset + 8 <= end:
-        found = _element_at(data, offset, implicit)
+        while open_values and open_values[-1][0] == offset:
+            open_values.pop()
+        found = _element_at(data, offset, implicit, order)
         if found is None:
             return None
         group, element, vr, length, start = found
-        if start > end:
-            return f"({group:04X},{element:04X})"
+        tag = f"({group:04X},{element:04X})"
+        limit, holder = next(((e, what) for e, what in reversed(open_values) if e is not None),
+                             (end, ""))
+        if group == 0xFFFE and element in (0xE00D, 0xE0DD):
+            if not open_values or open_values[-1][0] is not None:
+                return None  # a delimiter with no undefined length to close
+            open_values.pop()
+            offset = start + length
+            continue
         if length == 0xFFFFFFFF:
             if vr == b"UN" and group != 0xFFFE:
                 return None
-            depth, offset = depth + 1, start
+            if start > limit:
+                return _overrun(tag, holder)
+            open_values.append((None, _undefined_kind(group, element, vr)))
+            offset = start
             continue
-        if group == 0xFFFE and element in (0xE00D, 0xE0DD):
-            depth -= 1
-        if start + length > end:
-            return f"({group:04X},{element:04X})"
+        if start + length > limit:
+            return _overrun(tag, holder)
         offset = start + length
-    return False if offset == end and depth == 0 else None
+        if group == 0xFFFE and element == 0xE000:
+            if not open_values or open_values[-1][1] != "fragments":
+                open_values.append((offset, "item"))
+                offset = start
+        elif _is_sequence(group, element, vr):
+            open_values.append((offset, f"sequence {tag}"))
+            offset = start
+    while open_values and open_values[-1][0] == offset:
+        open_values.pop()
+    return False if offset == end and not open_values else None
 
 
-def _element_at(data: bytes, offset: int, implicit: bool
+def _undefined_kind(group: int, element: int, vr: bytes) -> str:
+    """What an undefined-length value holds: encapsulated pixel data's fragments (items that
+    are not datasets), or items."""
+    if group == 0xFFFE:
+        return "item"
+    if vr in (b"OB", b"OW") or (not vr and (group, element) == (0x7FE0, 0x0010)):
+        return "fragments"
+    return "sequence"
+
+
+def _overrun(tag: str, holder: str) -> str:
+    if not holder:
+        return f"dataset truncated in element {tag}"
+    what = "item" if tag == "(FFFE,E000)" else f"element {tag}"
+    return f"malformed sequence: {what} runs past the end of its {holder}"
+
+
+def _is_sequence(group: int, element: int, vr: bytes) -> bool:
+    """A defined-length sequence (implicit VR: by the dictionary)."""
+    if vr:
+        return vr == b"SQ"
+    return group != 0xFFFE and _keyword_and_vr(group << 16 | element)[1] == "SQ"
+
+
+def _element_at(data: bytes, offset: int, implicit: bool, order: str = "<"
                 ) -> tuple[int, int, bytes, int, int] | None:
     """``(group, element, VR or b"", value length, value offset)`` of the element header at
-    ``offset`` (little endian; group 0002 always explicit), or None for an unknown VR."""
-    group, element = struct.unpack_from("<HH", data, offset)
-    if group == 0xFFFE or (implicit and group != 0x0002):
-        return group, element, b"", struct.unpack_from("<I", data, offset + 4)[0], offset + 8
+    ``offset`` (``order`` "<" or ">"; group 0002 always explicit little endian), or None for
+    an unknown VR."""
+    if data[offset:offset + 2] == b"\x02\x00":
+        implicit, order = False, "<"
+    group, element = struct.unpack_from(order + "HH", data, offset)
+    if group == 0xFFFE or implicit:
+        return group, element, b"", struct.unpack_from(order + "I", data, offset + 4)[0], \
+            offset + 8
     vr = data[offset + 4:offset + 6]
     if vr in _LONG_VRS:
         if offset + 12 > len(data):
             return group, element, vr, 0, offset + 12
-        return group, element, vr, struct.unpack_from("<I", data, offset + 8)[0], offset + 12
+        return group, element, vr, struct.unpack_from(order + "I", data, offset + 8)[0], \
+            offset + 12
     if vr in _SHORT_VRS:
-        return group, element, vr, struct.unpack_from("<H", data, offset + 6)[0], offset + 8
+        return group, element, vr, struct.unpack_from(order + "H", data, offset + 6)[0], \
+            offset + 8
     return None
 
 

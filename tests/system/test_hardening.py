@@ -345,6 +345,21 @@ def _corrupt_length(directory: Path) -> Path:
     return path
 
 
+def _item_longer_than_its_sequence(directory: Path) -> Path:
+    """A defined-length sequence whose one item claims 100 bytes more than the sequence holds
+    (the elements after the sequence stay intact, so only a walk into the sequence sees it)."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = CTImageStorage
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    path = make_ct(directory, extra={"ReferencedImageSequence": ("SQ", [item])})
+    data = path.read_bytes()
+    item_at = data.index(b"\x08\x00\x40\x11SQ\x00\x00") + 12
+    assert data[item_at:item_at + 4] == b"\xfe\xff\x00\xe0"
+    (length,) = struct.unpack_from("<I", data, item_at + 4)
+    path.write_bytes(data[:item_at + 4] + struct.pack("<I", length + 100) + data[item_at + 8:])
+    return path
+
+
 BAD_DATASETS: dict[str, Callable[[Path], Path]] = {
     "missing-study-uid": _missing("StudyInstanceUID"),
     "missing-series-uid": _missing("SeriesInstanceUID"),
@@ -354,6 +369,7 @@ BAD_DATASETS: dict[str, Callable[[Path], Path]] = {
     "truncated-mid-pixel-data": _truncated,
     "truncated-mid-header": _truncated_mid_header,
     "corrupt-element-length": _corrupt_length,
+    "item-longer-than-its-sequence": _item_longer_than_its_sequence,
 }
 
 

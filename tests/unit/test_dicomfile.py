@@ -29,8 +29,9 @@ from pyqrscp.dicomfile import (
 from pyqrscp.errors import InvalidDataset
 from pyqrscp.part10 import file_header
 
-# explicit VR LE with sequences, implicit VR LE, encapsulated JPEG (fragments), RLE
-BUNDLED = ["CT_small.dcm", "rtplan.dcm", "MR_small.dcm", "JPEG-lossy.dcm", "MR_small_RLE.dcm"]
+# explicit VR LE with sequences, implicit VR LE, encapsulated JPEG (fragments), RLE, explicit BE
+BUNDLED = ["CT_small.dcm", "rtplan.dcm", "MR_small.dcm", "JPEG-lossy.dcm", "MR_small_RLE.dcm",
+           "MR_small_bigendian.dcm"]
 
 
 def bundled(name: str) -> tuple[bytes, str]:
@@ -234,3 +235,42 @@ def test_implicit_vr_whose_first_length_looks_like_a_vr_is_left_to_pydicom() -> 
     body = struct.pack("<HHI", 0x0008, 0x0016, 0x5A44) + b"x" * 0x5A44  # length bytes "DZ"
     data = file_header(CTImageStorage, "1.2.3.4", ImplicitVRLittleEndian, "X") + body
     assert _fast_texts(data) is None
+
+
+# -- sequences: an item or element longer than what holds it -------------------------------
+
+
+def _with_sequence(tmp_path: Path, syntax: str) -> tuple[bytes, int]:
+    """A CT whose ReferencedImageSequence (defined lengths) holds one item; returns the file
+    and the offset of the item's header."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = CTImageStorage
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    path = make_ct(tmp_path, extra={"ReferencedImageSequence": ("SQ", [item])})
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.save_as(path, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True)
+    data = path.read_bytes()
+    tag = data.index(b"\x08\x00\x40\x11", 132)
+    return data, data.index(b"\xfe\xff\x00\xe0", tag)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_item_longer_than_its_sequence_is_refused(tmp_path: Path, syntax: str) -> None:
+    data, item_at = _with_sequence(tmp_path, syntax)
+    assert _walk_lengths(data, syntax) is False
+    (length,) = struct.unpack_from("<I", data, item_at + 4)
+    bad = data[:item_at + 4] + struct.pack("<I", length + 2) + data[item_at + 8:]
+    with pytest.raises(InvalidDataset, match=r"item runs past the end of its sequence "
+                                             r"\(0008,1140\)"):
+        read_header(bad)
+
+
+def test_element_longer_than_its_item_is_refused(tmp_path: Path) -> None:
+    data, item_at = _with_sequence(tmp_path, ExplicitVRLittleEndian)
+    uid_at = item_at + 8  # (0008,1150) UI, the item's first element
+    (length,) = struct.unpack_from("<H", data, uid_at + 6)
+    bad = data[:uid_at + 6] + struct.pack("<H", length + 40) + data[uid_at + 8:]
+    with pytest.raises(InvalidDataset, match=r"element \(0008,1150\) runs past the end of its "
+                                             r"item"):
+        read_header(bad)
