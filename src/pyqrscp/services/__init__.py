@@ -84,6 +84,21 @@ def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
         return True
 
 
+def _handler(handle: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A pynetdicom event handler that, when it fails, says so in an ``E:`` line and aborts
+    the association at once (pynetdicom would log it on its own quiet logger only)."""
+    def guarded(event: Any) -> Any:
+        try:
+            return handle(event)
+        except Exception:  # noqa: BLE001
+            LOGGER.exception("%s handler failed on %s; aborting the association",
+                             event.event.name.removeprefix("EVT_").replace("_", "-"),
+                             peer_of(event.assoc))
+            event.assoc.abort()
+            raise
+    return guarded
+
+
 def cancel_requested(assoc: Any, message_id: int) -> bool:
     """Has a C-CANCEL for ``message_id`` arrived?  pynetdicom files those it reads by message
     ID; a held channel (``channel.py``) files those its holder reads.  Consumed when found."""
@@ -114,6 +129,17 @@ class Services:
         self.commit_retry = RetrySchedule()
         self.commitment: StorageCommitment | None = None
         self.client_tls: ssl.SSLContext | None = None  # outgoing associations (``+tls``)
+        self._load_services()
+
+    def _load_services(self) -> None:
+        """Import every service now, at start-up: a reinstall of the package under a running
+        server (or a file lost later) must not turn the next association into an ImportError."""
+        from pyqrscp.services import commit, echo, find, get, move, store
+
+        self._commit = commit
+        self._echo, self._find, self._store = echo, find, store
+        self._serve_of: dict[type, Callable[..., Any]] = {
+            C_MOVE: move.serve, C_GET: get.serve, C_FIND: find.serve}
 
     def open(self) -> None:
         """Open every storage area once (AE titles may share a folder)."""
@@ -125,9 +151,7 @@ class Services:
                 area.open()
                 self.areas[area_key(entry)] = area
             self._area_of_title[entry.ae_title] = self.areas[area_key(entry)]
-        from pyqrscp.services.commit import StorageCommitment
-
-        self.commitment = StorageCommitment(self, self.commit_retry)
+        self.commitment = self._commit.StorageCommitment(self, self.commit_retry)
         self.commitment.start()
 
     def close(self) -> None:
@@ -163,16 +187,18 @@ class Services:
         and C-FIND (responses encoded without pydicom); returns False to let pynetdicom serve
         everything else.
         """
-        from pyqrscp.services import find, get, move, store
-        from pyqrscp.services.find import MODEL_OF_SOP_CLASS
+        return _guarded(assoc, request, lambda: self._route(assoc, request, context_id))
 
+    def _route(self, assoc: Any, request: Any, context_id: int) -> bool:
+        store = self._store
         if isinstance(request, C_STORE):
             return _guarded(assoc, request, lambda: store.serve(self, assoc, request, context_id))
 
-        serve = {C_MOVE: move.serve, C_GET: get.serve, C_FIND: find.serve}.get(type(request))
+        serve = self._serve_of.get(type(request))
         context = next((cx for cx in assoc.accepted_contexts if cx.context_id == context_id),
                        None)
-        model = MODEL_OF_SOP_CLASS.get(str(context.abstract_syntax)) if context else None
+        model = (self._find.MODEL_OF_SOP_CLASS.get(str(context.abstract_syntax))
+                 if context else None)
         if serve is None or model is None or not request.is_valid_request:
             return False
         # The reactor is not marked paused (pynetdicom's own service classes do mark it): a
@@ -184,11 +210,10 @@ class Services:
             _forget_cancels(assoc)
 
     def handlers(self) -> list[tuple[Any, Any]]:
-        from pyqrscp.services import echo, find, store
-
+        echo, find, store = self._echo, self._find, self._store
         return [
-            (evt.EVT_C_ECHO, lambda event: echo.handle(self, event)),
-            (evt.EVT_C_STORE, lambda event: store.handle(self, event)),
-            (evt.EVT_C_FIND, lambda event: find.handle(self, event)),
-            (evt.EVT_N_ACTION, self._commitment_request),
+            (evt.EVT_C_ECHO, _handler(lambda event: echo.handle(self, event))),
+            (evt.EVT_C_STORE, _handler(lambda event: store.handle(self, event))),
+            (evt.EVT_C_FIND, _handler(lambda event: find.handle(self, event))),
+            (evt.EVT_N_ACTION, _handler(self._commitment_request)),
         ]
