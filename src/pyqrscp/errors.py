@@ -52,3 +52,11 @@ class PeerUnavailable(PyqrscpError):
 
 class SubOperationFailed(PyqrscpError):
     """One C-STORE sub-operation of a retrieve cannot be done (file gone, no usable context)."""
+
+
+class ServiceFailed(BaseException):  # noqa: N818
+    """A service handler failed and has logged why; its association is to be aborted.
+
+    A ``BaseException`` so that pynetdicom's service classes, which catch ``Exception`` and
+    answer with a default status (Success for C-ECHO), let it through to the association.
+    """

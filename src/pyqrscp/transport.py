@@ -18,6 +18,8 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from pyqrscp.errors import ServiceFailed
+
 LOGGER = logging.getLogger(__name__)
 
 RequestRouter = Callable[[Association, Any, int], bool]
@@ -37,7 +39,10 @@ class ArchiveAssociation(Association):
         router = type(self).router
         if router is not None and not self._sent_release and router(self, msg, context_id):
             return
-        super()._serve_request(msg, context_id)
+        try:
+            super()._serve_request(msg, context_id)
+        except ServiceFailed:
+            self.abort()
 
 
 class ArchiveRequestHandler(RequestHandler):

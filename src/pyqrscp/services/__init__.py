@@ -24,6 +24,7 @@ from pyqrscp.errors import (
     InvalidIdentifier,
     PyqrscpError,
     QuotaExceeded,
+    ServiceFailed,
     StorageFailure,
 )
 from pyqrscp.options import Options
@@ -85,17 +86,17 @@ def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
 
 
 def _handler(handle: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A pynetdicom event handler that, when it fails, says so in an ``E:`` line and aborts
-    the association at once (pynetdicom would log it on its own quiet logger only)."""
+    """A pynetdicom event handler that, when it fails, says so in an ``E:`` line and has the
+    association aborted at once, sending no response (pynetdicom would log it on its own quiet
+    logger and answer with a default status)."""
     def guarded(event: Any) -> Any:
         try:
             return handle(event)
-        except Exception:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001
             LOGGER.exception("%s handler failed on %s; aborting the association",
                              event.event.name.removeprefix("EVT_").replace("_", "-"),
                              peer_of(event.assoc))
-            event.assoc.abort()
-            raise
+            raise ServiceFailed from error
     return guarded
 
 
