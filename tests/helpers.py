@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,3 +162,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_log(server: RunningServer, text: str, timeout: float = 30.0) -> str:
+    """The first log line containing ``text``, polled until ``timeout``; fails the test
+    with the whole log when none appears."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in list(server.log):
+            if text in line:
+                return line
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no log line with {text!r}:\n{server.log_text()}")
+        time.sleep(0.05)

@@ -173,3 +173,28 @@ class MessageAssembler:
     @property
     def dataset(self) -> bytes | None:
         return b"".join(self._dataset) if self.has_dataset else None
+
+
+_AE_TITLE_FIELDS = ((10, 26), (26, 42))
+"""Called and Calling AE Title of an A-ASSOCIATE-RQ PDU, by offset from its first byte."""
+
+
+def ae_titles(pdu: bytes) -> tuple[bytes, bytes]:
+    """``(called, calling)`` AE Title fields of an A-ASSOCIATE-RQ PDU exactly as received."""
+    return pdu[10:26], pdu[26:42]
+
+
+def pad_ae_titles(pdu: bytes) -> bytes:
+    """An A-ASSOCIATE-RQ PDU whose AE titles end at their first NUL byte, the rest spaces.
+
+    DCMTK reads each 16-byte field as a C string, so a NUL ends the title; some stacks
+    (pynetdicom2) pad with NULs instead of the spaces PS3.8 prescribes.  Other PDUs and
+    titles without a NUL are returned unchanged.
+    """
+    if len(pdu) < 42 or pdu[0] != ASSOCIATE_RQ or 0 not in pdu[10:42]:
+        return pdu
+    fixed = bytearray(pdu)
+    for start, end in _AE_TITLE_FIELDS:
+        title = fixed[start:end].split(b"\x00", 1)[0]
+        fixed[start:end] = title.ljust(end - start)
+    return bytes(fixed)

@@ -19,6 +19,7 @@ from pynetdicom.association import Association
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from pyqrscp.errors import ServiceFailed
+from pyqrscp.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class ArchiveRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         assoc.__class__ = self.server.association_class
+        watch_association_request(assoc)
         return assoc
 
 
@@ -71,6 +73,47 @@ class ArchiveServerSocket(ThreadedAssociationServer):
     def shutdown(self) -> None:
         TCPServer.shutdown(self)
         self.server_close()
+
+
+def watch_association_request(assoc: Any) -> None:
+    """Let pynetdicom decode the A-ASSOCIATE-RQ with NUL-padded AE titles (:func:`pad_ae_titles`)
+    and log, with the peer and its AE titles, every request refused before the acceptance rules
+    see it: undecodable (pynetdicom then aborts) or of an unsupported protocol version
+    (pynetdicom rejects).  Only the first A-ASSOCIATE-RQ is watched; later PDUs take
+    pynetdicom's own decoder."""
+    dul = assoc.dul
+    decode = getattr(dul, "_decode_pdu", None)
+    if decode is None:
+        return
+
+    def decode_pdu(bytestream: bytearray) -> tuple[Any, str]:
+        if not bytestream or bytestream[0] != ASSOCIATE_RQ:
+            return decode(bytestream)  # type: ignore[no-any-return]
+        del dul._decode_pdu
+        received = pad_ae_titles(bytes(bytestream))
+        try:
+            pdu, event = decode(bytearray(received))
+        except Exception as exc:
+            log_refused_request(assoc, received, f"undecodable A-ASSOCIATE-RQ ({exc})")
+            raise
+        version = getattr(pdu, "protocol_version", 1)
+        if version != 1:
+            log_refused_request(assoc, received, f"unsupported protocol version {version}")
+        return pdu, event
+
+    dul._decode_pdu = decode_pdu
+
+
+def log_refused_request(assoc: Any, pdu: bytes, reason: str) -> None:
+    """One warning line: peer address, both AE titles as received (escaped), the reason."""
+    called, calling = (_printable(title.decode("latin-1").strip()) for title in ae_titles(pdu))
+    LOGGER.warning("Association Refused %s: %s -> %s: %s", assoc.requestor.address, calling,
+                   called, _printable(reason))
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and non-ASCII characters escaped (``\\x00``), for one log line."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def start_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Any],

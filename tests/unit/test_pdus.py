@@ -9,6 +9,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from pyqrscp import pdus
 from pyqrscp.channel import holdable
 from pyqrscp.commands import parse_command, store_request
 from pyqrscp.errors import PeerUnavailable
@@ -98,3 +99,13 @@ def test_a_channel_is_held_only_with_the_pynetdicom_internals_it_relies_on() -> 
     assert holdable(assoc)
     del assoc.dimse.message
     assert not holdable(assoc)
+
+
+def test_ae_titles_end_at_their_first_nul_and_are_padded_with_spaces() -> None:
+    header = b"\x01\x00\x00\x00\x00\x44\x00\x01\x00\x00"
+    rest = b"\x10\x00\x00\x15" + b"1.2.840.10008.3.1.1.1"
+    pdu = header + b"ARCHIVE".ljust(16, b"\x00") + b"AB\x00CD\x00" + b"\x00" * 10 + rest
+    padded = pdus.pad_ae_titles(pdu)
+    assert pdus.ae_titles(padded) == (b"ARCHIVE".ljust(16), b"AB".ljust(16))
+    assert padded[:10] == header and padded[42:] == rest
+    assert pdus.pad_ae_titles(padded) == padded

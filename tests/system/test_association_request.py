@@ -1,0 +1,123 @@
+"""What the archive makes of A-ASSOCIATE-RQ PDUs other stacks send: NUL-padded AE titles are
+accepted as DCMTK accepts them, and every request refused below the AETable rules is logged at
+the normal levels with the peer's address, its AE titles and the reason.
+
+The PDUs are written by hand (PS3.8 9.3.2), since no DCMTK tool pads with NULs.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    RunningServer,
+    free_port,
+    pyqrscp_process,
+    run_tool,
+    wait_for_log,
+    write_config,
+)
+
+A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07
+RELEASE_RP = struct.pack(">BBIL", 0x06, 0, 4, 0)
+DCMQRSCP = Path("/usr/bin/dcmqrscp")
+
+
+def _item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def associate_rq(called: bytes, calling: bytes, version: int = 1) -> bytes:
+    """An A-ASSOCIATE-RQ proposing Verification; titles are sent as given (padded with spaces
+    to 16 bytes only when shorter)."""
+    context = _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, b"1.2.840.10008.1.1")
+                    + _item(0x40, b"1.2.840.10008.1.2"))
+    user = _item(0x50, _item(0x51, struct.pack(">I", 16384)) + _item(0x52, b"1.2.3.4"))
+    body = (struct.pack(">HH", version, 0) + called.ljust(16)[:16] + calling.ljust(16)[:16]
+            + bytes(32) + _item(0x10, b"1.2.840.10008.3.1.1.1") + context + user)
+    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+
+
+def answer(port: int, pdu: bytes) -> int | None:
+    """Type of the first PDU the archive answers (None: closed without one); an accepted
+    association is released."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(pdu)
+        first = sock.recv(1)
+        if first and first[0] == A_ASSOCIATE_AC:
+            sock.sendall(struct.pack(">BBIL", 0x05, 0, 4, 0))
+            received = b""
+            while RELEASE_RP not in received:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        return first[0] if first else None
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    base = tmp_path_factory.mktemp("association-request")
+    config = write_config(base, [f"ARCHIVE {base / 'db'} RW (100, 64mb) ANY"])
+    with pyqrscp_process(config) as server:
+        yield server
+
+
+@pytest.mark.parametrize(("called", "calling"), [
+    (b"ARCHIVE".ljust(16, b"\x00"), b"NULPAD".ljust(16, b"\x00")),
+    (b"ARCHIVE\x00" + b" " * 8, b"NULPAD2\x00       "),
+    (b"ARCHIVE\x00junk\x00\x00\x00\x00", b"NULPAD3\x00\x01\x02"),
+])
+def test_ae_titles_padded_with_nul_are_accepted(archive: RunningServer, called: bytes,
+                                                calling: bytes) -> None:
+    assert answer(archive.port, associate_rq(called, calling)) == A_ASSOCIATE_AC
+    name = calling.split(b"\x00")[0].decode()
+    wait_for_log(archive, f"I: Association Acknowledged 127.0.0.1: {name} -> ARCHIVE")
+
+
+@pytest.mark.parametrize(("called", "calling", "version", "answered", "logged"), [
+    ("ÄRCHIVE".encode(), b"LATIN1", 1, A_ABORT,
+     r"Association Refused 127.0.0.1: LATIN1 -> \xc3\x84RCHIVE: undecodable A-ASSOCIATE-RQ"),
+    (b"ARCHIVE", b"\x00" * 16, 1, A_ABORT,
+     "Association Refused 127.0.0.1:  -> ARCHIVE: undecodable A-ASSOCIATE-RQ"),
+    (b"ARCHIVE", b"VERSION2", 2, A_ASSOCIATE_RJ,
+     "Association Refused 127.0.0.1: VERSION2 -> ARCHIVE: unsupported protocol version 2"),
+    (b"NOSUCHAE", b"UNKNOWN", 1, A_ASSOCIATE_RJ,
+     "Association Rejected 127.0.0.1: UNKNOWN -> NOSUCHAE"),
+])
+def test_every_refused_request_is_logged_with_peer_titles_and_reason(
+        archive: RunningServer, called: bytes, calling: bytes, version: int, answered: int,
+        logged: str) -> None:
+    assert answer(archive.port, associate_rq(called, calling, version)) == answered
+    assert wait_for_log(archive, logged).startswith("W: ")
+    assert echo_still_served(archive)
+
+
+def echo_still_served(archive: RunningServer) -> bool:
+    return answer(archive.port, associate_rq(b"ARCHIVE", b"AFTER")) == A_ASSOCIATE_AC
+
+
+@pytest.mark.skipif(not DCMQRSCP.exists(), reason="needs /usr/bin/dcmqrscp")
+def test_dcmqrscp_accepts_the_same_nul_padded_titles(tmp_path: Path) -> None:
+    """The behaviour copied: dcmqrscp accepts the NUL-padded request the tests above send."""
+    (tmp_path / "db").mkdir()
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    port = free_port()
+    reference = subprocess.Popen([str(DCMQRSCP), "-c", str(config), str(port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            assert reference.poll() is None, "dcmqrscp exited"
+            if run_tool("echoscu", "-to", "2", "localhost", str(port), "-aec",
+                        "ARCHIVE").returncode == 0:
+                break
+        padded = associate_rq(b"ARCHIVE".ljust(16, b"\x00"), b"NULPAD".ljust(16, b"\x00"))
+        assert answer(port, padded) == A_ASSOCIATE_AC
+    finally:
+        reference.terminate()
+        reference.wait(timeout=20)
