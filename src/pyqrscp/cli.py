@@ -122,9 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOGGER.warning("option %s is not implemented yet and is ignored", flag)
     config_path = find_config(flags.get("config"))
     try:
+        if flags.get("config") is None and not config_path.exists():
+            print(f"pyqrscp: no config file: none of "
+                  f"{', '.join(map(str, DEFAULT_CONFIG_PATHS))} exists (name one with -c FILE)",
+                  file=sys.stderr)
+            return 2
         config = load_config(config_path)
         for warning in config.warnings:
             LOGGER.warning("%s", warning)
+        if not config.ae_table:
+            LOGGER.warning("%s: the AETable is empty: every association will be rejected",
+                           config.path)
         if flags.get("check_config"):
             print(render_config(config))
             return 0

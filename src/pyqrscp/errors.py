@@ -23,6 +23,8 @@ class ConfigError(PyqrscpError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return f"{self.path}: {self.message}"
         return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 

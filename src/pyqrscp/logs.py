@@ -17,6 +17,9 @@ LEVELS: dict[str, int] = {
     "trace": TRACE,
 }
 
+STARTUP_LOGGER = "pyqrscp.startup"
+"""The start-up line (config file, port, AE titles) is logged here, shown at every level."""
+
 _PREFIX = {TRACE: "T", logging.DEBUG: "D", logging.INFO: "I", logging.WARNING: "W",
            logging.ERROR: "E", logging.CRITICAL: "F"}
 
@@ -49,6 +52,7 @@ def configure_logging(level_name: str, log_config: Path | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    logging.getLogger(STARTUP_LOGGER).setLevel(logging.INFO)
     pynetdicom_logger = logging.getLogger("pynetdicom")
     pynetdicom_logger.handlers[:] = [handler] if level <= TRACE else [logging.NullHandler()]
     pynetdicom_logger.setLevel(logging.DEBUG if level <= TRACE else logging.CRITICAL)

@@ -16,11 +16,13 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
+from pyqrscp import __version__
 from pyqrscp.channel import Channel
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.contexts import contexts_for
 from pyqrscp.errors import StartupError
 from pyqrscp.idle import IdleGovernor
+from pyqrscp.logs import STARTUP_LOGGER
 from pyqrscp.options import Options
 from pyqrscp.privileges import check_names, drop_privileges
 from pyqrscp.registry import (
@@ -119,8 +121,11 @@ class ArchiveServer:
                 LOGGER.error("storage area %s of %s is not writable by this process's user: "
                              "storing will fail (give the UserName/GroupName of the config "
                              "file ownership of it)", entry.storage_area, entry.ae_title)
-        LOGGER.info("pyqrscp listening on port %d with AE titles %s", self.port,
-                    ", ".join(entry.ae_title for entry in self.config.ae_table))
+        logging.getLogger(STARTUP_LOGGER).info(
+            "pyqrscp %s listening on port %d (%s) with AE titles %s; config %s", __version__,
+            self.port, self.host or "all interfaces",
+            ", ".join(entry.ae_title for entry in self.config.ae_table) or "(none)",
+            self.config.path)
 
     def stop(self) -> None:
         """Stop accepting, let running associations finish (bounded), then close the areas."""

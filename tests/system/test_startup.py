@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +16,7 @@ from typing import Any
 import pytest
 from helpers import have_dcmtk, run_tool, write_config
 
+from pyqrscp.cli import main
 from pyqrscp.config import load_config
 from pyqrscp.options import Options
 from pyqrscp.server import ArchiveServer
@@ -64,3 +70,46 @@ def test_failing_handler_aborts_at_once_with_an_error_line(
     errors = [line for line in lines.lines if line.startswith("E:")]
     assert errors and "C-ECHO" in errors[0] and "ECHOSCU" in errors[0], lines.lines
     assert "aborting the association" in errors[0]
+
+
+def _first_lines(config: Path, *args: str, until: str) -> list[str]:
+    """Start ``pyqrscp`` without ``-v``; its stderr lines up to the one containing ``until``."""
+    process = subprocess.Popen([sys.executable, "-m", "pyqrscp", "-c", str(config), *args],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    deadline = threading.Timer(60, process.kill)  # a server that never says it is ready
+    deadline.start()
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if until in line:
+                break
+    finally:
+        deadline.cancel()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    return lines
+
+
+def test_startup_line_names_config_port_and_titles_at_the_default_level(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'a'} RW (9, 1mb) ANY",
+                                     f"OTHER {tmp_path / 'b'} RW (9, 1mb) ANY"])
+    lines = _first_lines(config, "0", until="listening")
+    assert re.fullmatch(rf"I: pyqrscp \S+ listening on port [1-9]\d* \(all interfaces\) "
+                        rf"with AE titles ARCHIVE, OTHER; config {re.escape(str(config))}",
+                        lines[-1]), lines
+
+
+def test_empty_aetable_is_a_warning(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [])
+    lines = _first_lines(config, "0", until="listening")
+    assert f"W: {config}: the AETable is empty: every association will be rejected" in lines
+    assert "with AE titles (none)" in lines[-1]
+
+
+def test_missing_config_file_is_reported_as_such(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-c", str(tmp_path / "nope.cfg"), "0"]) == 2
+    assert capsys.readouterr().err == f"pyqrscp: {tmp_path / 'nope.cfg'}: config file not found\n"

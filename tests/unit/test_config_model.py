@@ -482,7 +482,7 @@ def test_load_config_unreadable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "missing.cfg")
     assert (caught.value.line, caught.value.col) == (0, 0)
-    assert "cannot read config file" in str(caught.value)
+    assert str(caught.value) == f"{tmp_path / 'missing.cfg'}: config file not found"
 
 
 def test_prepare_storage_areas_creates_folders(tmp_path: Path) -> None:

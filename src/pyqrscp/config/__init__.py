@@ -79,6 +79,8 @@ def load_config(path: Path) -> Config:
     """
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, 0, 0, "config file not found") from None
     except OSError as exc:
         raise ConfigError(path, 0, 0, f"cannot read config file: {exc.strerror or exc}") from None
     try:
