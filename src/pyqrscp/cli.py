@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,11 @@ def parse_flags(argv: Sequence[str]) -> dict[str, Any]:
             for dest, value in given.items()}
 
 
+def example_config() -> str:
+    """The example dcmqrscp.cfg shipped in the wheel (the README walkthrough's)."""
+    return (resources.files("pyqrscp") / "example.cfg").read_text(encoding="utf-8")
+
+
 def find_config(explicit: Path | None) -> Path:
     """The config file dcmqrscp would read: the named one, else the working folder, else system."""
     if explicit is not None:
@@ -117,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = parse_flags(args)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    if flags.get("print_example_config"):
+        print(example_config(), end="")
+        return 0
     configure_logging(flags.get("log_level", "warn"), flags.get("log_config"))
     for flag in flags["not_implemented"]:
         LOGGER.warning("option %s is not implemented yet and is ignored", flag)

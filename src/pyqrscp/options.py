@@ -215,6 +215,8 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
     _flag(("--no-sync",), "no_sync", "do not fsync before acknowledging a store (faster)"),
     _flag(("--case-sensitive-pn",), "case_sensitive_pn", "PN matching case-sensitive"),
     _flag(("--check-config",), "check_config", "print the resolved config and exit"),
+    _flag(("--print-example-config",), "print_example_config",
+          "print an example dcmqrscp.cfg (the walkthrough's) and exit"),
 )
 
 
@@ -265,6 +267,7 @@ class Options:
     no_sync: bool = False
     case_sensitive_pn: bool = False
     check_config: bool = False
+    print_example_config: bool = False
     max_associations: int = 16
     tls_key_cert: tuple[Path, ...] | None = None
     tls_password: str | None = None

@@ -433,15 +433,30 @@ def test_semantic_errors(text: str, message: str) -> None:
             hosts("a = (A,h,1)") + aes("X /d RW (1, 1mb) ANY a"),
             "dcmqrscp.cfg:5:22: warning: peers after ANY are ignored (as in DCMTK)",
         ),
-        (
-            aes("X db/x RW (1, 1mb) ANY"),
-            "dcmqrscp.cfg:2:3: warning: relative storage area 'db/x' is taken relative to the "
-            "config file's folder (DCMTK uses the working directory)",
-        ),
     ],
 )
 def test_warnings(text: str, warning: str) -> None:
     assert parse_config(text, Path("dcmqrscp.cfg")).warnings == (warning,)
+
+
+def test_relative_storage_area_warns_only_when_dcmtk_would_use_another_existing_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir, work_dir = tmp_path / "etc", tmp_path / "work"
+    config_dir.mkdir()
+    work_dir.mkdir()
+    monkeypatch.chdir(work_dir)
+    text = aes("X db/x RW (1, 1mb) ANY")
+    assert parse_config(text, config_dir / "dcmqrscp.cfg").warnings == ()
+    (work_dir / "db" / "x").mkdir(parents=True)
+    assert parse_config(text, config_dir / "dcmqrscp.cfg").warnings == (
+        f"{config_dir / 'dcmqrscp.cfg'}:2:3: warning: relative storage area 'db/x' is taken "
+        f"relative to the config file's folder ({config_dir / 'db/x'}), not the working "
+        f"directory as in DCMTK ({work_dir / 'db/x'})",
+    )
+    monkeypatch.chdir(config_dir)
+    (config_dir / "db" / "x").mkdir(parents=True)
+    assert parse_config(text, Path("dcmqrscp.cfg")).warnings == ()
 
 
 def test_repeated_setting_keeps_the_last_value() -> None:

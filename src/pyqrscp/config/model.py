@@ -225,7 +225,11 @@ class Checker:
         return Quota(studies, int(match.group(1)) * factor)
 
     def storage_area(self, tok: Tok, line: int) -> Path:
-        """Absolute paths (POSIX, or Windows with a drive) as given; others below the cfg folder."""
+        """Absolute paths (POSIX, or Windows with a drive) as given; others below the cfg folder.
+
+        Warns only when the two readings differ in fact: a folder of that name exists in the
+        working directory (where dcmqrscp would have stored) and is not the one used.
+        """
         if not tok.text.strip():
             raise self.error(line, tok.col, "empty storage area (expected a folder)")
         if Path(tok.text).is_absolute():
@@ -237,13 +241,16 @@ class Checker:
                     line, tok.col, f"storage area '{tok.text}' is a Windows path; used as written"
                 )
             return Path(tok.text)
-        self.warn(
-            line,
-            tok.col,
-            f"relative storage area '{tok.text}' is taken relative to the config file's folder"
-            " (DCMTK uses the working directory)",
-        )
-        return self.path.absolute().parent / tok.text
+        resolved = self.path.absolute().parent / tok.text
+        as_dcmtk = Path(tok.text).absolute()
+        if as_dcmtk.is_dir() and as_dcmtk.resolve() != resolved.resolve():
+            self.warn(
+                line,
+                tok.col,
+                f"relative storage area '{tok.text}' is taken relative to the config file's"
+                f" folder ({resolved}), not the working directory as in DCMTK ({as_dcmtk})",
+            )
+        return resolved
 
     def resolve(
         self, refs: tuple[PeerSyntax, ...], hosts: dict[str, HostEntry], line: int, where: str
