@@ -157,3 +157,25 @@ def _context(sop_class: str, syntaxes: tuple[str, ...], roles: tuple[bool, bool]
 def _find_of(retrieve_sop_class: str) -> str:
     """The FIND SOP class of the same model (MOVE ...2.1.2 or GET ...2.1.3 gives ...2.1.1)."""
     return retrieve_sop_class[:-1] + "1"
+
+
+def _uid_text(uid: object) -> str:
+    name = getattr(uid, "name", "")
+    return f"{name} ({uid})" if name and name != str(uid) else str(uid)
+
+
+def negotiation_lines(accepted: list[PresentationContext],
+                      rejected: list[PresentationContext]) -> list[str]:
+    """The negotiated presentation contexts, as dcmqrscp's ``-d`` lists them: each context's
+    ID, abstract syntax and outcome (transfer syntax and role, or the rejection reason)."""
+    lines = []
+    for context in sorted([*accepted, *rejected], key=lambda cx: cx.context_id or 0):
+        head = f"Context ID {context.context_id}: {_uid_text(context.abstract_syntax)}"
+        if context in accepted:
+            role = "/".join(r for r, on in (("SCU", context.as_scu), ("SCP", context.as_scp))
+                            if on) or "default"
+            lines.append(f"{head}: accepted, {_uid_text(context.transfer_syntax[0])}, "
+                         f"our role {role}")
+        else:
+            lines.append(f"{head}: rejected ({str(context.status).lower()})")
+    return lines

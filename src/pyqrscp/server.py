@@ -19,7 +19,7 @@ from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pyqrscp import __version__
 from pyqrscp.channel import Channel
 from pyqrscp.config import AEEntry, Config
-from pyqrscp.contexts import contexts_for
+from pyqrscp.contexts import contexts_for, negotiation_lines
 from pyqrscp.errors import StartupError
 from pyqrscp.idle import IdleGovernor
 from pyqrscp.logs import STARTUP_LOGGER
@@ -233,6 +233,16 @@ class ArchiveServer:
         LOGGER.info("Association Acknowledged %s: %s -> %s (max send PDV: %s)",
                     assoc.requestor.address, _text(assoc.requestor.ae_title),
                     _text(assoc.acceptor.ae_title), assoc.requestor.maximum_length)
+        accepted, rejected = assoc.accepted_contexts, assoc.rejected_contexts
+        lines = negotiation_lines(accepted, rejected)
+        if not accepted:
+            LOGGER.info("No Acceptable Presentation Contexts for %s: %s -> %s:\n%s",
+                        assoc.requestor.address, _text(assoc.requestor.ae_title),
+                        _text(assoc.acceptor.ae_title), "\n".join(lines))
+        elif LOGGER.isEnabledFor(logging.DEBUG):
+            LOGGER.debug("Presentation contexts of %s: %s -> %s:\n%s",
+                         assoc.requestor.address, _text(assoc.requestor.ae_title),
+                         _text(assoc.acceptor.ae_title), "\n".join(lines))
 
     def _on_ended(self, event: Any) -> None:
         assoc = event.assoc

@@ -27,6 +27,7 @@ from pyqrscp.errors import (
     ServiceFailed,
     StorageFailure,
 )
+from pyqrscp.logs import log_context
 from pyqrscp.options import Options
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
@@ -83,6 +84,23 @@ def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
                          type(request).__name__, peer_of(assoc))
         assoc.abort()
         return True
+
+
+_COMMAND_FIELDS = ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
+                   "MoveDestination", "MoveOriginatorApplicationEntityTitle",
+                   "MoveOriginatorMessageID")
+
+
+def command_set_text(request: Any) -> str:
+    """The command fields of a DIMSE request, one per line, as DCMTK's ``-d`` shows them."""
+    lines = []
+    for name in _COMMAND_FIELDS:
+        value = getattr(request, name, None)
+        if value is not None and value != "":
+            lines.append(f"{name:<38}: {value}")
+    has_dataset = getattr(request, "DataSet", None) or getattr(request, "Identifier", None)
+    lines.append(f"{'Data Set':<38}: {'present' if has_dataset is not None else 'none'}")
+    return "\n".join(lines)
 
 
 def _handler(handle: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -188,7 +206,14 @@ class Services:
         and C-FIND (responses encoded without pydicom); returns False to let pynetdicom serve
         everything else.
         """
-        return _guarded(assoc, request, lambda: self._route(assoc, request, context_id))
+        if LOGGER.isEnabledFor(logging.DEBUG):
+            LOGGER.debug("Received %s command set from %s:\n%s",
+                         type(request).__name__.replace("_", "-"), peer_of(assoc),
+                         command_set_text(request))
+        instance = getattr(request, "AffectedSOPInstanceUID", None)
+        where = peer_of(assoc) + (f", instance {instance}" if instance else "")
+        with log_context(where):
+            return _guarded(assoc, request, lambda: self._route(assoc, request, context_id))
 
     def _route(self, assoc: Any, request: Any, context_id: int) -> bool:
         store = self._store

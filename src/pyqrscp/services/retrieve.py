@@ -260,6 +260,7 @@ def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
     area = services.area_for(entry)
     try:
         identifier = read_identifier(request, responder.transfer_syntax)
+        LOGGER.debug("%s identifier:\n%s", verb, identifier)
         selection = select(area, identifier, model, services.options.check_move,
                            services.options.case_sensitive_pn)
     except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
