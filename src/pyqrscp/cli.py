@@ -126,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if flags.get("print_example_config"):
         print(example_config(), end="")
         return 0
-    configure_logging(flags.get("log_level", "warn"), flags.get("log_config"))
+    try:
+        configure_logging(flags.get("log_level", "warn"), flags.get("log_config"),
+                          flags.get("log_file"))
+    except ConfigError as error:
+        print(f"pyqrscp: {error}", file=sys.stderr)
+        return 2
     for flag in flags["not_implemented"]:
         LOGGER.warning("option %s is not implemented yet and is ignored", flag)
     config_path = find_config(flags.get("config"))

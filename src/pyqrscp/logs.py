@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import logging.handlers
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from pyqrscp.errors import ConfigError
+from pyqrscp.oflog import is_oflog_config, read_oflog
 
 TRACE = 5
 
@@ -31,10 +36,18 @@ _PREFIX = {TRACE: "T", logging.DEBUG: "D", logging.INFO: "I", logging.WARNING: "
 
 
 class DcmtkFormatter(logging.Formatter):
-    """Render records as DCMTK does (``W: text``) so log parsers written for dcmqrscp still work."""
+    """Render records as DCMTK does (``W: text``) so log parsers written for dcmqrscp still work;
+    with ``timestamps``, each line starts with the local time (for log files)."""
+
+    def __init__(self, timestamps: bool = False) -> None:
+        super().__init__()
+        self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = _PREFIX.get(record.levelno, "I")
+        if self.timestamps:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+            prefix = f"{stamp}.{int(record.msecs):03d} {prefix}"
         text = record.getMessage()
         if record.exc_info and record.levelno <= logging.DEBUG:
             text += "\n" + self.formatException(record.exc_info)
@@ -61,28 +74,72 @@ def _warning_to_log(message: Warning | str, category: type[Warning], filename: s
         "%s%s", f"{where}: " if where else "", str(message).split(" Please see ")[0])
 
 
-def configure_logging(level_name: str, log_config: Path | None = None) -> None:
+LOG_FILE_MAX_BYTES = 10 << 20
+LOG_FILE_BACKUPS = 5
+
+
+def configure_logging(level_name: str, log_config: Path | None = None,
+                      log_file: Path | None = None) -> None:
     """Apply the chosen level to pyqrscp's loggers; pynetdicom speaks only at ``trace``.
 
     pynetdicom logs every PDU at INFO/DEBUG; that costs time per message and drowns the
     one-line-per-association log that dcmqrscp users read, so it is quiet unless asked for.
+    ``log_config`` is DCMTK's log4cplus format (``logger.cfg``, ``filelog.cfg``) or a Python
+    ``logging.config`` ini file; ``log_file`` writes DCMTK-style lines with a time stamp to a
+    file rotated at 10 MiB (5 kept).  Each record goes to one set of handlers only.
+
+    Raises
+    ------
+    ConfigError
+        When the log config file cannot be read or asks for something unsupported.
     """
     logging.addLevelName(TRACE, "TRACE")
-    if log_config is not None:
-        logging.config.fileConfig(log_config, disable_existing_loggers=False)
-        return
     level = LEVELS[level_name]
-    handler = logging.StreamHandler()
-    handler.setFormatter(DcmtkFormatter())
+    if log_config is not None:
+        try:
+            text = log_config.read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise ConfigError(log_config, 0, 0, f"cannot read log config: "
+                              f"{error.strerror or error}") from None
+        if not is_oflog_config(text):
+            _python_file_config(log_config)
+            return
+        level, handlers = read_oflog(log_config)
+    elif log_file is not None:
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS)
+        handler.setFormatter(DcmtkFormatter(timestamps=True))
+        handlers = [handler]
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(DcmtkFormatter())
+        handlers = [handler]
+    _install(level, handlers)
+
+
+def _python_file_config(path: Path) -> None:
+    try:
+        logging.config.fileConfig(path, disable_existing_loggers=False)
+    except Exception as error:  # noqa: BLE001 - configparser and logging raise many kinds
+        raise ConfigError(path, 0, 0, "neither a DCMTK (log4cplus) nor a Python logging "
+                          f"config file: {type(error).__name__}: {error}") from None
+    _route_library_output()
+
+
+def _install(level: int, handlers: list[logging.Handler]) -> None:
     root = logging.getLogger("pyqrscp")
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
     root.propagate = False
-    logging.getLogger(STARTUP_LOGGER).setLevel(logging.INFO)
+    logging.getLogger(STARTUP_LOGGER).setLevel(min(level, logging.INFO))
     pynetdicom_logger = logging.getLogger("pynetdicom")
-    pynetdicom_logger.handlers[:] = [handler] if level <= TRACE else [logging.NullHandler()]
+    pynetdicom_logger.handlers[:] = handlers if level <= TRACE else [logging.NullHandler()]
     pynetdicom_logger.setLevel(logging.DEBUG if level <= TRACE else logging.CRITICAL)
     pynetdicom_logger.propagate = False
+    _route_library_output()
+
+
+def _route_library_output() -> None:
     pydicom_logger = logging.getLogger("pydicom")  # it logs what it also warns: once is enough
     pydicom_logger.handlers[:] = [logging.NullHandler()]
     pydicom_logger.propagate = False

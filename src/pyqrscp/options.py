@@ -131,7 +131,10 @@ _TLS_OPTIONS: tuple[OptionSpec, ...] = (
 OPTION_TABLE: tuple[OptionSpec, ...] = (
     _value(("-ll", "--log-level"), "log_level", str, "LEVEL",
            "fatal, error, warn, info, debug or trace"),
-    _value(("-lc", "--log-config"), "log_config", Path, "FILE", "logging config file (ini)"),
+    _value(("-lc", "--log-config"), "log_config", Path, "FILE",
+           "use config file FILE for the logger (DCMTK's logger.cfg format)"),
+    _value(("--log-file",), "log_file", Path, "FILE",
+           "log to FILE instead of stderr, rotated at 10 MiB, 5 kept (pyqrscp only)"),
     _value(("-c", "--config"), "config", Path, "FILE", "use specific configuration file"),
     _flag(("-s", "--single-process"), "single_process", "single process mode (always)"),
     _flag(("--fork",), "single_process", "accepted; pyqrscp uses threads", const=False),
@@ -226,6 +229,7 @@ class Options:
 
     log_level: str = "warn"
     log_config: Path | None = None
+    log_file: Path | None = None
     config: Path | None = None
     port: int | None = None
     single_process: bool = True
