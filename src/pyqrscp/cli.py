@@ -19,7 +19,7 @@ from pyqrscp.config import Config, load_config, prepare_storage_areas
 from pyqrscp.config.render import render_config
 from pyqrscp.errors import ConfigError, StartupError, StorageFailure
 from pyqrscp.logs import LEVELS, configure_logging
-from pyqrscp.options import OPTION_TABLE, Options
+from pyqrscp.options import OPTION_TABLE, Options, OptionSpec
 
 LOGGER = logging.getLogger(__name__)
 
@@ -30,31 +30,100 @@ DEFAULT_CONFIG_PATHS = (
 )
 
 
+_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("general options", ("log_level", "log_config", "log_file", "config", "check_config",
+                         "print_example_config")),
+    ("multi-process options", ("single_process",)),
+    ("database options: association negotiation",
+     ("require_find", "no_parallel_store", "disable_get", "allow_shutdown")),
+    ("database options: checking identifier validity", ("check_find", "check_move")),
+    ("database options: restriction of move targets", ("move_restriction",)),
+    ("database options: restriction of query/retrieve models",
+     ("no_patient_root", "no_study_root", "no_patient_study")),
+    ("database options: matching (pyqrscp only)", ("case_sensitive_pn",)),
+    ("network options: association negotiation profiles from configuration file",
+     ("assoc_config_file",)),
+    ("network options: preferred network transfer syntaxes (incoming associations)",
+     ("prefer_transfer_syntax",)),
+    ("network options: proposed transmission transfer syntaxes (outgoing associations)",
+     ("propose_transfer_syntax",)),
+    ("network options: network host access control (tcp wrapper)", ("access_control",)),
+    ("network options: other network options",
+     ("bind", "network_timeout", "acse_timeout", "dimse_timeout", "max_pdu",
+      "disable_host_lookup", "refuse", "reject", "ignore", "uid_padding")),
+    ("transport layer security (TLS) options (as storescp's)", ("tls_",)),
+    ("processing options: specific character set",
+     ("use_request_charset", "convert_to_charset", "transliterate", "discard_illegal")),
+    ("output options", ("bit_preserving", "write_dataset", "write_transfer_syntax", "new_vr",
+                        "group_length", "length_encoding", "padding", "compression_level",
+                        "no_sync")),
+)
+
+_EPILOG = """\
+options marked [warns] are accepted with a warning line and have no effect.
+
+examples:
+  pyqrscp -c dcmqrscp.cfg                    serve on the config's NetworkTCPPort
+  pyqrscp -v -c dcmqrscp.cfg --bind 127.0.0.1 11112
+  pyqrscp --check-config -c dcmqrscp.cfg     print the resolved tables, or the errors
+  pyqrscp --print-example-config > dcmqrscp.cfg
+  pyqrscp -lc /etc/dcmtk/filelog.cfg -c dcmqrscp.cfg
+  pyqrscp index -c dcmqrscp.cfg ACME_STORE /path/to/files   (see pyqrscp index --help)
+
+exit codes: 0 stopped by SIGINT/SIGTERM (or --help, --check-config), 1 runtime failure
+(cannot listen), 2 usage, config, log config or start-up error (message on stderr)."""
+
+
+def _group_of(dest: str) -> str:
+    return next(title for title, dests in _GROUPS
+                if dest in dests or any(d.endswith("_") and dest.startswith(d) for d in dests))
+
+
+def _help(spec: OptionSpec) -> str:
+    """The option's help, with ``(default)`` or its default value, and ``[warns]``."""
+    text = spec.help
+    default = getattr(Options(), spec.dest, None)
+    if spec.value_type is None and spec.const == default and "default" not in text:
+        text += " (default)"
+    elif spec.value_type is not None and default not in (None, (), "") \
+            and "default" not in text:
+        text += f" (default: {default})"
+    return text if spec.implemented else f"{text} [warns]"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Build argparse from the option table, keeping dcmqrscp's ``-``/``+`` spellings."""
+    """Build argparse from the option table, keeping dcmqrscp's ``-``/``+`` spellings and
+    the man page's grouping."""
     parser = argparse.ArgumentParser(
         prog="pyqrscp", prefix_chars="-+", allow_abbrev=False,
-        description="DICOM image archive (central test node), a drop-in for dcmqrscp. "
+        usage="pyqrscp [options] [port]\n       pyqrscp index|ls|rm --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        description="DICOM image archive (central test node), a drop-in for dcmqrscp.\n"
         "Also: 'pyqrscp index --help' to register files into a storage area.")
-    parser.add_argument("--version", action="version", version=f"pyqrscp {__version__}")
-    parser.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="fatal",
-                        default=argparse.SUPPRESS, help="quiet mode, print no warnings and errors")
-    parser.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="info",
-                        default=argparse.SUPPRESS, help="verbose mode, print processing details")
-    parser.add_argument("-d", "--debug", dest="log_level", action="store_const", const="debug",
-                        default=argparse.SUPPRESS, help="debug mode, print debug information")
     parser.add_argument("port", nargs="?", type=int, default=None,
-                        help="tcp/ip port number to listen on (default: in config file)")
+                        help="tcp/ip port number to listen on (default: NetworkTCPPort of the "
+                        "config file)")
+    groups = {title: parser.add_argument_group(title) for title, _ in _GROUPS}
+    general = groups["general options"]
+    general.add_argument("--version", action="version", version=f"pyqrscp {__version__}")
+    general.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="fatal",
+                         default=argparse.SUPPRESS, help="quiet mode, print no warnings and errors")
+    general.add_argument("-v", "--verbose", dest="log_level", action="store_const",
+                         const="info", default=argparse.SUPPRESS,
+                         help="verbose mode, print processing details")
+    general.add_argument("-d", "--debug", dest="log_level", action="store_const", const="debug",
+                         default=argparse.SUPPRESS, help="debug mode, print debug information")
     for spec in OPTION_TABLE:
+        group = groups[_group_of(spec.dest)]
         common: dict[str, Any] = {"dest": spec.dest, "default": argparse.SUPPRESS,
-                                  "help": spec.help}
+                                  "help": _help(spec)}
         if spec.value_type is None:
-            parser.add_argument(*spec.flags, action="store_const", const=spec.const, **common)
+            group.add_argument(*spec.flags, action="store_const", const=spec.const, **common)
         else:
             metavar = tuple(spec.metavar.split()) if spec.nargs and spec.metavar else spec.metavar
-            parser.add_argument(*spec.flags, type=spec.value_type, metavar=metavar,
-                                nargs=spec.nargs, action="append" if spec.repeat else "store",
-                                **common)
+            group.add_argument(*spec.flags, type=spec.value_type, metavar=metavar,
+                               nargs=spec.nargs, action="append" if spec.repeat else "store",
+                               **common)
     return parser
 
 
@@ -163,13 +232,14 @@ def _serve(options: Options, config: Config) -> int:
 
     try:
         validate_options(options)
-        server = ArchiveServer(config, options)
+        server = ArchiveServer(config, options, host=options.bind or "")
         server.install_signal_handlers()
         server.start()
     except (StartupError, ConfigError, StorageFailure) as error:
         print(f"pyqrscp: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"pyqrscp: cannot listen on port {options.port}: {error}", file=sys.stderr)
+        where = f"{options.bind}:{options.port}" if options.bind else f"port {options.port}"
+        print(f"pyqrscp: cannot listen on {where}: {error}", file=sys.stderr)
         return 1
     return server.serve_until_signalled()

@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import ConfigError, PyqrscpError
 from pyqrscp.index.database import IndexWriter, connect, create_schema
 from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.logs import DcmtkFormatter
+from pyqrscp.logs import DcmtkFormatter, log_context, warning_to_log
 from pyqrscp.storage import LOCK_FILE_NAME, TEMP_PREFIX, StorageArea, lock_area_file
 
 IGNORED_NAMES = frozenset({"DICOMDIR"})
@@ -48,9 +49,15 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     show_progress: bool = False
 
+    not_dicom: list[str] = field(default_factory=list)
+
     def skip(self, path: Path, reason: str) -> None:
-        self._clear_progress()
+        """One line per file that is DICOM but cannot go in; non-DICOM files are summed up."""
         self.skipped.append(str(path))
+        if _NOT_DICOM in reason:
+            self.not_dicom.append(str(path))
+            return
+        self._clear_progress()
         print(f"pyqrscp index: skipped {path}: {reason}", file=self.err)
 
     def progress(self, done: int) -> None:
@@ -63,16 +70,29 @@ class Report:
 
     def finish(self, what: str) -> int:
         self._clear_progress()
+        if self.not_dicom:
+            print(f"pyqrscp index: skipped {len(self.not_dicom)} file(s) that are not DICOM "
+                  f"(no DICOM file meta information), e.g. {self.not_dicom[0]}", file=self.err)
         print(f"{what}: {self.indexed} file(s) indexed, {len(self.skipped)} skipped")
         return 1 if self.skipped else 0
+
+
+_NOT_DICOM = "File is missing DICOM File Meta Information"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyqrscp index", allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Register existing DICOM files into the storage area of an AE title "
-        "(copied in under generated names, quotas applied), or rebuild that area's index from "
-        "its own files. Stop the server first.")
+        "(copied in under generated names,\nquotas applied), or rebuild that area's index from "
+        "its own files. Adding files works while the\nserver runs; --rebuild refuses an area "
+        "that a running pyqrscp uses.",
+        epilog="examples:\n"
+        "  pyqrscp index -c dcmqrscp.cfg ACME_STORE /path/to/files-or-folders\n"
+        "  pyqrscp index -c dcmqrscp.cfg ACME_STORE --rebuild\n\n"
+        "exit codes: 0 every file went in, 1 some files were skipped (each named, non-DICOM\n"
+        "files summed up in one line), 2 usage or config error")
     parser.add_argument("-c", "--config", type=Path, default=None,
                         help="config file (default: as pyqrscp, e.g. ./dcmqrscp.cfg)")
     parser.add_argument("--rebuild", action="store_true",
@@ -128,7 +148,8 @@ def add_files(entry: AEEntry, paths: Sequence[Path], report: Report) -> int:
         for done, path in enumerate(files, 1):
             try:
                 data = path.read_bytes()
-                area.store(read_header(data), data)
+                with log_context(str(path)):
+                    area.store(read_header(data), data)
             except (OSError, PyqrscpError) as error:
                 report.skip(path, getattr(error, "strerror", None) or str(error))
             else:
@@ -191,7 +212,8 @@ def _index_in_place(writer: IndexWriter, files: Sequence[Path], report: Report) 
     for done, path in enumerate(files, 1):
         try:
             data = path.read_bytes()
-            header = read_header(data)
+            with log_context(str(path)):
+                header = read_header(data)
         except (OSError, PyqrscpError) as error:
             report.skip(path, getattr(error, "strerror", None) or str(error))
         else:
@@ -221,9 +243,12 @@ def _warnings_to(stream: TextIO) -> Iterator[None]:
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.WARNING:
         logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
+    with warnings.catch_warnings():
+        warnings.showwarning = warning_to_log  # pydicom's, as W: lines naming the file
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous_level)
         handler.flush()

@@ -65,7 +65,7 @@ def log_context(where: str) -> Iterator[None]:
         _CONTEXT.where = previous
 
 
-def _warning_to_log(message: Warning | str, category: type[Warning], filename: str,
+def warning_to_log(message: Warning | str, category: type[Warning], filename: str,
                     lineno: int, file: object = None, line: str | None = None) -> None:
     """Library warnings (pydicom's ``Invalid value for VR IS``) as ``W:`` lines naming the
     peer and the instance, instead of Python's two-line warning text."""
@@ -143,5 +143,5 @@ def _route_library_output() -> None:
     pydicom_logger = logging.getLogger("pydicom")  # it logs what it also warns: once is enough
     pydicom_logger.handlers[:] = [logging.NullHandler()]
     pydicom_logger.propagate = False
-    warnings.showwarning = _warning_to_log
+    warnings.showwarning = warning_to_log
     warnings.simplefilter("always", UserWarning)

@@ -135,7 +135,9 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
            "use config file FILE for the logger (DCMTK's logger.cfg format)"),
     _value(("--log-file",), "log_file", Path, "FILE",
            "log to FILE instead of stderr, rotated at 10 MiB, 5 kept (pyqrscp only)"),
-    _value(("-c", "--config"), "config", Path, "FILE", "use specific configuration file"),
+    _value(("-c", "--config"), "config", Path, "FILE", "use specific configuration file "
+           "(default: ./dcmqrscp.cfg, else /etc/dcmtk/dcmqrscp.cfg, else "
+           "/usr/local/etc/dcmtk/dcmqrscp.cfg)"),
     _flag(("-s", "--single-process"), "single_process", "single process mode (always)"),
     _flag(("--fork",), "single_process", "accepted; pyqrscp uses threads", const=False),
     _flag(("--require-find",), "require_find", "reject MOVE/GET without a FIND context"),
@@ -169,8 +171,11 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
     _flag(("-ac", "--access-full"), "access_control", "accept any host", const=False),
     _flag(("+ac", "--access-control"), "access_control", "tcp wrapper rules",
           implemented=False),
+    _value(("--bind",), "bind", str, "ADDRESS",
+           "listen on this address only, e.g. 127.0.0.1 (default: every interface; "
+           "pyqrscp only)"),
     _value(("-to", "--timeout"), "network_timeout", int, "SECONDS", "connection timeout"),
-    _value(("-ta", "--acse-timeout"), "acse_timeout", int, "SECONDS", "ACSE timeout (30)"),
+    _value(("-ta", "--acse-timeout"), "acse_timeout", int, "SECONDS", "ACSE timeout"),
     _value(("-td", "--dimse-timeout"), "dimse_timeout", int, "SECONDS", "DIMSE timeout"),
     _value(("-pdu", "--max-pdu"), "max_pdu", int, "BYTES", "max receive PDU (4096..131072)"),
     _flag(("-dhl", "--disable-host-lookup"), "disable_host_lookup", "no hostname lookup"),
@@ -232,6 +237,7 @@ class Options:
     log_file: Path | None = None
     config: Path | None = None
     port: int | None = None
+    bind: str | None = None
     single_process: bool = True
     require_find: bool = False
     no_parallel_store: bool = False

@@ -113,3 +113,54 @@ def test_missing_config_file_is_reported_as_such(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-c", str(tmp_path / "nope.cfg"), "0"]) == 2
     assert capsys.readouterr().err == f"pyqrscp: {tmp_path / 'nope.cfg'}: config file not found\n"
+
+
+def test_help_is_grouped_as_dcmqrscp_with_defaults_warnings_and_examples(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    headers = ["general options:", "multi-process options:", "database options:",
+               "network options:", "processing options:", "output options:", "examples:",
+               "exit codes:"]
+    positions = [text.find(header) for header in headers]
+    assert -1 not in positions and positions == sorted(positions), positions
+    assert re.search(r"--allow-shutdown\s+allow external shutdown \(private SOP class\) "
+                     r"\[warns\]", text)
+    assert re.search(r"\+x=, --prefer-uncompr\s+prefer: uncompr \(default\)", text)
+    assert re.search(r"--acse-timeout SECONDS\s+ACSE timeout \(default: 30\)", text)
+    assert "--bind ADDRESS" in text
+
+
+def test_index_help_agrees_with_the_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert main(["index", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "Stop the server first" not in text
+    assert "works while the\nserver runs" in text
+    for line in ("pyqrscp index -c dcmqrscp.cfg ACME_STORE /path/to/files-or-folders",
+                 "pyqrscp index -c dcmqrscp.cfg ACME_STORE --rebuild"):
+        assert line in readme and line in text
+    assert "exit codes: 0" in text
+
+
+def test_index_sums_up_non_dicom_files_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'a'} RW (9, 10mb) ANY"])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("notes.txt", "scan.json", "readme.md"):
+        (folder / name).write_text("not DICOM\n")
+    result = subprocess.run([sys.executable, "-m", "pyqrscp", "index", "-c", str(config),
+                             "ARCHIVE", str(folder)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "pyqrscp index: skipped 3 file(s) that are not DICOM (no DICOM file meta "
+        f"information), e.g. {folder / 'notes.txt'}"], result.stderr
+
+
+@needs_dcmtk
+def test_bind_listens_on_the_given_address_only(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'a'} RW (9, 1mb) ANY"])
+    lines = _first_lines(config, "--bind", "127.0.0.1", "0", until="listening")
+    assert re.search(r"listening on port \d+ \(127\.0\.0\.1\) with AE titles ARCHIVE",
+                     lines[-1]), lines
