@@ -70,7 +70,10 @@ class Report:
 
     def finish(self, what: str) -> int:
         self._clear_progress()
-        if self.not_dicom:
+        if len(self.not_dicom) == 1:
+            print(f"pyqrscp index: skipped {self.not_dicom[0]}: not DICOM (no DICOM file meta "
+                  "information)", file=self.err)
+        elif self.not_dicom:
             print(f"pyqrscp index: skipped {len(self.not_dicom)} file(s) that are not DICOM "
                   f"(no DICOM file meta information), e.g. {self.not_dicom[0]}", file=self.err)
         print(f"{what}: {self.indexed} file(s) indexed, {len(self.skipped)} skipped")
