@@ -17,6 +17,9 @@ Decisions beyond the letter of the standard (each covered by a test):
   that minute. Stored partial values are points at the start of their unit.
 * DT timezone offsets are accepted and ignored: values compare as written (wall-clock time).
 * A query DA/TM/DT that cannot be parsed raises `InvalidIdentifier`; a stored one never matches.
+* A key lists at most `MAX_VALUES_PER_KEY` values (`InvalidIdentifier` past it): every value
+  that is not an exact one costs a comparison per candidate entity.  Exact values are looked up
+  in a set, and every value is parsed in one pass, so the cost of a key is linear in its length.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ ValuePredicate = Callable[[str | None], bool]
 #: A closed interval of comparison keys; ``None`` is an open end.
 Bounds = tuple[int | None, int | None]
 
+#: Values one matching key may list (``\\``-separated); more are refused with 0xA900.
+MAX_VALUES_PER_KEY = 10_000
 #: VRs matched as ranges (PS3.4 C.2.2.2.5).
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
 #: VRs whose ``*``/``?`` are literal characters (PS3.4 C.2.2.2.4 allows wildcards elsewhere only).
@@ -108,6 +113,7 @@ def compile_element(
     """
     if vr == "SQ" or is_universal(value, vr):
         return None
+    check_value_count(keyword, vr, value)
     if vr == "UI":
         return _uid_predicate(uid_list(value))
     if vr in RANGE_VRS:
@@ -118,8 +124,26 @@ def compile_element(
         return None
     fold = vr == "PN" and not case_sensitive_pn
     wildcards = vr not in NON_WILDCARD_VRS
-    matchers = [_text_matcher(_normalise(part, fold), wildcards) for part in parts]
-    return _text_predicate(vr, matchers, fold)
+    queries = [_normalise(part, fold) for part in parts]
+    patterns = [q for q in queries if wildcards and ("*" in q or "?" in q)]
+    exact = frozenset(queries).difference(patterns)
+    return _text_predicate(vr, exact, [_wildcard_matcher(p) for p in patterns], fold)
+
+
+def check_value_count(keyword: str, vr: str, value: str) -> None:
+    """Refuse a key listing more than `MAX_VALUES_PER_KEY` values.
+
+    Raises
+    ------
+    InvalidIdentifier
+        With the count and the bound, for the ErrorComment and the log line.
+    """
+    if vr in SINGLE_VALUE_TEXT_VRS or vr == "SQ":
+        return
+    count = value.count("\\") + 1
+    if count > MAX_VALUES_PER_KEY:
+        raise InvalidIdentifier(f"{keyword} lists {count} values; at most "
+                                f"{MAX_VALUES_PER_KEY} are matched per key")
 
 
 def compile_identifier(
@@ -242,24 +266,25 @@ def _normalise(text: str, fold: bool) -> str:
     return "".join(map(_fold_char, stripped)) if fold else stripped
 
 
-def _text_matcher(query: str, wildcards: bool) -> Callable[[str], bool]:
-    """Return single-value matching for one normalised query value."""
-    if wildcards and ("*" in query or "?" in query):
-        return lambda stored: match_wildcard(query, stored)
-    return lambda stored: stored == query
+def _wildcard_matcher(pattern: str) -> Callable[[str], bool]:
+    """Single-value matching for one normalised query value holding ``*`` or ``?``."""
+    return lambda stored: match_wildcard(pattern, stored)
 
 
 def _text_predicate(
-    vr: str, matchers: Sequence[Callable[[str], bool]], fold: bool
+    vr: str, exact: frozenset[str], patterns: Sequence[Callable[[str], bool]], fold: bool
 ) -> ValuePredicate:
-    """Any query value matching any non-empty stored value satisfies the key."""
+    """Any query value (exact, or a wildcard pattern) matching any non-empty stored value
+    satisfies the key; exact values cost one set lookup whatever their number."""
 
     def predicate(stored: str | None) -> bool:
         if stored is None:
             return False
         values = [stored] if vr in SINGLE_VALUE_TEXT_VRS else stored.split("\\")
-        normalised = [_normalise(v, fold) for v in values]
-        return any(match(v) for v in normalised if v for match in matchers)
+        normalised = [v for v in (_normalise(v, fold) for v in values) if v]
+        if not exact.isdisjoint(normalised):
+            return True
+        return any(match(v) for v in normalised for match in patterns)
 
     return predicate
 
@@ -342,18 +367,20 @@ def _split_range(vr: str, text: str) -> tuple[str, str] | None:
     """Split ``A-B`` at its range hyphen; ``None`` for a single value.
 
     DT offsets (``-0500``) also use ``-``, so for DT a value that parses whole is a single value,
-    otherwise the first hyphen whose two sides both parse separates the bounds.
+    otherwise the first hyphen whose two sides both parse separates the bounds.  A DT holds at
+    most one hyphen, so only the first two hyphens can be that one: the split costs a fixed
+    number of passes over the text, however many hyphens it holds.
     """
-    if "-" not in text:
+    first = text.find("-")
+    if first < 0:
         return None
     if vr != "DT":
-        low, _, high = text.partition("-")
-        return low, high
+        return text[:first], text[first + 1 :]
     if _parse_dt(text, False) is not None:
         return None
-    for index, char in enumerate(text):
-        if char != "-":
-            continue
+    for index in (first, text.find("-", first + 1)):
+        if index < 0:
+            break
         low, high = text[:index], text[index + 1 :]
         if all(side == "" or _parse_dt(side, False) is not None for side in (low, high)):
             return low, high

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pyqrscp import matching
 from pyqrscp.errors import InvalidIdentifier
 from pyqrscp.matching import (
     DATE_TIME_PAIRS,
+    MAX_VALUES_PER_KEY,
     compile_element,
     compile_identifier,
     is_universal,
@@ -459,3 +461,49 @@ def test_pn_folding_equals_matching_the_casefolded_forms(pattern: str, stored: s
     folded_match = stored != "" and match_wildcard(pattern.casefold(), stored.casefold())
     expected = is_universal(pattern, "PN") or folded_match
     assert element_matches("PN", pattern, stored) is expected
+
+
+# -- cost linear in the identifier ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["-" * 4_001, "2020-" * 800 + "-", "-0500" * 800])
+def test_a_dt_range_is_split_in_a_bounded_number_of_passes(
+        query: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The range hyphen is looked for among the first two only: the text handed to the DT
+    parser stays within a fixed multiple of the query's length (slicing at every hyphen is
+    quadratic: 800,000 hyphens took 47 s)."""
+    parse_dt = matching._parse_dt
+    examined: list[int] = []
+
+    def counting_parse_dt(text: str, upper: bool) -> int | None:
+        examined.append(len(text))
+        return parse_dt(text, upper)
+
+    monkeypatch.setattr(matching, "_parse_dt", counting_parse_dt)
+    with pytest.raises(InvalidIdentifier):
+        compile_element("AcquisitionDateTime", "DT", query)
+    assert sum(examined) <= 8 * len(query)
+
+
+@pytest.mark.parametrize(("query", "stored", "expected"), [
+    ("20200101-0500-20200102+0100", "20200101120000", True),
+    ("20200101-0500-20200102+0100", "20200103", False),
+    ("-20200102-0500", "20200101", True),
+    ("20200101-0500-", "20191231", False),
+])
+def test_dt_ranges_with_offsets_still_split_at_the_range_hyphen(
+        query: str, stored: str, expected: bool) -> None:
+    assert element_matches("DT", query, stored) is expected
+
+
+@pytest.mark.parametrize("vr", ["PN", "LO", "UI", "DA", "CS"])
+def test_a_key_over_the_value_bound_is_refused(vr: str) -> None:
+    value = {"PN": "A*", "LO": "x?", "UI": "1.2", "DA": "20200101", "CS": "CT"}[vr]
+    assert compile_element("Key", vr, "\\".join([value] * MAX_VALUES_PER_KEY)) is not None
+    with pytest.raises(InvalidIdentifier, match=f"at most {MAX_VALUES_PER_KEY}"):
+        compile_element("Key", vr, "\\".join([value] * (MAX_VALUES_PER_KEY + 1)))
+
+
+def test_single_value_text_keys_are_not_counted() -> None:
+    assert compile_element("Key", "LT", "a\\" * (MAX_VALUES_PER_KEY + 1)) is not None
+

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pyqrscp.dicomfile import element_text
 from pyqrscp.errors import InvalidIdentifier
 from pyqrscp.index.schema import level_of
-from pyqrscp.matching import compile_identifier, is_universal, uid_list
+from pyqrscp.matching import check_value_count, compile_identifier, is_universal, uid_list
 
 LEVEL_ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _LEVEL_NAMES = {"patient": "PATIENT", "study": "STUDY", "series": "SERIES", "instance": "IMAGE"}
@@ -70,8 +70,8 @@ def parse_identifier(identifier: Dataset, model: InformationModel, strict: bool 
     ------
     InvalidIdentifier
         Missing/unknown level, a level the model lacks, a wildcard or list in a unique key
-        above the query level, and with ``strict`` (``-XF``/``-XM``) keys below the level or
-        missing unique keys above it.
+        above the query level, a key listing more than ``MAX_VALUES_PER_KEY`` values, and
+        with ``strict`` (``-XF``/``-XM``) keys below the level or missing unique keys above it.
     """
     level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
     if not level:
@@ -93,7 +93,9 @@ def parse_identifier(identifier: Dataset, model: InformationModel, strict: bool 
             continue
         return_keys.append(keyword)
         if element.VR != "SQ":
-            keys.append((keyword, element.VR, element_text(element.value)))
+            text = element_text(element.value)
+            check_value_count(keyword, element.VR, text)
+            keys.append((keyword, element.VR, text))
     _check_unique_keys({k: v for k, _, v in keys}, model, level, strict)
     return Query(model, level, tuple(keys), tuple(return_keys))
 
@@ -139,7 +141,9 @@ def candidate_sql(query: Query, levels: frozenset[str] | None = None) -> tuple[s
     """SQL for the rows at the query level, narrowed by exact/list unique keys only.
 
     Columns: the patient/study/series/instance attrs (NULL unless in ``levels``; None = all
-    available), the row's pk, then the pks of its patient, study and series.
+    available), the row's pk, then the pks of its patient, study and series.  A list of UIDs
+    travels as one JSON parameter (``json_each``), never as one SQL variable per UID, so its
+    length is bounded by the identifier rules and not by SQLite's variable limit.
     """
     from_clause, owners = _FROM[query.level]
     depth = LEVEL_ORDER.index(query.level)
@@ -154,8 +158,12 @@ def candidate_sql(query: Query, levels: frozenset[str] | None = None) -> tuple[s
                 UNIQUE_LEVEL[keyword]) > depth or "*" in value or "?" in value:
             continue
         values = uid_list(value) if keyword != "PatientID" else (value.strip(),)
-        where.append(f"{column} IN ({', '.join('?' * len(values))})")
-        args.extend(values)
+        if len(values) == 1:
+            where.append(f"{column} = ?")
+            args.append(values[0])
+        else:
+            where.append(f"{column} IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(values))
     if where:
         sql += " WHERE " + " AND ".join(where)
     return sql, args

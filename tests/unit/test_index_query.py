@@ -1,0 +1,74 @@
+"""The index's candidate SQL (``index/query.py``) on a real SQLite index."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import make_ct
+from pydicom.dataset import Dataset
+
+from pyqrscp.config import Quota
+from pyqrscp.dicomfile import read_header
+from pyqrscp.errors import InvalidIdentifier
+from pyqrscp.index.query import STUDY_ROOT, matching_instances, parse_identifier, run_query
+from pyqrscp.matching import MAX_VALUES_PER_KEY
+from pyqrscp.storage import StorageArea
+
+STUDY_UID = "1.2.826.0.1.3680043.2.1143.5"
+SOP_UIDS = [f"{STUDY_UID}.1.{n}" for n in range(1, 4)]
+SQL_VARIABLES = 50
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> Iterator[StorageArea]:
+    (tmp_path / "in").mkdir()
+    area = StorageArea(tmp_path / "area", Quota(10, 64 * 1024**2), durable=False)
+    area.open()
+    for sop_uid in SOP_UIDS:
+        data = make_ct(tmp_path / "in", study_uid=STUDY_UID, series_uid=f"{STUDY_UID}.1",
+                       sop_uid=sop_uid, rows=2).read_bytes()
+        area.store(read_header(data), data)
+    yield area
+    area.close()
+
+
+def many_uids(count: int) -> str:
+    return "\\".join(SOP_UIDS + [f"1.2.3.{n}" for n in range(count)])
+
+
+def query(level: str, **keys: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is Python 3.11+")
+def test_uid_lists_longer_than_sqlites_variable_limit_are_matched(area: StorageArea) -> None:
+    """Lists travel as one parameter: an index whose SQLite allows only 50 variables still
+    answers a list of 1,000 UIDs per key, in two unique keys at once."""
+    db = area.reader()
+    try:
+        set_limit = getattr(db, "setlimit")  # noqa: B009
+        set_limit(getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER"), SQL_VARIABLES)  # noqa: B009
+        uids = many_uids(1_000)
+        found = matching_instances(db, parse_identifier(query(
+            "IMAGE", StudyInstanceUID=STUDY_UID, SeriesInstanceUID=f"{STUDY_UID}.1",
+            SOPInstanceUID=uids), STUDY_ROOT))
+        studies = list(run_query(db, parse_identifier(query(
+            "STUDY", StudyInstanceUID=f"{uids}\\{STUDY_UID}"), STUDY_ROOT)))
+    finally:
+        db.close()
+    assert sorted(row[0] for row in found) == sorted(SOP_UIDS)
+    assert [study["StudyInstanceUID"] for study in studies] == [STUDY_UID]
+
+
+def test_a_key_listing_more_values_than_the_bound_is_refused() -> None:
+    over = many_uids(MAX_VALUES_PER_KEY)
+    with pytest.raises(InvalidIdentifier, match=f"lists {MAX_VALUES_PER_KEY + 3} values"):
+        parse_identifier(query("IMAGE", SOPInstanceUID=over), STUDY_ROOT)
