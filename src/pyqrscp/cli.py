@@ -188,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pyqrscp.indexer import main as index_main
 
         return index_main(args[1:])
+    if args and args[0] in ("ls", "rm"):
+        from pyqrscp.chores import ls_main, rm_main
+
+        return (ls_main if args[0] == "ls" else rm_main)(args[1:])
     try:
         flags = parse_flags(args)
     except SystemExit as exit_:

@@ -1,0 +1,219 @@
+"""``pyqrscp ls`` and ``pyqrscp rm``: what a storage area holds, and deleting from it.
+
+Both work while the server runs: ``ls`` reads the index as any WAL reader does, ``rm`` goes
+through :meth:`StorageArea.delete` (rows first, in one transaction; then the files).
+Exit codes: 0 done, 1 nothing matched, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pyqrscp.config import AEEntry, Config, load_config
+from pyqrscp.errors import ConfigError, PyqrscpError
+from pyqrscp.index.schema import INDEX_FILE_NAME
+from pyqrscp.logs import DcmtkFormatter
+from pyqrscp.storage import StorageArea
+
+LOGGER = logging.getLogger(__name__)
+
+_TREE_SQL = """
+SELECT patient.patient_id, patient.attrs, study.study_instance_uid, study.study_date,
+       study.attrs, series.series_instance_uid, series.modality,
+       COUNT(instance.pk), SUM(instance.file_size), MAX(instance.received)
+FROM instance JOIN series ON series.pk=instance.series_pk
+JOIN study ON study.pk=series.study_pk JOIN patient ON patient.pk=study.patient_pk
+WHERE (?1 IS NULL OR patient.patient_id=?1) AND (?2 IS NULL OR study.study_instance_uid=?2)
+  AND (?3 IS NULL OR series.series_instance_uid=?3)
+GROUP BY series.pk ORDER BY patient.patient_id, study.study_date, study.study_instance_uid,
+         series.series_instance_uid
+"""
+
+
+def _config(path: Path | None) -> Config:
+    from pyqrscp.cli import find_config
+
+    return load_config(find_config(path))
+
+
+def _entry(config: Config, ae_title: str) -> AEEntry:
+    entry = config.ae(ae_title)
+    if entry is None:
+        known = ", ".join(e.ae_title for e in config.ae_table) or "none"
+        raise ConfigError(config.path, 0, 0, f"AE title {ae_title!r} is not in the AETable "
+                          f"(known: {known})")
+    return entry
+
+
+def area_tree(entry: AEEntry, patient: str | None = None, study: str | None = None,
+              series: str | None = None) -> dict[str, Any]:
+    """The area's patients → studies → series with instance counts, bytes and dates."""
+    tree: dict[str, Any] = {"ae_title": entry.ae_title, "storage_area": str(entry.storage_area),
+                            "patients": []}
+    index = entry.storage_area / INDEX_FILE_NAME
+    if not index.exists():
+        return _totals(tree)
+    db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = db.execute(_TREE_SQL, (patient, study, series)).fetchall()
+    finally:
+        db.close()
+    patients: dict[str, dict[str, Any]] = {}
+    studies: dict[str, dict[str, Any]] = {}
+    for (patient_id, patient_attrs, study_uid, study_date, study_attrs, series_uid, modality,
+         count, size, received) in rows:
+        if patient_id not in patients:
+            patients[patient_id] = {"patient_id": patient_id, "patient_name": json.loads(
+                patient_attrs).get("PatientName", ""), "studies": []}
+            tree["patients"].append(patients[patient_id])
+        if study_uid not in studies:
+            studies[study_uid] = {"study_instance_uid": study_uid, "study_date": study_date,
+                                  "study_description": json.loads(study_attrs).get(
+                                      "StudyDescription", ""), "series": []}
+            patients[patient_id]["studies"].append(studies[study_uid])
+        studies[study_uid]["series"].append({
+            "series_instance_uid": series_uid, "modality": modality, "instances": int(count),
+            "bytes": int(size or 0), "last_stored": _time_text(int(received))})
+    return _totals(tree)
+
+
+def _totals(node: dict[str, Any]) -> dict[str, Any]:
+    """Add ``instances``, ``bytes`` and ``last_stored`` sums to every level."""
+    for key in ("patients", "studies", "series"):
+        if key in node:
+            children = [_totals(child) for child in node[key]]
+            node["instances"] = sum(c["instances"] for c in children)
+            node["bytes"] = sum(c["bytes"] for c in children)
+            node["last_stored"] = max((c["last_stored"] for c in children), default="")
+    return node
+
+
+def _time_text(nanoseconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(nanoseconds / 1e9))
+
+
+def _size_text(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return ""
+
+
+def render_tree(tree: dict[str, Any]) -> list[str]:
+    """The tree as indented text lines, with counts, sizes and dates."""
+    def facts(node: dict[str, Any]) -> str:
+        return (f"{node['instances']} instance(s), {_size_text(node['bytes'])}, last stored "
+                f"{node['last_stored'] or '-'}")
+
+    lines = [f"{tree['ae_title']} ({tree['storage_area']}): {len(tree['patients'])} "
+             f"patient(s), {facts(tree)}"]
+    for patient in tree["patients"]:
+        lines.append(f"  patient {patient['patient_id']!r} {patient['patient_name']}: "
+                     f"{len(patient['studies'])} study(ies), {facts(patient)}")
+        for study in patient["studies"]:
+            lines.append(f"    study {study['study_instance_uid']} {study['study_date']} "
+                         f"{study['study_description']}".rstrip()
+                         + f": {len(study['series'])} series, {facts(study)}")
+            for series in study["series"]:
+                lines.append(f"      series {series['series_instance_uid']} "
+                             f"{series['modality']}: {facts(series)}")
+    return lines
+
+
+def ls_main(argv: Sequence[str]) -> int:
+    """Run ``pyqrscp ls``."""
+    parser = argparse.ArgumentParser(
+        prog="pyqrscp ls", allow_abbrev=False,
+        description="What storage areas hold: patients, studies, series, with instance counts, "
+        "sizes and dates. Works while the server runs.",
+        epilog="exit codes: 0 listed, 1 nothing matched a filter, 2 usage or config error")
+    parser.add_argument("-c", "--config", type=Path, default=None, help="config file")
+    parser.add_argument("ae_title", metavar="AETITLE", nargs="?",
+                        help="only this AETable entry (default: every one)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--patient", metavar="ID", help="only this Patient ID")
+    which.add_argument("--study", metavar="UID", help="only this Study Instance UID")
+    which.add_argument("--series", metavar="UID", help="only this Series Instance UID")
+    parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    try:
+        args = parser.parse_args(list(argv))
+        config = _config(args.config)
+        entries = [_entry(config, args.ae_title)] if args.ae_title else list(config.ae_table)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except ConfigError as error:
+        print(f"pyqrscp ls: {error}", file=sys.stderr)
+        return 2
+    trees = [area_tree(e, args.patient, args.study, args.series) for e in entries]
+    if args.json:
+        print(json.dumps(trees, indent=2))
+    else:
+        for tree in trees:
+            print("\n".join(render_tree(tree)))
+    filtered = args.patient or args.study or args.series
+    return 1 if filtered and not any(t["instances"] for t in trees) else 0
+
+
+def rm_main(argv: Sequence[str]) -> int:
+    """Run ``pyqrscp rm``."""
+    parser = argparse.ArgumentParser(
+        prog="pyqrscp rm", allow_abbrev=False,
+        description="Delete a study, series or instance from a storage area: index rows and "
+        "files together, crash-safe, while the server runs; one log line per deletion.",
+        epilog="exit codes: 0 deleted, 1 nothing matched, 2 usage or config error "
+        "(or an R area without --force)")
+    parser.add_argument("-c", "--config", type=Path, default=None, help="config file")
+    parser.add_argument("ae_title", metavar="AETITLE", help="the AETable entry")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", metavar="UID", help="Study Instance UID")
+    which.add_argument("--series", metavar="UID", help="Series Instance UID")
+    which.add_argument("--instance", metavar="UID", help="SOP Instance UID")
+    parser.add_argument("--force", action="store_true",
+                        help="also delete from a read-only (R) area")
+    try:
+        args = parser.parse_args(list(argv))
+        entry = _entry(_config(args.config), args.ae_title)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except ConfigError as error:
+        print(f"pyqrscp rm: {error}", file=sys.stderr)
+        return 2
+    if not entry.access.can_store and not args.force:
+        print(f"pyqrscp rm: {entry.ae_title} is a read-only ({entry.access.value}) area; "
+              "--force deletes anyway", file=sys.stderr)
+        return 2
+    level = "study" if args.study else "series" if args.series else "instance"
+    uid = args.study or args.series or args.instance
+    return _delete(entry, level, uid)
+
+
+def _delete(entry: AEEntry, level: str, uid: str) -> int:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(DcmtkFormatter())
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    area = StorageArea(entry.storage_area, entry.quota)
+    try:
+        area.open()
+        count, size = area.delete(level, uid)
+        if not count:
+            print(f"pyqrscp rm: no {level} {uid} in {entry.ae_title}", file=sys.stderr)
+            return 1
+        LOGGER.info("deleted %s %s from %s (%s): %d instance(s), %d bytes", level, uid,
+                    entry.ae_title, entry.storage_area, count, size)
+        return 0
+    except (PyqrscpError, OSError) as error:
+        print(f"pyqrscp rm: {error}", file=sys.stderr)
+        return 2
+    finally:
+        area.close()
+        LOGGER.removeHandler(handler)
