@@ -2,8 +2,11 @@
 
 pyqrscp serves C-FIND itself (through :meth:`Services.route_request`), on the association's own
 thread: each pending response is a command set packed with ``struct`` plus an identifier from
-:mod:`pyqrscp.encoding`, queued for pynetdicom's DUL as one P-DATA when it fits the peer's PDU.
-pynetdicom built and validated a pydicom Dataset for both, about 0.6 ms per response.
+:mod:`pyqrscp.encoding`, queued for pynetdicom's DUL.  pynetdicom built and validated a pydicom
+Dataset for both, about 0.6 ms per response.  The command set and the identifier go in P-DATA-TF
+PDUs of their own, as DCMTK and pynetdicom send them: PS3.8 allows both in one PDU, but some
+peers (GDCM's ``gdcmscu``) read the identifier from the PDU after the command's and then wait
+forever for a final response they have already swallowed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import encode
-from pynetdicom.pdu_primitives import P_DATA
 
 from pyqrscp.charset import TEXT_VRS, choose_charset, requested_charsets
 from pyqrscp.commands import find_response
@@ -58,7 +60,8 @@ MODEL_OF_SOP_CLASS = {
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
-queued responses, wait for it to drain so that a C-CANCEL is seen between responses."""
+queued responses (two P-DATA primitives each), wait for it to drain so that a C-CANCEL is seen
+between responses."""
 _DRAIN_POLL = 0.0001  # while waiting for the DUL to send queued responses
 
 
@@ -176,7 +179,6 @@ class FindResponder:
         self.sop_class = str(request.AffectedSOPClassUID)
         self.context_id = int(context.context_id)
         self.transfer_syntax = UID(context.transfer_syntax[0])
-        self.max_pdu = int(assoc.requestor.maximum_length or 0)
         self.dimse_timeout = dimse_timeout
 
     def is_cancelled(self) -> bool:
@@ -184,19 +186,13 @@ class FindResponder:
         return cancel_requested(self.assoc, self.message_id)
 
     def pending(self, identifier: bytes) -> None:
-        """One pending response; command and identifier in one P-DATA-TF when they fit."""
-        if self.assoc.dul.to_provider_queue.qsize() >= _QUEUED_RESPONSES:
+        """One pending response: the command set, then the identifier, each in its own
+        P-DATA-TF PDU(s)."""
+        if self.assoc.dul.to_provider_queue.qsize() >= 2 * _QUEUED_RESPONSES:
             self.drain()
         command = find_response(self.sop_class, self.message_id, int(Status.PENDING),
                                 has_identifier=True)
-        if self.max_pdu and len(command) + len(identifier) + 12 > self.max_pdu:
-            send_message(self.assoc, self.context_id, command, identifier)
-            return
-        primitive = P_DATA()
-        pdvs = primitive.presentation_data_value_list
-        pdvs.append((self.context_id, b"\x03" + command))
-        pdvs.append((self.context_id, b"\x02" + identifier))
-        self.assoc.dul.send_pdu(primitive)
+        send_message(self.assoc, self.context_id, command, identifier)
 
     def drain(self) -> None:
         """Wait until the DUL has sent everything queued; abort a peer that reads nothing for
