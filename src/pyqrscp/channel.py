@@ -15,6 +15,7 @@ A channel is held only between messages with nothing of the peer's in pynetdicom
 
 from __future__ import annotations
 
+import io
 import logging
 import select
 import socket
@@ -41,6 +42,11 @@ _RECEIVE_EVENTS = frozenset({"Evt3", "Evt4", "Evt6", "Evt10", "Evt12", "Evt13", 
 Take = Callable[[int, dict[int, bytes]], bool]
 """Called with (context ID, command elements) once a command is whole: serve it (True) or
 push it back for pynetdicom (False)."""
+SinkFactory = Callable[[Any, str, int, str, str], Any]
+"""Called with (association, transfer syntax, command field, affected SOP class UID, affected
+SOP instance UID) when a message's command is whole and a dataset follows: the
+:class:`pdus.DatasetSink` (an ``io.BytesIO``, as pynetdicom requires) that bounds and keeps
+its dataset."""
 
 
 @contextmanager
@@ -59,13 +65,18 @@ class PushedBack(Exception):
     """What the peer sent is pynetdicom's to handle, and has been given back to it unread."""
 
 
+class MessageBroken(PushedBack):
+    """A message taken by the holder failed after too much of it was read to give it back
+    (or its dataset overran its limit): the association must be aborted."""
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """A whole DIMSE message read from a held channel."""
 
     context_id: int
     command: dict[int, bytes]
-    dataset: bytes | None
+    dataset: bytes | pdus.DatasetSink | None
 
     def us(self, element: int) -> int:
         """An unsigned short of the command (0 when absent)."""
@@ -78,7 +89,7 @@ class Received:
 
 _DUL_INTERNALS = ("_is_transport_event", "_read_pdu_data", "_recv_pdu", "event_queue",
                   "_idle_timer", "_run_loop_delay", "state_machine")
-_DIMSE_INTERNALS = ("message", "msg_queue")
+_DIMSE_INTERNALS = ("message", "msg_queue", "receive_primitive")
 _WARNED: list[bool] = []
 
 
@@ -93,8 +104,10 @@ def holdable(assoc: Any) -> bool:
 class Channel:
     """The pair of seats on one association's socket: pynetdicom's and a holder's."""
 
-    def __init__(self, assoc: Any, limit: int) -> None:
+    def __init__(self, assoc: Any, limit: int, sink_of: SinkFactory | None = None) -> None:
         self.assoc = assoc
+        self.sink_of = sink_of
+        self._aborting = False
         self.dul = assoc.dul
         self.assoc_socket = assoc.dul.socket
         self.limit = limit
@@ -110,16 +123,22 @@ class Channel:
                                                             lambda: False)
 
     @classmethod
-    def install(cls, assoc: Any, limit: int) -> Channel:
+    def install(cls, assoc: Any, limit: int, sink_of: SinkFactory | None = None) -> Channel:
         """Seat a channel between pynetdicom and the socket of a new connection; ``limit`` is
-        the longest PDU accepted (a longer announced length closes the connection).  With a
+        the longest PDU accepted (a longer announced length closes the connection);
+        ``sink_of`` gives every message's dataset its bound, whoever reads it.  With a
         pynetdicom whose internals differ from those the holder relies on, the channel only
         bounds PDU lengths and is never held (everything takes pynetdicom's own path)."""
-        channel = cls(assoc, limit)
+        channel = cls(assoc, limit, sink_of)
         channel.assoc_socket.recv = channel._pynetdicom_recv
         channel.assoc_socket.send = channel._pynetdicom_send
         if channel.holdable:
             channel.dul._is_transport_event = channel._pynetdicom_transport_event
+            if sink_of is not None:
+                dimse = assoc.dimse
+                receive = dimse.receive_primitive
+                dimse.receive_primitive = lambda primitive: channel._pynetdicom_receive(
+                    receive, primitive)
         elif not _WARNED:
             _WARNED.append(True)
             LOGGER.warning("this pynetdicom's internals differ from 3.0's; streams are served "
@@ -165,6 +184,55 @@ class Channel:
             return bool(self._transport_event())
         finally:
             self.hold.release()
+
+    def _pynetdicom_receive(self, receive: Callable[[Any], None], primitive: Any) -> None:
+        """The DIMSE provider's P-DATA step (in the DUL thread): once a message's command is
+        whole, its dataset goes on into a sink instead of pynetdicom's unbounded buffer; a peer
+        that overruns the sink is aborted (pynetdicom's own reaction to an invalid PDU)."""
+        receive(primitive)
+        message = self.assoc.dimse.message
+        if message is None or message.context_id is None or message.data_set is None:
+            return
+        sink = message.data_set
+        if type(sink) is io.BytesIO:
+            command = message.command_set
+            sink = self._sink(int(message.context_id), int(command.CommandField or 0),
+                              str(command.get("AffectedSOPClassUID") or ""),
+                              str(command.get("AffectedSOPInstanceUID") or ""))
+            if sink is None:
+                return
+            sink.write(message.data_set.getvalue())
+            message.data_set = sink
+        if sink.overrun and not self._aborting:
+            self._aborting = True
+            LOGGER.error("Aborting the association of %s: %s sent past its limit",
+                         self.peer(), type(message).__name__)
+            self.dul.event_queue.put("Evt19")
+
+    def drop_unfinished(self) -> None:
+        """The association is over: drop the dataset of a message pynetdicom never finished
+        (a spool file must not outlive its connection)."""
+        message = getattr(self.assoc.dimse, "message", None)
+        discard = getattr(getattr(message, "data_set", None), "discard", None)
+        if discard is not None:
+            discard()
+
+    def _sink(self, context_id: int, command_field: int, sop_class_uid: str,
+              sop_instance_uid: str) -> Any:
+        """The sink for a message's dataset, None without a factory or a known context."""
+        context = self.assoc._accepted_cx.get(context_id)
+        if self.sink_of is None or context is None:
+            return None
+        try:
+            return self.sink_of(self.assoc, str(context.transfer_syntax[0]), command_field,
+                                sop_class_uid, sop_instance_uid)
+        except Exception:  # noqa: BLE001 - in the DUL thread: keep pynetdicom's buffer
+            LOGGER.exception("no dataset bound for %s", self.peer())
+            return None
+
+    def peer(self) -> str:
+        """``CALLING (address)`` for log lines."""
+        return f"{str(self.assoc.requestor.ae_title).strip()} ({self.assoc.requestor.address})"
 
     # -- the holder's seat -----------------------------------------------------------------
 
@@ -212,32 +280,53 @@ class Channel:
         """The next message, if ``take`` takes it; None when nothing began within ``wait``
         seconds.  Anything else is pushed back for pynetdicom and :class:`PushedBack` raised:
         a message ``take`` refused, a PDU other than P-DATA (release, abort), anything
-        malformed or cut short."""
+        malformed or cut short.  A taken message too long to give back (more than a PDU's
+        limit) that fails, or whose dataset overruns its sink, raises :class:`MessageBroken`
+        instead."""
         assembler = pdus.MessageAssembler()
         consumed: list[bytes] = []
-        decided = False
+        decided = kept = False
         try:
             while True:
                 if not self.assoc.is_established:
                     raise PushedBack("the association has ended")
-                if not consumed and not self._ready(wait):
+                if not consumed and not kept and not self._ready(wait):
                     return None
                 pdu_type, body = self._read_pdu(consumed)
                 if pdu_type != pdus.P_DATA_TF:
                     raise PushedBack(f"PDU type 0x{pdu_type:02X}")
+                if decided and sum(map(len, consumed)) > self.limit:
+                    consumed.clear()  # a dataset is not kept twice: past here, no push-back
+                    kept = True
                 for context_id, header, fragment, end in pdus.pdvs(body):
                     assembler.add(context_id, header, fragment)
                     if not decided and assembler.command is not None:
                         decided = True
                         if not take(context_id, assembler.command):
                             raise PushedBack("a message served by pynetdicom")
+                        self._bind_sink(assembler)
+                    if assembler.sink is not None and assembler.sink.overrun:
+                        raise MessageBroken("the dataset went on past its limit")
                     if assembler.complete and assembler.command is not None:
                         if end < len(body):  # the next message began in the same PDU
                             self._push_back([pdus.p_data_pdu(body[end:])])
                         return Received(context_id, assembler.command, assembler.dataset)
         except Exception as error:  # noqa: BLE001 - whatever it is, pynetdicom gets the bytes
+            if assembler.sink is not None:
+                assembler.sink.discard()
+            if kept or isinstance(error, MessageBroken):
+                raise error if isinstance(error, MessageBroken) else MessageBroken(
+                    repr(error)) from error
             self._push_back(consumed)
             raise error if isinstance(error, PushedBack) else PushedBack(repr(error)) from error
+
+    def _bind_sink(self, assembler: pdus.MessageAssembler) -> None:
+        command = assembler.command
+        if command is None or not assembler.has_dataset or assembler.context_id is None:
+            return
+        assembler.sink = self._sink(assembler.context_id, command_us(command, 0x0100),
+                                    command_text(command, 0x0002),
+                                    command_text(command, 0x1000))
 
     def _read_pdu(self, consumed: list[bytes]) -> tuple[int, bytes]:
         """Read one PDU, appending its raw bytes to ``consumed`` as they arrive."""

@@ -221,6 +221,10 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
            "deflate level", implemented=False),
     *_TLS_OPTIONS,
     _flag(("--no-sync",), "no_sync", "do not fsync before acknowledging a store (faster)"),
+    _value(("--max-store-size",), "max_store_size", int, "BYTES",
+           "largest C-STORE dataset accepted (default 4 GiB; the per-study quota also caps)"),
+    _value(("--max-request-size",), "max_request_size", int, "BYTES",
+           "largest C-FIND/C-MOVE/C-GET identifier or N-ACTION information (default 4 MiB)"),
     _flag(("--case-sensitive-pn",), "case_sensitive_pn", "PN matching case-sensitive"),
     _flag(("--check-config",), "check_config", "print the resolved config and exit"),
     _flag(("--print-example-config",), "print_example_config",
@@ -275,6 +279,8 @@ class Options:
     padding: Any = None
     compression_level: int | None = None
     no_sync: bool = False
+    max_store_size: int = 4 << 30
+    max_request_size: int = 4 << 20
     case_sensitive_pn: bool = False
     check_config: bool = False
     print_example_config: bool = False

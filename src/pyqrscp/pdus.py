@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterator
+from typing import Protocol
 
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -134,15 +135,31 @@ def p_data_pdu(body: bytes) -> bytes:
     return pdu_header(P_DATA_TF, len(body)) + body
 
 
+class DatasetSink(Protocol):
+    """Where a message's dataset fragments go as they arrive (``spool.ReceivedDataset``)."""
+
+    @property
+    def overrun(self) -> bool:
+        """Has the peer sent so much past the limit that it must be aborted?"""
+
+    def write(self, fragment: bytes, /) -> int:
+        ...
+
+    def discard(self) -> None:
+        """Drop whatever was kept."""
+
+
 class MessageAssembler:
     """Fragments in, one DIMSE message out: the command as soon as it is whole (so a caller can
-    decide before the dataset arrives), then the dataset."""
+    decide before the dataset arrives), then the dataset (into ``sink`` when one is set before
+    the dataset begins, else in memory)."""
 
     def __init__(self) -> None:
         self.context_id: int | None = None
         self.command: dict[int, bytes] | None = None
         self._command_bytes = bytearray()
         self._dataset: list[bytes] = []
+        self.sink: DatasetSink | None = None
         self.complete = False
 
     def add(self, context_id: int, header: int, fragment: bytes) -> None:
@@ -161,7 +178,10 @@ class MessageAssembler:
         else:
             if self.command is None or not self.has_dataset:
                 raise PeerUnavailable("dataset fragment without a command announcing it")
-            self._dataset.append(fragment)
+            if self.sink is not None:
+                self.sink.write(fragment)
+            else:
+                self._dataset.append(fragment)
             self.complete = bool(header & _LAST)
 
     @property
@@ -171,8 +191,10 @@ class MessageAssembler:
                 and command_us(self.command, 0x0800, NO_DATASET) != NO_DATASET)
 
     @property
-    def dataset(self) -> bytes | None:
-        return b"".join(self._dataset) if self.has_dataset else None
+    def dataset(self) -> bytes | DatasetSink | None:
+        if not self.has_dataset:
+            return None
+        return self.sink if self.sink is not None else b"".join(self._dataset)
 
 
 _AE_TITLE_FIELDS = ((10, 26), (26, 42))

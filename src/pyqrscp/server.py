@@ -52,6 +52,9 @@ def validate_options(options: Options) -> None:
     if options.max_pdu is not None and options.max_pdu != 0 and not (
             4096 <= options.max_pdu <= 131072):
         raise StartupError(f"max PDU {options.max_pdu} out of range (4096..131072)")
+    for name in ("max_store_size", "max_request_size"):
+        if getattr(options, name) < 1:
+            raise StartupError(f"--{name.replace('_', '-')} must be at least 1 byte")
 
 
 class ArchiveServer:
@@ -170,7 +173,8 @@ class ArchiveServer:
             if self.options.network_timeout is None:
                 # a peer stalling inside a PDU must not hold its thread past the ACSE timeout
                 sock.settimeout(self.options.acse_timeout)
-            Channel.install(event.assoc, max(1 << 20, self.options.max_pdu or 16384))
+            Channel.install(event.assoc, max(1 << 20, self.options.max_pdu or 16384),
+                            self.services.dataset_sink)
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
@@ -246,12 +250,14 @@ class ArchiveServer:
 
     def _on_ended(self, event: Any) -> None:
         assoc = event.assoc
+        _drop_unfinished(assoc)
         verb = "Released" if assoc.is_released else "Aborted"
         LOGGER.info("Association %s %s: %s -> %s", verb, assoc.requestor.address,
                     _text(assoc.requestor.ae_title), _text(assoc.acceptor.ae_title))
 
     def _on_connection_closed(self, event: Any) -> None:
         assoc = event.assoc
+        _drop_unfinished(assoc)
         if assoc.is_acceptor and assoc.requestor.primitive is None:
             # pynetdicom's acceptor waits the full ACSE timeout for an A-ASSOCIATE-RQ even
             # after the peer is gone, holding a MaxAssociations slot; None ends that wait.
@@ -260,6 +266,12 @@ class ArchiveServer:
         if ae_title is not None:
             with self._lock:
                 self._store_associations[ae_title] = 0
+
+
+def _drop_unfinished(assoc: Any) -> None:
+    channel = Channel.of(assoc)
+    if channel is not None:
+        channel.drop_unfinished()
 
 
 def _text(value: Any) -> str:

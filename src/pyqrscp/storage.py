@@ -159,13 +159,26 @@ class StorageArea:
         self._remove_unused(unused)
         return "indexed"
 
-    def store(self, header: Header, data: bytes) -> StoreResult:
-        """Keep one instance durably and index it; raise QuotaExceeded or StorageFailure."""
-        if len(data) > self.quota.max_bytes_per_study:
-            plan_eviction(self.quota, len(data), header.study_instance_uid, False, 0, [], [])
-        file_name = generated_file_name(header.modality)
-        final_path = self.path_of(file_name)
-        self._write_file(final_path, data)
+    def store(self, header: Header, data: bytes, spooled: Path | None = None) -> StoreResult:
+        """Keep one instance durably and index it; raise QuotaExceeded or StorageFailure.
+
+        ``spooled`` is a temp file in this area that already holds ``data`` (a large dataset
+        written as it arrived): it becomes the stored file (or is removed on failure).
+        """
+        try:
+            if len(data) > self.quota.max_bytes_per_study:
+                plan_eviction(self.quota, len(data), header.study_instance_uid, False, 0, [],
+                              [])
+            file_name = generated_file_name(header.modality)
+            final_path = self.path_of(file_name)
+        except BaseException:
+            if spooled is not None:
+                _unlink_quietly(spooled)
+            raise
+        if spooled is None:
+            self._write_file(final_path, data)
+        else:
+            self._place_file(spooled, final_path)
         try:
             with self.lock:
                 plan, unused, replaced = self._index(header, file_name, len(data))
@@ -265,10 +278,18 @@ class StorageArea:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                if self.durable:
-                    os.fsync(fd)
             finally:
                 os.close(fd)
+        except OSError as error:
+            _unlink_quietly(temp_path)
+            raise StorageFailure(f"cannot write {final_path.name}: {error.strerror}") from error
+        self._place_file(temp_path, final_path)
+
+    def _place_file(self, temp_path: Path, final_path: Path) -> None:
+        """fsync a written temp file, rename it to its generated name, fsync the folder."""
+        try:
+            if self.durable:
+                _fsync_path(temp_path)
             os.replace(temp_path, final_path)
             if self.durable:
                 _fsync_path(self.root)

@@ -17,6 +17,7 @@ from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 
 from pyqrscp.channel import Channel
+from pyqrscp.commands import C_STORE_RQ
 from pyqrscp.commitments import RetrySchedule
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.errors import (
@@ -29,6 +30,8 @@ from pyqrscp.errors import (
 )
 from pyqrscp.logs import log_context
 from pyqrscp.options import Options
+from pyqrscp.part10 import file_header
+from pyqrscp.spool import ReceivedDataset
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
 
@@ -55,6 +58,16 @@ def failure(error: Exception, status: Status | None = None) -> Dataset:
     response.Status = int(chosen)
     response.ErrorComment = str(error)[:64]
     return response
+
+
+_REQUEST_PARTS = {0x0020: "identifier", 0x0021: "identifier", 0x0010: "identifier",
+                  0x0130: "action information"}
+"""What a request's dataset is called (C-FIND, C-MOVE, C-GET; N-ACTION), in refusals."""
+
+
+def _uid(value: Any) -> str:
+    """A UID from the command as text fit for the file header (padding removed)."""
+    return str(value or "").strip(" \x00")
 
 
 def area_key(entry: AEEntry) -> Path:
@@ -193,6 +206,34 @@ class Services:
 
     def area_for(self, entry: AEEntry) -> StorageArea:
         return self._area_of_title[entry.ae_title]
+
+    def dataset_sink(self, assoc: Any, transfer_syntax: str, command_field: int,
+                     sop_class_uid: str, sop_instance_uid: str) -> ReceivedDataset:
+        """Where the dataset of an incoming message goes as it arrives, and its limit.
+
+        A C-STORE dataset into a writable area: after its Part-10 file header, spooled into
+        the area past a threshold, up to the smaller of ``--max-store-size`` and the per-study
+        quota.  Any other dataset (an identifier, N-ACTION information): in memory, up to
+        ``--max-request-size``.
+        """
+        options = self.options
+        if command_field != C_STORE_RQ:
+            return ReceivedDataset(options.max_request_size,
+                                   f"--max-request-size ({options.max_request_size} bytes)",
+                                   what=_REQUEST_PARTS.get(command_field, "request"))
+        entry = self.entry_of(assoc)
+        store_text = f"--max-store-size ({options.max_store_size} bytes)"
+        if entry is None or not entry.access.can_store or options.ignore:
+            return ReceivedDataset(options.max_store_size, store_text, keep=False)
+        area = self.area_for(entry)
+        limit, limit_text = options.max_store_size, store_text
+        if area.quota.max_bytes_per_study < limit:
+            limit = area.quota.max_bytes_per_study
+            limit_text = f"the per-study quota of {limit} bytes"
+        calling = str(assoc.requestor.ae_title).strip()
+        prefix = file_header(_uid(sop_class_uid), _uid(sop_instance_uid), transfer_syntax,
+                             calling)
+        return ReceivedDataset(limit, limit_text, folder=area.root, prefix=prefix)
 
     def _commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
         if self.commitment is None:

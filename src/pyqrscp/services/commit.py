@@ -49,6 +49,7 @@ class ActionStatus(enum.IntEnum):
     NO_SUCH_SOP_INSTANCE = 0x0112
     INVALID_ARGUMENT_VALUE = 0x0115
     NO_SUCH_ACTION = 0x0123
+    RESOURCE_LIMITATION = 0x0213
 
 
 class StorageCommitment:
@@ -80,6 +81,10 @@ class StorageCommitment:
             return int(Status.REFUSED_NOT_AUTHORIZED), None
         if event.action_type != REQUEST_STORAGE_COMMITMENT:
             return int(ActionStatus.NO_SUCH_ACTION), None
+        refusal = getattr(event.request.ActionInformation, "refusal", None)
+        if refusal is not None:
+            LOGGER.error("Storage Commitment request from %s refused: %s", peer(event), refusal)
+            return int(ActionStatus.RESOURCE_LIMITATION), None
         requested = str(event.request.RequestedSOPInstanceUID or "").rstrip("\x00 ")
         if requested != STORAGE_COMMITMENT_INSTANCE:
             return int(ActionStatus.NO_SUCH_SOP_INSTANCE), None

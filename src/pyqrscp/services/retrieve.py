@@ -62,7 +62,11 @@ def select(area: StorageArea, identifier: Dataset, model: InformationModel, stri
 
 
 def read_identifier(request: Any, transfer_syntax: UID) -> Dataset:
-    """The request's identifier, decoded in its context's transfer syntax."""
+    """The request's identifier, decoded in its context's transfer syntax; InvalidIdentifier
+    for one refused as it arrived (longer than ``--max-request-size``)."""
+    refusal = getattr(request.Identifier, "refusal", None)
+    if refusal is not None:
+        raise InvalidIdentifier(str(refusal))
     return decode(request.Identifier, transfer_syntax.is_implicit_VR,
                   transfer_syntax.is_little_endian, transfer_syntax.is_deflated)
 

@@ -21,14 +21,14 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from pyqrscp.channel import PushedBack, Received, held_channel
+from pyqrscp.channel import Channel, MessageBroken, PushedBack, Received, held_channel
 from pyqrscp.commands import C_STORE_RQ, NO_DATASET, store_response
 from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import InvalidDataset, PeerUnavailable, PyqrscpError
 from pyqrscp.idle import fast_polling
-from pyqrscp.part10 import file_header
 from pyqrscp.services import peer_of
 from pyqrscp.services.retrieve import send_message
+from pyqrscp.spool import ReceivedDataset
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -50,17 +50,22 @@ class StoreRequest:
     message_id: int
     sop_class_uid: str
     sop_instance_uid: str
-    dataset: bytes
+    dataset: bytes | ReceivedDataset
+    """The bare dataset, or (when it came through :meth:`Services.dataset_sink`) the file
+    header and dataset as received, possibly spooled or refused."""
 
     @classmethod
     def of_primitive(cls, request: Any) -> StoreRequest:
+        received = request.DataSet
         return cls(int(request.MessageID), str(request.AffectedSOPClassUID or ""),
-                   str(request.AffectedSOPInstanceUID or ""), request.DataSet.getvalue())
+                   str(request.AffectedSOPInstanceUID or ""),
+                   received if isinstance(received, ReceivedDataset) else received.getvalue())
 
     @classmethod
     def of_received(cls, received: Received) -> StoreRequest:
+        dataset = received.dataset
         return cls(received.us(0x0110), received.text(0x0002), received.text(0x1000),
-                   received.dataset or b"")
+                   dataset if isinstance(dataset, (bytes, ReceivedDataset)) else b"")
 
 
 def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
@@ -89,24 +94,35 @@ def _serve_following(services: Services, assoc: Any, request: Any, context_id: i
 
 
 def _serve_held(services: Services, assoc: Any) -> None:
-    """Serve C-STORE-RQs straight from the socket while they keep coming."""
+    """Serve C-STORE-RQs straight from the socket while they keep coming; abort (once the
+    socket is pynetdicom's again) when a message broke past the point of giving it back."""
+    broken: MessageBroken | None = None
     with held_channel(assoc) as held:
-        if held is None:
-            return
-        take = functools.partial(_ours_command, assoc)
-        while True:
-            try:
-                received = held.next_message(RECEIVING_WINDOW, take)
-            except PushedBack:
-                return
-            if received is None:
-                return
-            try:
-                _serve_one(services, assoc, StoreRequest.of_received(received),
-                           received.context_id)
-            except PeerUnavailable as error:  # pynetdicom finds the connection closed next
-                LOGGER.error("Store response to %s not sent: %s", peer_of(assoc), error)
-                return
+        if held is not None:
+            broken = _serve_held_messages(services, assoc, held)
+    if broken is not None:
+        LOGGER.error("Aborting the association of %s: %s", peer_of(assoc), broken)
+        assoc.abort()
+
+
+def _serve_held_messages(services: Services, assoc: Any, held: Channel
+                         ) -> MessageBroken | None:
+    take = functools.partial(_ours_command, assoc)
+    while True:
+        try:
+            received = held.next_message(RECEIVING_WINDOW, take)
+        except MessageBroken as broken:
+            return broken
+        except PushedBack:
+            return None
+        if received is None:
+            return None
+        try:
+            _serve_one(services, assoc, StoreRequest.of_received(received),
+                       received.context_id)
+        except PeerUnavailable as error:  # pynetdicom finds the connection closed next
+            LOGGER.error("Store response to %s not sent: %s", peer_of(assoc), error)
+            return None
 
 
 def handle(services: Services, event: Any) -> int | Dataset:
@@ -135,15 +151,23 @@ def store(services: Services, assoc: Any, request: StoreRequest, transfer_syntax
     if services.options.ignore:
         LOGGER.info("Received Store Request from %s (ignored, --ignore)", who)
         return Status.SUCCESS, ""
-    data = file_header(_uid(request.sop_class_uid), _uid(request.sop_instance_uid),
-                       transfer_syntax, str(assoc.requestor.ae_title).strip()) + request.dataset
+    received = request.dataset
+    if not isinstance(received, ReceivedDataset):
+        received = services.dataset_sink(assoc, transfer_syntax, C_STORE_RQ,
+                                          request.sop_class_uid, request.sop_instance_uid)
+        received.write(request.dataset)
     try:
-        header = read_header(data, services.options.uid_padding)
-        _check_command(request, header.sop_class_uid, header.sop_instance_uid,
-                       services.options.uid_padding)
-        result = services.area_for(entry).store(header, data)
+        if received.refusal is not None:
+            raise received.refusal
+        with received.contents() as data:
+            header = read_header(data, services.options.uid_padding)
+            _check_command(request, header.sop_class_uid, header.sop_instance_uid,
+                           services.options.uid_padding)
+            result = services.area_for(entry).store(header, data, received.take_spool())
     except PyqrscpError as error:
         return _failed(who, error)
+    finally:
+        received.discard()
     LOGGER.info("Stored %s from %s as %s%s", header.sop_instance_uid, who,
                 result.file_name, " (replaced older copy)" if result.replaced else "")
     return Status.SUCCESS, ""
@@ -226,8 +250,5 @@ def _check_command(request: StoreRequest, sop_class_uid: str, sop_instance_uid: 
         raise InvalidDataset(f"SOP Instance UID differs from the command's: {sop_instance_uid}")
 
 
-def _uid(value: Any) -> str:
-    """A UID from the command as text fit for the file header (padding removed)."""
-    return str(value or "").strip(" \x00")
 
 
