@@ -51,6 +51,8 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("network options: other network options",
      ("bind", "network_timeout", "acse_timeout", "dimse_timeout", "max_pdu",
       "disable_host_lookup", "refuse", "reject", "ignore", "uid_padding")),
+    ("network options: limits per peer (pyqrscp only; see docs/reliability.md)",
+     ("max_store_size", "max_request_size")),
     ("transport layer security (TLS) options (as storescp's)", ("tls_",)),
     ("processing options: specific character set",
      ("use_request_charset", "convert_to_charset", "transliterate", "discard_illegal")),
