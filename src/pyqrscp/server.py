@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -23,6 +24,7 @@ from pyqrscp.contexts import contexts_for, negotiation_lines
 from pyqrscp.errors import StartupError
 from pyqrscp.idle import IdleGovernor
 from pyqrscp.logs import STARTUP_LOGGER
+from pyqrscp.notify import Watchdog, notify, watchdog_interval
 from pyqrscp.options import Options
 from pyqrscp.privileges import check_names, drop_privileges
 from pyqrscp.registry import (
@@ -73,6 +75,7 @@ class ArchiveServer:
         self.stop_requested = threading.Event()
         self._server: Any = None
         self._governor: IdleGovernor | None = None
+        self._watchdog: Watchdog | None = None
         self._store_associations: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -129,11 +132,26 @@ class ArchiveServer:
             self.port, self.host or "all interfaces",
             ", ".join(entry.ae_title for entry in self.config.ae_table) or "(none)",
             self.config.path)
+        self._announce_ready()
+
+    def _announce_ready(self) -> None:
+        """Under systemd (``Type=notify``): READY, and a watchdog fed by the accept loop."""
+        server = self._server
+        server.last_turn = time.monotonic()
+        notify(f"READY=1\nSTATUS=listening on port {self.port}\nMAINPID={os.getpid()}")
+        interval = watchdog_interval()
+        if interval is not None:
+            self._watchdog = Watchdog(interval, lambda: float(server.last_turn))
+            self._watchdog.start()
 
     def stop(self) -> None:
         """Stop accepting, let running associations finish (bounded), then close the areas."""
         if self._server is None:
             return
+        notify("STOPPING=1")
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         server, self._server = self._server, None
         if self._governor is not None:
             self._governor.stop()

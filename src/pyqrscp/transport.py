@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from socketserver import TCPServer
 from typing import Any
@@ -69,6 +70,12 @@ class ArchiveServerSocket(ThreadedAssociationServer):
 
     association_class: type[ArchiveAssociation] = ArchiveAssociation
     prepare_connection: Callable[[ArchiveRequestHandler], bool] | None = None
+    last_turn: float = 0.0
+    """When the accept loop last passed (monotonic seconds): the systemd watchdog's proof."""
+
+    def service_actions(self) -> None:
+        self.last_turn = time.monotonic()
+        super().service_actions()
 
     def shutdown(self) -> None:
         TCPServer.shutdown(self)
