@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -31,7 +32,9 @@ from pyqrscp.services.retrieve import stored_dataset
 AE = "PYQRSCP"
 GDCM_AE = "GDCMSCU"  # gdcmscu's calling AE title, also its C-MOVE destination
 ORTHANC_AE = "ORTHANC"
+STORESCP_AE = "STORESCP"  # DCMTK's storescp, a C-MOVE destination for clients that have none
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+PIXELMED_CLIENT = Path(__file__).parent.parent / "interop" / "PixelmedClient.java"
 TIMEOUT = 60
 GDCM_RELEASE_CRASH = "ProtocolStream as nullptr is invalid"
 """Debian's gdcmscu (GDCM 3.0.21) aborts with this after every association's A-RELEASE-RP, with
@@ -55,6 +58,7 @@ class Interop:
     work: Path
     gdcm_port: int
     orthanc_dicom_port: int
+    storescp_port: int
 
     @property
     def port(self) -> int:
@@ -80,13 +84,14 @@ def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
     work = tmp_path_factory.mktemp("interop")
     area = work / "area"
     area.mkdir()
-    gdcm_port, orthanc_dicom_port = free_port(), free_port()
+    gdcm_port, orthanc_dicom_port, storescp_port = free_port(), free_port(), free_port()
     config = write_config(work, [f"{AE} {area} RW (200, 1024mb) ANY"], [
         f"gdcm = ({GDCM_AE}, 127.0.0.1, {gdcm_port})",
         f"orthanc = ({ORTHANC_AE}, 127.0.0.1, {orthanc_dicom_port})",
+        f"storescp = ({STORESCP_AE}, 127.0.0.1, {storescp_port})",
     ])
     with pyqrscp_process(config) as server:
-        yield Interop(server, area, work, gdcm_port, orthanc_dicom_port)
+        yield Interop(server, area, work, gdcm_port, orthanc_dicom_port, storescp_port)
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -121,6 +126,19 @@ def wait_for_log(interop: Interop, pattern: str, count: int = 1) -> list[str]:
     while len(found := log_matches(interop, pattern)) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     return found
+
+
+def wait_listening(port: int) -> None:
+    """Return once something accepts connections on ``port``."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # -- GDCM: gdcmscu ------------------------------------------------------------------------------
@@ -294,7 +312,70 @@ def test_orthanc_store_query_move(interop: Interop, orthanc: Orthanc) -> None:
                  if answer["PatientID"] == "ORTHANC1")
     orthanc.call("POST", f"/queries/{query['ID']}/answers/{index}/retrieve",
                  {"TargetAet": ORTHANC_AE, "Synchronous": True})
-    (moved,) = orthanc.call("GET", "/instances")  # C-MOVE (Study Root, STUDY) to itself
+    moved = orthanc.call("POST", "/tools/lookup", raw=pydicom.dcmread(
+        originals[1]).SOPInstanceUID.encode())[0]["ID"]  # C-MOVE (Study Root, STUDY) to itself
     received = interop.work / "orthanc-moved.dcm"
     received.write_bytes(orthanc.call("GET", f"/instances/{moved}/file"))
     assert_same_instance(received, originals[1])
+
+
+# -- PixelMed: its command-line SCUs and tests/interop/PixelmedClient.java ---------------------
+
+@pytest.fixture(scope="module")
+def pixelmed(interop: Interop) -> list[str]:
+    """The java command line running PixelmedClient, compiled against the installed jar."""
+    javac, java = require("javac"), require("java")
+    if not PIXELMED_JAR.exists():
+        require(str(PIXELMED_JAR))
+    classes = interop.work / "pixelmed-classes"
+    subprocess.run([javac, "-d", str(classes), "-cp", str(PIXELMED_JAR), str(PIXELMED_CLIENT)],
+                   check=True, timeout=TIMEOUT * 2)
+    return [java, "-cp", f"{classes}{os.pathsep}{PIXELMED_JAR}", "PixelmedClient"]
+
+
+def run_java(command: list[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_pixelmed_echo(interop: Interop) -> None:
+    printed = run_java([require("VerificationSOPClassSCU"), "127.0.0.1", str(interop.port), AE,
+                        "PIXELMED", "NONSECURE"])
+    assert "VerificationSOPClass: was successful" in printed  # it exits 0 either way
+
+
+def test_pixelmed_store_find_move_get(interop: Interop, pixelmed: list[str],
+                                      tmp_path: Path) -> None:
+    originals = interop.files("PIXELMED", 2)
+    for path in originals:  # StorageSOPClassSCU: one file per association
+        run_java([require("java"), "-cp", str(PIXELMED_JAR),
+                  "com.pixelmed.network.StorageSOPClassSCU", "127.0.0.1", str(interop.port), AE,
+                  "PIXELMED", str(path)])
+    assert_stored_unchanged(interop, originals)
+    datasets = [pydicom.dcmread(path) for path in originals]
+    address = ["127.0.0.1", str(interop.port), AE, "PIXELMED"]
+
+    answers = run_java([*pixelmed, "find", *address, "PIXELMED*"])
+    assert sorted(line.split()[1:] for line in answers.splitlines()
+                  if line.startswith("ANSWER ")) == sorted(
+        [ds.PatientID, str(ds.PatientName), ds.StudyInstanceUID] for ds in datasets)
+
+    received = tmp_path / "storescp"
+    received.mkdir()
+    with subprocess.Popen([require("storescp"), "-aet", STORESCP_AE, "-od", str(received),
+                           "-uf", str(interop.storescp_port)]) as storescp:
+        try:
+            wait_listening(interop.storescp_port)
+            run_java([*pixelmed, "move", *address, STORESCP_AE, datasets[0].StudyInstanceUID])
+        finally:
+            storescp.terminate()
+    (moved,) = received.iterdir()
+    assert_same_instance(moved, originals[0])
+
+    folder = tmp_path / "get"
+    folder.mkdir()
+    run_java([*pixelmed, "get", *address, str(folder), datasets[1].StudyInstanceUID,
+              datasets[1].SOPClassUID])
+    (retrieved,) = folder.iterdir()
+    assert_same_instance(retrieved, originals[1])
