@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ GDCM_AE = "GDCMSCU"  # gdcmscu's calling AE title, also its C-MOVE destination
 ORTHANC_AE = "ORTHANC"
 STORESCP_AE = "STORESCP"  # DCMTK's storescp, a C-MOVE destination for clients that have none
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
-PIXELMED_CLIENT = Path(__file__).parent.parent / "interop" / "PixelmedClient.java"
+INTEROP_DIR = Path(__file__).parent.parent / "interop"
+PIXELMED_CLIENT = INTEROP_DIR / "PixelmedClient.java"
+DCMJS_CLIENT = INTEROP_DIR / "dcmjs_client.js"
 TIMEOUT = 60
 GDCM_RELEASE_CRASH = "ProtocolStream as nullptr is invalid"
 """Debian's gdcmscu (GDCM 3.0.21) aborts with this after every association's A-RELEASE-RP, with
@@ -139,6 +142,20 @@ def wait_listening(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+@contextmanager
+def storescp(interop: Interop, folder: Path) -> Iterator[Path]:
+    """DCMTK's storescp as C-MOVE destination ``STORESCP``, writing into ``folder``."""
+    folder.mkdir()
+    with subprocess.Popen([require("storescp"), "-aet", STORESCP_AE, "-od", str(folder), "-uf",
+                           str(interop.storescp_port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as process:
+        try:
+            wait_listening(interop.storescp_port)
+            yield folder
+        finally:
+            process.terminate()
 
 
 # -- GDCM: gdcmscu ------------------------------------------------------------------------------
@@ -361,15 +378,8 @@ def test_pixelmed_store_find_move_get(interop: Interop, pixelmed: list[str],
                   if line.startswith("ANSWER ")) == sorted(
         [ds.PatientID, str(ds.PatientName), ds.StudyInstanceUID] for ds in datasets)
 
-    received = tmp_path / "storescp"
-    received.mkdir()
-    with subprocess.Popen([require("storescp"), "-aet", STORESCP_AE, "-od", str(received),
-                           "-uf", str(interop.storescp_port)]) as storescp:
-        try:
-            wait_listening(interop.storescp_port)
-            run_java([*pixelmed, "move", *address, STORESCP_AE, datasets[0].StudyInstanceUID])
-        finally:
-            storescp.terminate()
+    with storescp(interop, tmp_path / "storescp") as received:
+        run_java([*pixelmed, "move", *address, STORESCP_AE, datasets[0].StudyInstanceUID])
     (moved,) = received.iterdir()
     assert_same_instance(moved, originals[0])
 
@@ -379,3 +389,42 @@ def test_pixelmed_store_find_move_get(interop: Interop, pixelmed: list[str],
               datasets[1].SOPClassUID])
     (retrieved,) = folder.iterdir()
     assert_same_instance(retrieved, originals[1])
+
+
+# -- dcmjs-dimse (npm, installed into tests/interop by .ci/run) ---------------------------------
+
+def dcmjs(interop: Interop, *args: str) -> str:
+    node = require("node")
+    if not (INTEROP_DIR / "node_modules" / "dcmjs-dimse").is_dir():
+        require(str(INTEROP_DIR / "node_modules" / "dcmjs-dimse"))  # npm install there
+    result = subprocess.run([node, str(DCMJS_CLIENT), args[0], "127.0.0.1", str(interop.port),
+                             AE, "DCMJS", *args[1:]], capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_dcmjs_dimse_echo_store_find_move_get(interop: Interop, tmp_path: Path) -> None:
+    assert dcmjs(interop, "echo").split() == ["STATUS", "0"]
+
+    originals = interop.files("DCMJS", 2)
+    dcmjs(interop, "store", *map(str, originals))
+    assert_stored_unchanged(interop, originals)
+    datasets = [pydicom.dcmread(path) for path in originals]
+
+    answers = [json.loads(line[len("ANSWER "):]) for line in
+               dcmjs(interop, "find", "DCMJS*").splitlines() if line.startswith("ANSWER ")]
+    assert sorted((answer["PatientID"], answer["PatientName"][0]["Alphabetic"],
+                   answer["StudyInstanceUID"]) for answer in answers) == sorted(
+        (ds.PatientID, str(ds.PatientName), ds.StudyInstanceUID) for ds in datasets)
+
+    with storescp(interop, tmp_path / "storescp") as received:
+        dcmjs(interop, "move", STORESCP_AE, datasets[0].StudyInstanceUID)
+    (moved,) = received.iterdir()
+    assert_same_instance(moved, originals[0])
+
+    folder = tmp_path / "get"
+    folder.mkdir()
+    dcmjs(interop, "get", str(folder), datasets[1].StudyInstanceUID)
+    (retrieved,) = folder.iterdir()  # written by dcmjs from its parsed dataset: values compared
+    assert pydicom.dcmread(retrieved) == datasets[1]
