@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import time
 import urllib.error
@@ -27,12 +28,19 @@ from typing import Any
 import pydicom
 import pytest
 from helpers import RunningServer, free_port, make_ct, pyqrscp_process, write_config
+from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom.dsutils import encode
 
+from pyqrscp.commands import command_us, parse_command
+from pyqrscp.pdus import P_DATA_TF, message, pdvs, read_pdu
+from pyqrscp.sender import ProposedContext, StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
 AE = "PYQRSCP"
 GDCM_AE = "GDCMSCU"  # gdcmscu's calling AE title, also its C-MOVE destination
 ORTHANC_AE = "ORTHANC"
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STORESCP_AE = "STORESCP"  # DCMTK's storescp, a C-MOVE destination for clients that have none
 PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
 INTEROP_DIR = Path(__file__).parent.parent / "interop"
@@ -156,6 +164,53 @@ def storescp(interop: Interop, folder: Path) -> Iterator[Path]:
             yield folder
         finally:
             process.terminate()
+
+
+# -- framing on the wire (what every client above relies on) -----------------------------------
+
+def test_find_responses_put_command_and_identifier_in_pdus_of_their_own(interop: Interop) -> None:
+    """Each P-DATA-TF of a C-FIND answer carries one PDV: a command set, or (in the PDUs after
+    it) the identifier it announced, as DCMTK and pynetdicom frame them."""
+    originals = interop.files("FRAMING", 3)
+    run_tool_ok(["storescu", "-aec", AE, "127.0.0.1", str(interop.port), *map(str, originals)])
+    find = ProposedContext(1, PATIENT_ROOT_FIND,
+                           (ImplicitVRLittleEndian,))
+    association = StoreAssociation.open("127.0.0.1", interop.port, "FRAMING", AE, [find])
+    try:
+        request = Dataset()
+        request.AffectedSOPClassUID = PATIENT_ROOT_FIND
+        request.CommandField, request.MessageID, request.Priority = 0x0020, 7, 0
+        request.CommandDataSetType = 0x0000
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel, identifier.PatientID = "PATIENT", "FRAMING*"
+        association.sock.sendall(message(1, command_set(request), encode(
+            identifier, True, True) or b"", association.peer_max_pdu))
+        kinds: list[str] = []
+        while not kinds or kinds[-1] != "final":
+            pdu_type, body = read_pdu(association.sock)
+            assert pdu_type == P_DATA_TF
+            (_, header, fragment, _), *others = pdvs(body)
+            assert others == [], "more than one PDV in a P-DATA-TF"
+            if header & 0x01:
+                status = command_us(parse_command(fragment), 0x0900)
+                kinds.append("pending" if status == 0xFF00 else "final")
+            else:
+                kinds.append("identifier")
+        assert kinds == ["pending", "identifier"] * 3 + ["final"]
+    finally:
+        association.release()
+
+
+def command_set(command: Dataset) -> bytes:
+    """A command set with its group length, implicit VR little endian."""
+    body = encode(command, True, True) or b""
+    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def run_tool_ok(command: list[str]) -> None:
+    result = subprocess.run([require(command[0]), *command[1:]], capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- GDCM: gdcmscu ------------------------------------------------------------------------------
