@@ -224,7 +224,7 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
     _value(("--max-store-size",), "max_store_size", int, "BYTES",
            "largest C-STORE dataset accepted (default 4 GiB; the per-study quota also caps)"),
     _value(("--max-request-size",), "max_request_size", int, "BYTES",
-           "largest C-FIND/C-MOVE/C-GET identifier or N-ACTION information (default 4 MiB)"),
+           "largest C-FIND/C-MOVE/C-GET identifier or N-ACTION information (default 32 MiB)"),
     _flag(("--case-sensitive-pn",), "case_sensitive_pn", "PN matching case-sensitive"),
     _flag(("--check-config",), "check_config", "print the resolved config and exit"),
     _flag(("--print-example-config",), "print_example_config",
@@ -280,7 +280,7 @@ class Options:
     compression_level: int | None = None
     no_sync: bool = False
     max_store_size: int = 4 << 30
-    max_request_size: int = 4 << 20
+    max_request_size: int = 32 << 20
     case_sensitive_pn: bool = False
     check_config: bool = False
     print_example_config: bool = False
