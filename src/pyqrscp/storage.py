@@ -226,7 +226,7 @@ class StorageArea:
             writer.db.execute("BEGIN IMMEDIATE")
             old = writer.instance(header.sop_instance_uid)
             plan = plan_eviction(self.quota, size, study_uid,
-                                 *self._quota_facts(study_uid, size),
+                                 *self._quota_facts(study_uid, size, old),
                                  old.sop_instance_uid if old else None)
             unused: list[str] = [old.file_name] if old else []
             for evicted_study in plan.studies:
@@ -246,13 +246,17 @@ class StorageArea:
         self._log_evictions(plan)
         return plan, unused, old is not None
 
-    def _quota_facts(self, study_uid: str, size: int
+    def _quota_facts(self, study_uid: str, size: int, old: StoredInstance | None
                      ) -> tuple[bool, int, list[str], list[tuple[str, int]]]:
         """What :func:`plan_eviction` needs; long lists are read only when a limit is reached,
-        so a store into a 20,000-instance area costs what a store into an empty one does."""
+        so a store into a 20,000-instance area costs what a store into an empty one does.
+        A study that the replaced copy ``old`` leaves empty is not counted: it goes with it."""
         writer = self.writer
         study_is_new = not writer.study_exists(study_uid)
         count = writer.study_count()
+        if study_is_new and old is not None and writer.only_instance_of_its_study(
+                old.sop_instance_uid):
+            count -= 1
         studies: list[str] = []
         if study_is_new and count >= self.quota.max_studies:
             studies = writer.studies_least_recent_first(count - self.quota.max_studies + 2)

@@ -354,3 +354,64 @@ def test_parallel_stores_index_every_instance_once(area: StorageArea, sources: P
     assert set(rows(area)) == expected
     assert set(rows(area).values()) == dicom_files(area)
     assert len(dicom_files(area)) == 32
+
+
+def _parents(area: StorageArea) -> tuple[set[str], set[str], set[str]]:
+    """(patient IDs, study UIDs, series UIDs) in the index."""
+    with sqlite3.connect(area.index_path) as db:
+        return ({row[0] for row in db.execute("SELECT patient_id FROM patient")},
+                {row[0] for row in db.execute("SELECT study_instance_uid FROM study")},
+                {row[0] for row in db.execute("SELECT series_instance_uid FROM series")})
+
+
+def test_an_instance_moved_to_another_study_leaves_no_empty_parents(area: StorageArea,
+                                                                    sources: Path) -> None:
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.7", patient_id="OLD",
+                         study_uid="1.2.3.70", series_uid="1.2.3.70.1"))
+    moved = area.store(*instance(sources, sop_uid="1.2.826.0.1.7", patient_id="NEW",
+                                 study_uid="1.2.3.71", series_uid="1.2.3.71.1"))
+    assert moved.replaced
+    assert _parents(area) == ({"NEW"}, {"1.2.3.71"}, {"1.2.3.71.1"})
+    assert rows(area) == {"1.2.826.0.1.7": moved.file_name}
+
+
+def test_an_instance_moved_to_another_series_keeps_the_parents_still_used(
+        area: StorageArea, sources: Path) -> None:
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.8", study_uid="1.2.3.80",
+                         series_uid="1.2.3.80.1"))
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.9", study_uid="1.2.3.80",
+                         series_uid="1.2.3.80.1"))
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.8", study_uid="1.2.3.80",
+                         series_uid="1.2.3.80.2"))
+    assert _parents(area) == ({"PID1"}, {"1.2.3.80"}, {"1.2.3.80.1", "1.2.3.80.2"})
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.9", study_uid="1.2.3.80",
+                         series_uid="1.2.3.80.2"))
+    assert _parents(area) == ({"PID1"}, {"1.2.3.80"}, {"1.2.3.80.2"})
+
+
+def test_a_study_emptied_by_a_replacement_takes_no_study_quota(tmp_path: Path,
+                                                               sources: Path) -> None:
+    area = open_area(tmp_path / "area", Quota(3, MB))
+    kept = area.store(*instance(sources, study_uid="1.2.3.90")).file_name
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.10", study_uid="1.2.3.91"))
+    area.store(*instance(sources, study_uid="1.2.3.92"))
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.10", study_uid="1.2.3.92"))
+    result = area.store(*instance(sources, study_uid="1.2.3.93"))
+    area.close()
+    # 1.2.3.91 holds nothing now: the oldest real study must not be evicted for it.
+    assert result.evicted_studies == ()
+    assert studies(area) == {"1.2.3.90", "1.2.3.92", "1.2.3.93"}
+    assert kept in dicom_files(area)
+
+
+def test_moving_a_studys_only_instance_to_a_new_study_evicts_nothing(tmp_path: Path,
+                                                                     sources: Path) -> None:
+    area = open_area(tmp_path / "area", Quota(2, MB))
+    kept = area.store(*instance(sources, study_uid="1.2.3.94")).file_name
+    area.store(*instance(sources, sop_uid="1.2.826.0.1.11", study_uid="1.2.3.95"))
+    result = area.store(*instance(sources, sop_uid="1.2.826.0.1.11", study_uid="1.2.3.96"))
+    area.close()
+    # Two studies after the store (1.2.3.95 goes empty): nothing to evict.
+    assert result.evicted_studies == ()
+    assert studies(area) == {"1.2.3.94", "1.2.3.96"}
+    assert kept in dicom_files(area)

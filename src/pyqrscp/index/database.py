@@ -79,6 +79,14 @@ class IndexWriter:
                                "study.pk=series.study_pk WHERE study.study_instance_uid=? "
                                "ORDER BY instance.received", (study_uid,))
 
+    def only_instance_of_its_study(self, sop_instance_uid: str) -> bool:
+        """Is this instance all its study holds (replacing it elsewhere empties the study)?"""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM instance i JOIN series r ON r.pk=i.series_pk WHERE r.study_pk="
+            "(SELECT r2.study_pk FROM instance i2 JOIN series r2 ON r2.pk=i2.series_pk WHERE "
+            "i2.sop_instance_uid=?)", (sop_instance_uid,)).fetchone()
+        return int(row[0]) == 1
+
     def instance(self, sop_instance_uid: str) -> StoredInstance | None:
         rows = self._instances("WHERE sop_instance_uid=?", (sop_instance_uid,))
         return rows[0] if rows else None
@@ -103,12 +111,33 @@ class IndexWriter:
         series_pk = self._upsert("series", "series_instance_uid", header.series_instance_uid,
                                  header.series, {"modality": header.modality},
                                  ("study_pk", study_pk))
+        replaced = self.db.execute("SELECT series_pk FROM instance WHERE sop_instance_uid=?",
+                                   (header.sop_instance_uid,)).fetchone()
         self.db.execute("DELETE FROM instance WHERE sop_instance_uid=?", (header.sop_instance_uid,))
         self.db.execute(
             "INSERT INTO instance (series_pk, sop_instance_uid, sop_class_uid, "
             "transfer_syntax_uid, file_name, file_size, received, attrs) VALUES (?,?,?,?,?,?,?,?)",
             (series_pk, header.sop_instance_uid, header.sop_class_uid,
              header.transfer_syntax_uid, file_name, file_size, now, json.dumps(header.instance)))
+        if replaced is not None and int(replaced[0]) != series_pk:
+            self._prune_from_series(int(replaced[0]))
+
+    def _prune_from_series(self, series_pk: int) -> None:
+        """Drop a series a replacement left empty, then its study and patient when they are
+        empty too (an empty study would still be listed and still take a place in the quota).
+        Runs in the caller's transaction, so nobody sees the empty parents."""
+        row = self.db.execute("SELECT s.pk, s.patient_pk FROM series r JOIN study s ON "
+                              "s.pk=r.study_pk WHERE r.pk=?", (series_pk,)).fetchone()
+        if row is None:
+            return
+        study_pk, patient_pk = int(row[0]), int(row[1])
+        for table, pk, child_sql in (
+                ("series", series_pk, "SELECT 1 FROM instance WHERE series_pk=?"),
+                ("study", study_pk, "SELECT 1 FROM series WHERE study_pk=?"),
+                ("patient", patient_pk, "SELECT 1 FROM study WHERE patient_pk=?")):
+            if self.db.execute(child_sql + " LIMIT 1", (pk,)).fetchone() is not None:
+                return
+            self.db.execute(f"DELETE FROM {table} WHERE pk=?", (pk,))
 
     def _upsert(self, table: str, key_column: str, key: str, attrs: dict[str, str],
                 columns: dict[str, object], parent: tuple[str, int] | None) -> int:
