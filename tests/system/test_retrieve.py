@@ -6,6 +6,7 @@ destination serve the module; what arrives is compared with what was stored, dat
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
 
 SUCCESS, MOVE_DESTINATION_UNKNOWN = 0x0000, 0xA801
+OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702
 ROOT = "1.2.826.0.1.3680043.9.7779"
 # study number -> (patient id, ((series number, instances), ...))
 LAYOUT = {1: ("P1", ((1, 2), (2, 1))), 2: ("P2", ((1, 1),)), 3: ("P1", ((1, 1),))}
@@ -265,10 +267,15 @@ def test_unknown_destination_is_refused(archive_clean: Archive) -> None:
     assert archive_clean.received() == {}
 
 
-def test_destination_down_fails_and_server_keeps_serving(archive: Archive) -> None:
+def test_destination_down_fails_every_sub_operation_and_server_keeps_serving(
+        archive: Archive) -> None:
     result = movescu(archive.port, "-S", ["QueryRetrieveLevel=STUDY",
                                           f"StudyInstanceUID={ROOT}.1"], destination="DOWN")
-    assert result.final_status is not None and result.final_status >= 0xA000
+    # DOWN is configured, so not "Move Destination unknown": 0xA702 with counts, as dcmqrscp.
+    assert result.final_status == OUT_OF_RESOURCES_SUB_OPERATIONS
+    counts = dict(re.findall(r"(Completed|Failed|Warning) Suboperations\s*:\s*(\d+)",
+                             result.output))
+    assert counts == {"Completed": "0", "Failed": str(len(archive.uids_of(1))), "Warning": "0"}
     assert run_tool("echoscu", "-aec", "ARCHIVE", "localhost", str(archive.port)).returncode == 0
 
 

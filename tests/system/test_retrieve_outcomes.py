@@ -47,6 +47,18 @@ class Archive:
     uids: list[str]
     destination_port: int
     process: subprocess.Popen[str] | None = None
+    log: list[str] = field(default_factory=list)
+
+    def wait_for_log(self, *parts: str) -> str:
+        """The first server log line holding every part (the log is read by another thread)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = next((line for line in list(self.log) if all(p in line for p in parts)),
+                         None)
+            if found is not None:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"no log line with {parts}:\n" + "\n".join(self.log))
 
     def file_of(self, uid: str) -> Path:
         with sqlite3.connect(self.area / "pyqrscp-index.sqlite3") as db:
@@ -78,7 +90,8 @@ def archive(tmp_path: Path, count: int, rows: int = 8, *server_flags: str,
                              timeout=300)
     assert indexed.returncode == 0, indexed.stderr
     with pyqrscp_process(config, *server_flags) as server:
-        yield Archive(server.port, tmp_path / "area", uids, destination_port, server.process)
+        yield Archive(server.port, tmp_path / "area", uids, destination_port, server.process,
+                      server.log)
 
 
 @dataclass
@@ -345,11 +358,17 @@ def test_every_file_gone_is_a_failure(tmp_path: Path) -> None:
     assert dest.received == []
 
 
-def test_unreachable_destination_is_a801_with_a_comment(tmp_path: Path) -> None:
-    with archive(tmp_path, 1) as arc:
-        status, _ = move(arc.port, "DOWN")
+def test_configured_destination_down_is_a702_with_counts_unknown_one_a801(
+        tmp_path: Path) -> None:
+    with archive(tmp_path, 2) as arc:
+        status, identifier = move(arc.port, "DOWN")
         unknown, _ = move(arc.port, "NOWHERE")
-    assert status.Status == DESTINATION_UNKNOWN and "connect" in status.ErrorComment
+        line = arc.wait_for_log("to DOWN", "0xA702")
+    assert status.Status == ALL_FAILED and "connect" in status.ErrorComment
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations,
+            status.NumberOfWarningSuboperations) == (0, 2, 0)
+    assert identifier is not None and sorted(failed_uids(identifier)) == sorted(arc.uids)
+    assert "2 sub-operation(s) failed" in line
     assert unknown.Status == DESTINATION_UNKNOWN and "NOWHERE" in unknown.ErrorComment
 
 

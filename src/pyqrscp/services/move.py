@@ -77,8 +77,7 @@ def _move(services: Services, assoc: Any, request: Any, responder: Responder,
             max_pdu=options.max_pdu or 16384, acse_timeout=options.acse_timeout,
             dimse_timeout=options.dimse_timeout or 60, ssl_context=services.client_tls)
     except PeerUnavailable as error:
-        LOGGER.error("Move from %s: %s", peer_of(assoc), error)
-        responder.send(Status.MOVE_DESTINATION_UNKNOWN, error_comment=str(error))
+        _destination_unavailable(assoc, responder, selection, destination, error)
         return
     sender = _Sender(sub, destination.ae_title, str(assoc.requestor.ae_title).strip(),
                      int(request.MessageID), proposed_syntaxes(options.propose_transfer_syntax))
@@ -97,6 +96,20 @@ def _move(services: Services, assoc: Any, request: Any, responder: Responder,
                 peer_of(assoc), destination.ae_title, status.name, progress.completed,
                 progress.failed, progress.warning, progress.remaining)
     responder.send(status, progress)
+
+
+def _destination_unavailable(assoc: Any, responder: Responder, selection: Selection,
+                             destination: Peer, error: PeerUnavailable) -> None:
+    """A configured destination that does not answer is known, so not 0xA801: every
+    sub-operation failed, 0xA702 with the counts and the failed UIDs (as dcmqrscp answers)."""
+    progress = Progress(remaining=len(selection.instances))
+    for sop_instance, *_ in selection.instances:
+        progress.fail(sop_instance)
+    status = progress.final_status()
+    LOGGER.error("Move from %s to %s (%s:%d): %s; answering 0x%04X (%s), %d sub-operation(s) "
+                 "failed", peer_of(assoc), destination.ae_title, destination.host,
+                 destination.port, error, int(status), status.name, progress.failed)
+    responder.send(status, progress, error_comment=str(error)[:64])
 
 
 class _Sender:
