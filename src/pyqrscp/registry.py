@@ -6,11 +6,10 @@ Kept free of sockets so that every rule is unit-tested; the server feeds it what
 from __future__ import annotations
 
 import enum
-import socket
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 from pyqrscp.config import AEEntry, Config, Peer
+from pyqrscp.hostnames import HostLookup
 
 
 class RejectResult(enum.IntEnum):
@@ -55,11 +54,18 @@ class AssociationRequest:
 
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
-    """The server-wide switches that affect acceptance (``--refuse``, ``--reject``, ``-dhl``)."""
+    """The server-wide switches that affect acceptance (``--refuse``, ``--reject``, ``-dhl``)
+    and the server's host name lookups."""
 
     refuse: bool = False
     reject_without_implementation_uid: bool = False
     disable_host_lookup: bool = False
+    hosts: HostLookup = field(default_factory=HostLookup)
+
+    @property
+    def lookups(self) -> HostLookup | None:
+        """The lookups to use, None with ``-dhl``."""
+        return None if self.disable_host_lookup else self.hosts
 
 
 def decide(config: Config, policy: AccessPolicy, request: AssociationRequest
@@ -79,10 +85,10 @@ def decide(config: Config, policy: AccessPolicy, request: AssociationRequest
                          f"called AE title {request.called_aet!r} is not in the AETable")
     if entry.peers is None:
         return entry
-    host_names = peer_host_names(request.peer_address, policy.disable_host_lookup)
+    host_names = peer_host_names(request.peer_address, policy.lookups)
     for peer in entry.peers:
         if peer.ae_title == request.calling_aet and host_matches(
-                peer, request.peer_address, host_names, policy.disable_host_lookup):
+                peer, request.peer_address, host_names, policy.lookups):
             return entry
     return Rejection(RejectResult.PERMANENT, RejectSource.SERVICE_USER,
                      RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
@@ -90,41 +96,24 @@ def decide(config: Config, policy: AccessPolicy, request: AssociationRequest
                      f"not a peer of {entry.ae_title}")
 
 
-def peer_host_names(peer_address: str, disable_host_lookup: bool) -> frozenset[str]:
-    """The peer's address and, unless ``-dhl``, the names its reverse lookup gives (lower case)."""
+def peer_host_names(peer_address: str, hosts: HostLookup | None) -> frozenset[str]:
+    """The peer's address and the names its reverse lookup gives (lower case); no lookup when
+    ``hosts`` is None (``-dhl``)."""
     names = {peer_address.lower()}
-    if not disable_host_lookup:
-        names.update(_reverse_lookup(peer_address))
+    if hosts is not None:
+        names.update(hosts.names(peer_address))
     return frozenset(names)
 
 
 def host_matches(peer: Peer, peer_address: str, host_names: frozenset[str],
-                 disable_host_lookup: bool) -> bool:
+                 hosts: HostLookup | None) -> bool:
     """Does the configured host of ``peer`` denote the connecting machine?"""
     configured = peer.host.lower()
     if configured in host_names:
         return True
-    if disable_host_lookup:
+    if hosts is None:
         return False
-    return peer_address in _forward_lookup(configured)
-
-
-@lru_cache(maxsize=256)
-def _reverse_lookup(address: str) -> frozenset[str]:
-    try:
-        name, aliases, _ = socket.gethostbyaddr(address)
-    except OSError:
-        return frozenset()
-    return frozenset(n.lower() for n in (name, *aliases))
-
-
-@lru_cache(maxsize=256)
-def _forward_lookup(host: str) -> frozenset[str]:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return frozenset()
-    return frozenset(str(info[4][0]) for info in infos)
+    return peer_address in hosts.addresses(configured)
 
 
 def resolve_move_destination(config: Config, move_destination: str) -> Peer | None:

@@ -71,7 +71,8 @@ class ArchiveServer:
         self.services.client_tls = self.tls.client if self.tls else None
         self.policy = AccessPolicy(refuse=options.refuse,
                                    reject_without_implementation_uid=options.reject,
-                                   disable_host_lookup=options.disable_host_lookup)
+                                   disable_host_lookup=options.disable_host_lookup,
+                                   hosts=self.services.hosts)
         self.stop_requested = threading.Event()
         self._server: Any = None
         self._governor: IdleGovernor | None = None

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pyqrscp.config import AEEntry, Config, Peer, parse_config
+from pyqrscp.hostnames import FAILURE_SECONDS, HostLookup
 from pyqrscp.registry import (
     AccessPolicy,
     AssociationRequest,
@@ -117,14 +118,36 @@ def test_host_given_by_name_is_not_resolved_with_dhl(config: Config) -> None:
 
 
 def test_peer_host_names_include_reverse_lookup_unless_dhl() -> None:
-    assert "localhost" in peer_host_names("127.0.0.1", disable_host_lookup=False)
-    assert peer_host_names("127.0.0.1", disable_host_lookup=True) == frozenset({"127.0.0.1"})
+    assert "localhost" in peer_host_names("127.0.0.1", HostLookup())
+    assert peer_host_names("127.0.0.1", None) == frozenset({"127.0.0.1"})
 
 
 def test_host_comparison_ignores_case() -> None:
     peer = Peer("A", "LocalHost", 1)
-    assert host_matches(peer, "127.0.0.1", frozenset({"127.0.0.1", "localhost"}), True)
-    assert not host_matches(peer, "127.0.0.1", frozenset({"127.0.0.1"}), True)
+    assert host_matches(peer, "127.0.0.1", frozenset({"127.0.0.1", "localhost"}), None)
+    assert not host_matches(peer, "127.0.0.1", frozenset({"127.0.0.1"}), None)
+
+
+def test_a_host_name_that_did_not_resolve_is_asked_again(config: Config) -> None:
+    """A failed forward lookup is kept for a moment only: once the name resolves, the peer
+    is accepted without a restart."""
+    now = [0.0]
+    answers: dict[str, frozenset[str]] = {}
+
+    def forward(host: str) -> frozenset[str]:
+        if host not in answers:
+            raise OSError("temporary failure in name resolution")
+        return answers[host]
+
+    def reverse(_address: str) -> frozenset[str]:
+        raise OSError("no reverse entry")
+
+    policy = AccessPolicy(hosts=HostLookup(forward, reverse, clock=lambda: now[0]))
+    assert rejected(decide(config, policy, request("PRIVATE", "MODALITY")))
+    answers["localhost"] = frozenset({"127.0.0.1"})
+    assert rejected(decide(config, policy, request("PRIVATE", "MODALITY")))  # still cached
+    now[0] += FAILURE_SECONDS
+    assert accepted(decide(config, policy, request("PRIVATE", "MODALITY"))) == "PRIVATE"
 
 
 def test_refuse_rejects_everything_even_any(config: Config) -> None:

@@ -28,6 +28,7 @@ from pyqrscp.errors import (
     ServiceFailed,
     StorageFailure,
 )
+from pyqrscp.hostnames import HostLookup
 from pyqrscp.logs import log_context
 from pyqrscp.options import Options
 from pyqrscp.part10 import file_header
@@ -161,6 +162,7 @@ class Services:
         self.commit_retry = RetrySchedule()
         self.commitment: StorageCommitment | None = None
         self.client_tls: ssl.SSLContext | None = None  # outgoing associations (``+tls``)
+        self.hosts = HostLookup()  # HostTable names, for acceptance and C-MOVE restrictions
         self._load_services()
 
     def _load_services(self) -> None:

@@ -17,6 +17,7 @@ from pydicom.uid import UID
 from pyqrscp.config import Config, Peer
 from pyqrscp.contexts import UNCOMPRESSED, proposed_syntaxes
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
+from pyqrscp.hostnames import HostLookup
 from pyqrscp.index.query import InformationModel
 from pyqrscp.registry import host_matches, peer_host_names, resolve_move_destination
 from pyqrscp.sender import StoreAssociation, propose
@@ -51,7 +52,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     if prepared is None:
         return
     area, selection = prepared
-    destination = allowed_destination(services.config, services.options,
+    destination = allowed_destination(services.config, services.options, services.hosts,
                                       str(assoc.requestor.ae_title).strip(),
                                       str(assoc.requestor.address), destination_aet)
     if destination is None:
@@ -150,9 +151,10 @@ def sub_association_contexts(selection: Selection, options: Options) -> list[Any
                         [ts for ts in uncompressed if ts in UNCOMPRESSED]))
 
 
-def allowed_destination(config: Config, options: Options, calling_aet: str, address: str,
-                        destination_aet: str) -> Peer | None:
+def allowed_destination(config: Config, options: Options, host_lookup: HostLookup,
+                        calling_aet: str, address: str, destination_aet: str) -> Peer | None:
     """Resolve the Move Destination, then apply ``-ZA``/``-ZH``/``-ZV``."""
+    hosts = None if options.disable_host_lookup else host_lookup
     destination = resolve_move_destination(config, destination_aet)
     if destination is None:
         return None
@@ -160,13 +162,12 @@ def allowed_destination(config: Config, options: Options, calling_aet: str, addr
     if restriction == "aetitle" and destination_aet != calling_aet:
         return None
     if restriction in ("host", "vendor"):
-        names = peer_host_names(address, options.disable_host_lookup)
-        if restriction == "host" and not host_matches(destination, address, names,
-                                                      options.disable_host_lookup):
+        names = peer_host_names(address, hosts)
+        if restriction == "host" and not host_matches(destination, address, names, hosts):
             return None
         if restriction == "vendor":
             requestor = next((p for p in config.peers_named(calling_aet) if host_matches(
-                p, address, names, options.disable_host_lookup)), None)
+                p, address, names, hosts)), None)
             vendor = config.vendor_of(requestor) if requestor else None
             if vendor is None or config.vendor_of(destination) != vendor:
                 return None
