@@ -109,3 +109,25 @@ def test_ae_titles_end_at_their_first_nul_and_are_padded_with_spaces() -> None:
     assert pdus.ae_titles(padded) == (b"ARCHIVE".ljust(16), b"AB".ljust(16))
     assert padded[:10] == header and padded[42:] == rest
     assert pdus.pad_ae_titles(padded) == padded
+
+
+@pytest.mark.parametrize("peer_max_pdu", [0, 16384, 130])
+def test_messages_are_framed_as_dcmtk_and_pynetdicom_frame_them(peer_max_pdu: int) -> None:
+    """One PDV per P-DATA-TF, the command set's PDUs first, then the dataset's: what every
+    path that frames a message itself sends (C-FIND/C-MOVE/C-GET/C-STORE responses, C-STORE
+    requests of sub-operations); some peers (gdcmscu) read nothing else correctly."""
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    dataset = bytes(range(256)) * 20
+    from_stream = [list(pdvs(body)) for body in split_pdus(message(3, command, dataset,
+                                                                     peer_max_pdu))]
+    from_primitives = [[(context_id, data[0], data[1:])
+                        for context_id, data in primitive.presentation_data_value_list]
+                       for primitive in pdus.p_data_primitives(3, command, dataset,
+                                                               peer_max_pdu)]
+    for framed in ([[pdv[:3] for pdv in pdu] for pdu in from_stream], from_primitives):
+        assert all(len(pdu) == 1 for pdu in framed)
+        headers = [pdu[0][1] for pdu in framed]
+        commands = [header for header in headers if header & 0x01]
+        assert headers[:len(commands)] == commands  # every command PDV before the dataset
+        assert commands[-1] == 0x03 and headers[-1] == 0x02
+        assert [header & 0x02 for header in headers].count(0x02) == 2  # one last per part
