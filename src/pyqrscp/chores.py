@@ -199,8 +199,10 @@ def rm_main(argv: Sequence[str]) -> int:
 def _delete(entry: AEEntry, level: str, uid: str) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(DcmtkFormatter())
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
+    root = logging.getLogger("pyqrscp")  # the storage area's warnings too, as W: lines
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    LOGGER.setLevel(logging.INFO)  # the deletion line itself
     area = StorageArea(entry.storage_area, entry.quota)
     try:
         area.open()
@@ -216,4 +218,4 @@ def _delete(entry: AEEntry, level: str, uid: str) -> int:
         return 2
     finally:
         area.close()
-        LOGGER.removeHandler(handler)
+        root.removeHandler(handler)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 
 from pyqrscp.errors import StartupError
+
+try:  # POSIX only: Windows has no setuid, so no UserName/GroupName either
+    import grp
+    import pwd
+except ImportError:
+    grp = pwd = None  # type: ignore[assignment]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -19,6 +23,7 @@ def drop_privileges(user_name: str | None, group_name: str | None) -> None:
     """
     if user_name is None and group_name is None:
         return
+    check_names(user_name, group_name)
     if os.geteuid() != 0:
         LOGGER.warning("not running as root: UserName/GroupName ignored")
         return
@@ -35,8 +40,14 @@ def drop_privileges(user_name: str | None, group_name: str | None) -> None:
 
 
 def check_names(user_name: str | None, group_name: str | None) -> None:
-    """Fail before listening when a configured user or group does not exist (as root only)."""
-    if os.geteuid() != 0:
+    """Fail before listening when a configured user or group does not exist (as root only),
+    or when the platform cannot switch users at all (Windows)."""
+    if (user_name or group_name) and (pwd is None or grp is None or
+                                      not hasattr(os, "geteuid")):
+        raise StartupError("UserName/GroupName are not supported on this platform (no "
+                           "setuid): remove them from the config file and run pyqrscp as "
+                           "that user (e.g. a service account)")
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return
     if group_name:
         _group_id(group_name)

@@ -170,8 +170,10 @@ class ArchiveServer:
             LOGGER.info("received signal %d, shutting down", signum)
             self.stop_requested.set()
 
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        # SIGBREAK is Windows' Ctrl-Break; SIGTERM there comes only from os.kill in-process
+        for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), request_stop)
 
     def serve_until_signalled(self) -> int:
         """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0."""

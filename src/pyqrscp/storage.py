@@ -12,7 +12,6 @@ goes.  This saves one of three flushes per stored instance (issue 8).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyqrscp import filelock
 from pyqrscp.config import Quota
 from pyqrscp.dicomfile import Header, read_header
 from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
@@ -76,15 +76,15 @@ class StorageArea:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = os.open(self.root / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        alone = _try_flock(self._lock_file, fcntl.LOCK_EX)
+        alone = filelock.try_lock(self._lock_file, exclusive=True)
         self._db = connect(self.index_path, flush_commits=False)  # see the module docstring
         create_schema(self._db)
         if alone:
             self.settle_leftovers()
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            filelock.unlock(self._lock_file)
         else:
             LOGGER.info("%s is also used by another pyqrscp process; leftovers kept", self.root)
-        fcntl.flock(self._lock_file, fcntl.LOCK_SH)  # waits while a rebuild holds the area
+        filelock.lock_shared(self._lock_file)  # waits while a rebuild holds the area
 
     def close(self) -> None:
         if self._db is not None:
@@ -333,18 +333,10 @@ class StorageArea:
             return self.writer.instance(sop_instance_uid)
 
 
-def _try_flock(fd: int, operation: int) -> bool:
-    try:
-        fcntl.flock(fd, operation | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
 def lock_area_file(path: Path) -> int:
     """Hold the area alone (``--rebuild``); refuse while any other pyqrscp process uses it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if not _try_flock(fd, fcntl.LOCK_EX):
+    if not filelock.try_lock(fd, exclusive=True):
         os.close(fd)
         raise StorageFailure(f"storage area {path.parent} is in use by another pyqrscp "
                              "process (stop the server first)")
@@ -360,7 +352,10 @@ def _rollback_quietly(db: sqlite3.Connection) -> None:
 
 
 def _fsync_path(path: Path) -> None:
-    """Flush a file (or folder) by name: on Linux fsync covers every descriptor's writes."""
+    """Flush a file (or folder) by name: on Linux fsync covers every descriptor's writes.
+    Folders cannot be flushed on Windows (nor need to be: NTFS journals renames)."""
+    if not filelock.fsync_folder_supported() and path.is_dir():
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
