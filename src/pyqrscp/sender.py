@@ -61,10 +61,13 @@ class StoreResponse:
 def propose(pairs: Iterable[tuple[str, str]], uncompressed: Sequence[str]
             ) -> list[ProposedContext]:
     """Per SOP class one context with the ``uncompressed`` syntaxes (``-x...`` order), plus one
-    context per stored syntax that is not among them; at most 128 (odd IDs 1..255)."""
+    context per stored syntax on its own, so that a receiver that takes it gets the stored bytes
+    unchanged (in the shared context it picks its own preference); at most 128 (odd IDs 1..255).
+    """
     pairs = sorted(set(pairs))
-    wanted = [(sop_class, tuple(uncompressed)) for sop_class in sorted({c for c, _ in pairs})]
-    wanted += [(sop_class, (ts,)) for sop_class, ts in pairs if ts not in uncompressed]
+    shared = tuple(uncompressed)
+    wanted = [(sop_class, shared) for sop_class in sorted({c for c, _ in pairs})]
+    wanted += [(sop_class, (ts,)) for sop_class, ts in pairs if (ts,) != shared]
     return [ProposedContext(2 * index + 1, sop_class, syntaxes)
             for index, (sop_class, syntaxes) in enumerate(wanted[:MAX_CONTEXTS])]
 

@@ -18,9 +18,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE, evt
 
 from pyqrscp.contexts import UNCOMPRESSED
+from pyqrscp.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.sender import MAX_CONTEXTS, StoreAssociation, propose
-from pyqrscp.services.retrieve import convert, stored_dataset
+from pyqrscp.services.retrieve import stored_dataset
 
 
 class Received:
@@ -81,11 +82,35 @@ def _send(sub: StoreAssociation, path: Path, message_id: int = 1) -> int:
                             7).status
 
 
-def test_propose_orders_uncompressed_then_one_context_per_compressed_syntax() -> None:
+def test_propose_orders_uncompressed_then_one_context_per_stored_syntax() -> None:
     contexts = propose({(CTImageStorage, ExplicitVRLittleEndian), (CTImageStorage, RLELossless)},
                        [str(ImplicitVRLittleEndian), str(ExplicitVRLittleEndian)])
     assert [(cx.context_id, cx.transfer_syntaxes) for cx in contexts] == [
-        (1, (ImplicitVRLittleEndian, ExplicitVRLittleEndian)), (3, (RLELossless,))]
+        (1, (ImplicitVRLittleEndian, ExplicitVRLittleEndian)), (3, (ExplicitVRLittleEndian,)),
+        (5, (RLELossless,))]
+
+
+def test_propose_needs_no_own_context_when_only_the_stored_syntax_is_proposed() -> None:
+    contexts = propose({(CTImageStorage, ImplicitVRLittleEndian)}, [str(ImplicitVRLittleEndian)])
+    assert [cx.transfer_syntaxes for cx in contexts] == [(ImplicitVRLittleEndian,)]
+
+
+def test_a_receiver_that_takes_the_stored_syntax_gets_the_bytes_unchanged(
+        scp_factory: Any, tmp_path: Path) -> None:
+    """The receiver prefers explicit VR little endian but also takes implicit: an instance
+    stored implicit travels as stored instead of being converted."""
+    port, received = scp_factory([ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ds = pydicom.dcmread(make_ct(tmp_path, rows=8))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    path = tmp_path / "implicit.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    sub = _open(port, {(CTImageStorage, ImplicitVRLittleEndian)})
+    try:
+        assert _send(sub, path) == 0
+    finally:
+        sub.release()
+    assert received.syntaxes[str(ds.SOPInstanceUID)] == ImplicitVRLittleEndian
+    assert received.datasets[str(ds.SOPInstanceUID)] == stored_dataset(path)[1]
 
 
 def test_propose_caps_at_128_contexts() -> None:

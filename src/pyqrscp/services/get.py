@@ -22,6 +22,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pyqrscp.channel import Channel, PushedBack, held_channel
 from pyqrscp.commands import C_CANCEL_RQ, C_STORE_RSP, store_request
 from pyqrscp.contexts import UNCOMPRESSED
+from pyqrscp.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.idle import fast_polling
 from pyqrscp.index.query import InformationModel
@@ -29,7 +30,6 @@ from pyqrscp.services import peer_of
 from pyqrscp.services.retrieve import (
     Progress,
     Responder,
-    convert,
     message_ids,
     prepare,
     run_sub_operations,

@@ -16,6 +16,7 @@ from pydicom.uid import UID
 
 from pyqrscp.config import Config, Peer
 from pyqrscp.contexts import UNCOMPRESSED, proposed_syntaxes
+from pyqrscp.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.hostnames import HostLookup
 from pyqrscp.index.query import InformationModel
@@ -26,7 +27,6 @@ from pyqrscp.services.retrieve import (
     Progress,
     Responder,
     Selection,
-    convert,
     message_ids,
     prepare,
     run_sub_operations,

@@ -11,11 +11,10 @@ import logging
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.dsutils import decode, encode
@@ -94,28 +93,6 @@ def stored_dataset(path: Path) -> tuple[str, bytes]:
     if not transfer_syntax:
         raise SubOperationFailed(f"stored file {path.name} has no TransferSyntaxUID")
     return transfer_syntax, data[offset:]
-
-
-def convert(data: bytes, source: str, target: str) -> bytes:
-    """Re-encode a dataset in another syntax with pydicom; compressed sources are decompressed
-    when pydicom can (RLE natively).  Raises :class:`SubOperationFailed` when it cannot."""
-    source_uid, target_uid = UID(source), UID(target)
-    try:
-        dataset = decode(BytesIO(data), source_uid.is_implicit_VR, source_uid.is_little_endian,
-                         source_uid.is_deflated)
-        if source_uid.is_compressed:
-            dataset.file_meta = FileMetaDataset()
-            dataset.file_meta.TransferSyntaxUID = source_uid
-            dataset.decompress()
-            del dataset.file_meta
-        encoded = encode(dataset, target_uid.is_implicit_VR, target_uid.is_little_endian,
-                         target_uid.is_deflated)
-    except Exception as error:  # pydicom raises many kinds for codecs and encodings
-        raise SubOperationFailed(f"cannot convert {source_uid.name} to {target_uid.name}: "
-                                 f"{error}") from error
-    if encoded is None:
-        raise SubOperationFailed(f"cannot encode the dataset in {target_uid.name}")
-    return bytes(encoded)
 
 
 @dataclass(slots=True)
