@@ -77,8 +77,10 @@ exit codes: 0 stopped by SIGINT/SIGTERM (or --help, --check-config), 1 runtime f
 
 
 def _group_of(dest: str) -> str:
-    return next(title for title, dests in _GROUPS
-                if dest in dests or any(d.endswith("_") and dest.startswith(d) for d in dests))
+    """The man-page group of an option; one not placed yet goes with the general options."""
+    return next((title for title, dests in _GROUPS
+                 if dest in dests or any(d.endswith("_") and dest.startswith(d) for d in dests)),
+                "general options")
 
 
 def _help(spec: OptionSpec) -> str:

@@ -79,3 +79,13 @@ def test_require_find_and_disable_get() -> None:
 def test_only_proposed_abstract_syntaxes_are_built() -> None:
     classes = _classes(Access.RW, Options(), proposed=frozenset({CT, "1.2.840.10008.1.1"}))
     assert set(classes) == {CT, "1.2.840.10008.1.1"}
+
+
+def test_every_option_has_a_help_group() -> None:
+    """A new option not placed in the man-page grouping still gets a group (no crash)."""
+    from pyqrscp.cli import _GROUPS, _group_of
+    from pyqrscp.options import OPTION_TABLE
+
+    titles = {title for title, _ in _GROUPS}
+    assert all(_group_of(spec.dest) in titles for spec in OPTION_TABLE)
+    assert _group_of("an_option_nobody_placed") == "general options"
