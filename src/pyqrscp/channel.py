@@ -165,8 +165,9 @@ class Channel:
         return taken
 
     def _pynetdicom_send(self, data: bytes) -> None:
+        """What pynetdicom's DUL sends, one PDV per P-DATA-TF (``pdus.one_pdv_per_pdu``)."""
         with self.send_lock:
-            self._send(data)
+            self._send(pdus.one_pdv_per_pdu(data))
 
     def _pynetdicom_transport_event(self) -> bool:
         """The DUL's "is there a PDU to read?" step: nothing while held; pushed-back bytes

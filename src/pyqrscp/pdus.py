@@ -25,6 +25,7 @@ UNLIMITED_PDU = 1 << 20
 """What pyqrscp sends per PDU to a peer that announces 0 (no limit)."""
 _PDU_HEADER = struct.Struct(">BxI")
 _PDV_HEADER = struct.Struct(">IBB")
+_PDV_LENGTH = struct.Struct(">I")
 _COMMAND, _LAST = 0x01, 0x02
 
 
@@ -115,6 +116,21 @@ def p_data_primitives(context_id: int, command: bytes, dataset: bytes | None,
             primitive.presentation_data_value_list.append(
                 (context_id, bytes([kind | (_LAST if last else 0x00)]) + fragment))
             yield primitive
+
+
+def one_pdv_per_pdu(pdu: bytes) -> bytes:
+    """A P-DATA-TF carrying several PDVs as one P-DATA-TF per PDV, as DCMTK and pynetdicom frame
+    messages (PS3.8 allows several, but GDCM's ``gdcmscu`` then loses a C-FIND response); any
+    other PDU unchanged.  Lets a sender queue one primitive for a command and its dataset."""
+    if len(pdu) < 10 or pdu[0] != P_DATA_TF or 10 + _PDV_LENGTH.unpack_from(pdu, 6)[0] >= len(pdu):
+        return pdu
+    parts: list[bytes] = []
+    offset = 6
+    while offset + 4 <= len(pdu):
+        end = offset + 4 + _PDV_LENGTH.unpack_from(pdu, offset)[0]
+        parts += [pdu_header(P_DATA_TF, end - offset), pdu[offset:end]]
+        offset = end
+    return b"".join(parts)
 
 
 def pdvs(body: bytes) -> Iterator[tuple[int, int, bytes, int]]:

@@ -131,3 +131,17 @@ def test_messages_are_framed_as_dcmtk_and_pynetdicom_frame_them(peer_max_pdu: in
         assert headers[:len(commands)] == commands  # every command PDV before the dataset
         assert commands[-1] == 0x03 and headers[-1] == 0x02
         assert [header & 0x02 for header in headers].count(0x02) == 2  # one last per part
+
+
+def test_a_p_data_tf_of_several_pdvs_is_sent_as_one_pdu_per_pdv() -> None:
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    dataset = b"\x08\x00\x18\x00\x04\x00\x00\x001.2 "
+    items = [struct.pack(">IB", len(command) + 2, 1) + b"\x03" + command,
+             struct.pack(">IB", len(dataset) + 2, 1) + b"\x02" + dataset]
+    packed = p_data_pdu(b"".join(items))
+    assert [list(pdvs(body)) for body in split_pdus(pdus.one_pdv_per_pdu(packed))] == [
+        [(1, 0x03, command, len(items[0]))], [(1, 0x02, dataset, len(items[1]))]]
+    single = p_data_pdu(items[0])
+    assert pdus.one_pdv_per_pdu(single) == single
+    release_rq = struct.pack(">BxI4x", pdus.RELEASE_RQ, 4)
+    assert pdus.one_pdv_per_pdu(release_rq) == release_rq

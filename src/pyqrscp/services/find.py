@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import encode
+from pynetdicom.pdu_primitives import P_DATA
 
+from pyqrscp.channel import Channel
 from pyqrscp.charset import TEXT_VRS, choose_charset, requested_charsets
 from pyqrscp.commands import find_response
 from pyqrscp.encoding import Element, encode_identifier
@@ -39,6 +41,7 @@ from pyqrscp.index.query import (
     text_to_value,
 )
 from pyqrscp.options import Options
+from pyqrscp.pdus import max_pdv
 from pyqrscp.services import cancel_requested, peer_of
 from pyqrscp.services.retrieve import read_identifier, send_message
 from pyqrscp.status import Status
@@ -60,7 +63,7 @@ MODEL_OF_SOP_CLASS = {
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
-queued responses (two P-DATA primitives each), wait for it to drain so that a C-CANCEL is seen
+queued responses, wait for it to drain so that a C-CANCEL is seen
 between responses."""
 _DRAIN_POLL = 0.0001  # while waiting for the DUL to send queued responses
 
@@ -180,19 +183,30 @@ class FindResponder:
         self.context_id = int(context.context_id)
         self.transfer_syntax = UID(context.transfer_syntax[0])
         self.dimse_timeout = dimse_timeout
+        self.max_pdu = max_pdv(int(assoc.requestor.maximum_length or 0)) + 6
+        self.splits = Channel.of(assoc) is not None  # its send makes one PDU per PDV
 
     def is_cancelled(self) -> bool:
         """Has a C-CANCEL for this request arrived?"""
         return cancel_requested(self.assoc, self.message_id)
 
     def pending(self, identifier: bytes) -> None:
-        """One pending response: the command set, then the identifier, each in its own
-        P-DATA-TF PDU(s)."""
-        if self.assoc.dul.to_provider_queue.qsize() >= 2 * _QUEUED_RESPONSES:
+        """One pending response: the command set, then the identifier, each in P-DATA-TF PDUs
+        of its own.  When both fit the peer's maximum PDU they are queued as one P-DATA
+        primitive (one turn of the DUL's loop instead of two), which the association's channel
+        sends as two PDUs."""
+        if self.assoc.dul.to_provider_queue.qsize() >= _QUEUED_RESPONSES:
             self.drain()
         command = find_response(self.sop_class, self.message_id, int(Status.PENDING),
                                 has_identifier=True)
-        send_message(self.assoc, self.context_id, command, identifier)
+        if not self.splits or len(command) + len(identifier) + 12 > self.max_pdu:
+            send_message(self.assoc, self.context_id, command, identifier)
+            return
+        primitive = P_DATA()
+        pdvs = primitive.presentation_data_value_list
+        pdvs.append((self.context_id, b"\x03" + command))
+        pdvs.append((self.context_id, b"\x02" + identifier))
+        self.assoc.dul.send_pdu(primitive)
 
     def drain(self) -> None:
         """Wait until the DUL has sent everything queued; abort a peer that reads nothing for
