@@ -2,8 +2,11 @@
 
 A request is written to the storage area's sqlite file (table ``commitment``) before the N-ACTION
 is answered, and removed only once its N-EVENT-REPORT was accepted or its retries ran out, so a
-restart resumes what was not delivered.  This module knows nothing of associations: the
-:class:`CommitmentWorker` calls an injected ``deliver`` function (see ``services/commit``).
+restart resumes what was not delivered.  Its references are verified once, at the first delivery
+attempt, and the verdict is written beside the request: retries send the same report without
+reading a file again.  Delivery (``commitment_delivery.py``) gives each requester its own lane,
+so a requester that is slow or unreachable delays only its own reports.  This module knows
+nothing of associations.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,10 @@ CREATE TABLE IF NOT EXISTS commitment (
     next_attempt REAL NOT NULL DEFAULT 0
 );
 """
+_VERDICT_COLUMN = "ALTER TABLE commitment ADD COLUMN verdict TEXT"
+
+#: References one N-ACTION may name; more are refused (0x0213 Resource limitation).
+MAX_REFERENCES_PER_REQUEST = 10_000
 
 
 class FailureReason(enum.IntEnum):
@@ -65,6 +72,7 @@ class PendingCommitment:
     called_aet: str
     references: tuple[Reference, ...]
     attempts: int
+    verdict: Verdict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,18 @@ class Verdict:
     def event_type_id(self) -> int:
         """1: all succeeded; 2: some failed (PS3.4 J.3.3)."""
         return 2 if self.failed else 1
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "committed": [[r.sop_class_uid, r.sop_instance_uid] for r in self.committed],
+            "failed": [[r.sop_class_uid, r.sop_instance_uid, int(why)] for r, why in self.failed],
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> Verdict:
+        data = json.loads(text)
+        return cls(tuple(Reference(c, i) for c, i in data["committed"]),
+                   tuple((Reference(c, i), FailureReason(why)) for c, i, why in data["failed"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +149,9 @@ class CommitmentLedger:
         self._lock = threading.Lock()
         self._db = connect(area.index_path, area.durable)
         self._db.executescript(DDL)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(commitment)")}
+        if "verdict" not in columns:
+            self._db.execute(_VERDICT_COLUMN)
 
     def close(self) -> None:
         with self._lock:
@@ -146,18 +169,40 @@ class CommitmentLedger:
         return PendingCommitment(self.area.root, int(cursor.lastrowid or 0), transaction_uid,
                                  requester_aet, called_aet, tuple(references), 0)
 
-    def due(self, now: float) -> list[PendingCommitment]:
+    def due(self, now: float) -> list[tuple[int, str]]:
+        """``(pk, requester AE title)`` of every request due at ``now``, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT pk, transaction_uid, requester_aet, called_aet, refs, attempts FROM "
-                "commitment WHERE next_attempt <= ? ORDER BY next_attempt, pk", (now,)).fetchall()
-        return [PendingCommitment(self.area.root, pk, uid, requester, called,
-                                  tuple(Reference(c, i) for c, i in json.loads(refs)), attempts)
-                for pk, uid, requester, called, refs, attempts in rows]
+                "SELECT pk, requester_aet FROM commitment WHERE next_attempt <= ? "
+                "ORDER BY next_attempt, pk", (now,)).fetchall()
+        return [(int(pk), str(requester)) for pk, requester in rows]
 
-    def next_due(self) -> float | None:
+    def load(self, pk: int) -> PendingCommitment | None:
+        """A request with its references, or with its verdict once it has one."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt) FROM commitment").fetchone()
+            row = self._db.execute(
+                "SELECT transaction_uid, requester_aet, called_aet, attempts, verdict, "
+                "CASE WHEN verdict IS NULL THEN refs END FROM commitment WHERE pk=?",
+                (pk,)).fetchone()
+        if row is None:
+            return None
+        uid, requester, called, attempts, verdict, refs = row
+        references = tuple(Reference(c, i) for c, i in json.loads(refs)) if refs else ()
+        return PendingCommitment(self.area.root, pk, uid, requester, called, references,
+                                 attempts, Verdict.from_json(verdict) if verdict else None)
+
+    def record_verdict(self, pk: int, verdict: Verdict) -> None:
+        """Keep the verdict for the retries (the references are not needed any more)."""
+        with self._lock:
+            self._db.execute("UPDATE commitment SET verdict=?, refs='[]' WHERE pk=?",
+                             (verdict.to_json(), pk))
+
+    def next_due(self, excluded: Collection[str] = ()) -> float | None:
+        """When the next request of a requester not in ``excluded`` is due."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt) FROM commitment WHERE requester_aet NOT IN "
+                "(SELECT value FROM json_each(?))", (json.dumps(list(excluded)),)).fetchone()
         return None if row[0] is None else float(row[0])
 
     def reschedule(self, pk: int, attempts: int, next_attempt: float) -> None:
@@ -173,85 +218,3 @@ class CommitmentLedger:
     def remove(self, pk: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM commitment WHERE pk=?", (pk,))
-
-
-Deliver = Callable[[PendingCommitment], bool]
-
-
-class CommitmentWorker:
-    """One background thread that delivers due reports, retrying with back-off."""
-
-    def __init__(self, ledgers: Sequence[CommitmentLedger], deliver: Deliver,
-                 schedule: RetrySchedule) -> None:
-        self.ledgers = {ledger.area.root: ledger for ledger in ledgers}
-        self.deliver = deliver
-        self.schedule = schedule
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        resumed = sum(ledger.make_all_due() for ledger in self.ledgers.values())
-        if resumed:
-            LOGGER.info("resuming %d undelivered storage commitment report(s)", resumed)
-        self._thread = threading.Thread(target=self._run, name="commitment-delivery",
-                                        daemon=True)
-        self._thread.start()
-
-    def notify(self) -> None:
-        """A new request is persisted: look at the ledgers now."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                self._deliver_due()
-            except Exception:  # the worker must outlive one bad request or a locked database
-                LOGGER.exception("storage commitment delivery failed unexpectedly")
-            self._wake.wait(self._seconds_to_next())
-
-    def _deliver_due(self) -> None:
-        for ledger in self.ledgers.values():
-            for pending in ledger.due(time.time()):
-                if self._stopping.is_set():
-                    return
-                if self._attempt(pending):
-                    ledger.remove(pending.pk)
-                else:
-                    self._after_failure(ledger, pending)
-
-    def _attempt(self, pending: PendingCommitment) -> bool:
-        try:
-            return self.deliver(pending)
-        except Exception as error:  # one bad request must not stop the worker or spin it
-            LOGGER.error("Storage Commitment report for %s failed: %s: %s",
-                         pending.requester_aet, type(error).__name__, error)
-            LOGGER.debug("delivery failure", exc_info=True)
-            return False
-
-    def _after_failure(self, ledger: CommitmentLedger, pending: PendingCommitment) -> None:
-        attempts = pending.attempts + 1
-        if attempts >= self.schedule.max_attempts:
-            LOGGER.error("Storage Commitment report for %s not delivered after %d attempts; "
-                         "giving up", pending.requester_aet, attempts)
-            ledger.remove(pending.pk)
-            return
-        delay = self.schedule.delay_after(attempts)
-        LOGGER.warning("Storage Commitment report for %s not delivered (attempt %d of %d); "
-                       "retrying in %.1f s", pending.requester_aet, attempts,
-                       self.schedule.max_attempts, delay)
-        ledger.reschedule(pending.pk, attempts, time.time() + delay)
-
-    def _seconds_to_next(self) -> float:
-        dues = [due for ledger in self.ledgers.values() if (due := ledger.next_due()) is not None]
-        if not dues:
-            return 3600.0
-        return max(0.0, min(dues) - time.time())

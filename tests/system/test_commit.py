@@ -7,9 +7,14 @@ accepted) or on a listener registered in the HostTable under its AE title.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
+import select
+import socket
+import struct
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,13 +29,13 @@ from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from pyqrscp.commitments import RetrySchedule
+from pyqrscp.commitments import MAX_REFERENCES_PER_REQUEST, RetrySchedule
 from pyqrscp.config import load_config
 from pyqrscp.options import Options
 from pyqrscp.server import ArchiveServer
 
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-SUCCESS, REFUSED_NOT_AUTHORIZED = 0x0000, 0x0124
+SUCCESS, REFUSED_NOT_AUTHORIZED, RESOURCE_LIMITATION = 0x0000, 0x0124, 0x0213
 NO_SUCH_OBJECT_INSTANCE, CLASS_INSTANCE_CONFLICT, PROCESSING_FAILURE = 0x0112, 0x0119, 0x0110
 REQUESTER = "MODALITY"
 WAIT = 20.0
@@ -50,8 +55,9 @@ class Report:
 class Requester:
     """A modality: stores over C-STORE, asks for commitment, receives reports."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, ae_title: str = REQUESTER) -> None:
         self.port = port
+        self.ae_title = ae_title
         self.reports: queue.Queue[Report] = queue.Queue()
         self._listener: Any = None
 
@@ -62,7 +68,7 @@ class Requester:
         return SUCCESS, None
 
     def listen(self) -> None:
-        ae = AE(ae_title=REQUESTER)
+        ae = AE(ae_title=self.ae_title)
         ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         self._listener = ae.start_server(("127.0.0.1", self.port), block=False,
                                          evt_handlers=[(evt.EVT_N_EVENT_REPORT,
@@ -74,7 +80,7 @@ class Requester:
             self._listener = None
 
     def _associate(self, port: int, called_aet: str, in_band: bool) -> Any:
-        ae = AE(ae_title=REQUESTER)
+        ae = AE(ae_title=self.ae_title)
         ae.add_requested_context(CTImageStorage)
         ae.add_requested_context(StorageCommitmentPushModel)
         roles: list[Any] = [build_role(StorageCommitmentPushModel, scu_role=True,
@@ -96,6 +102,13 @@ class Requester:
     def request(self, port: int, references: list[tuple[str, str]], *, in_band: bool,
                 called_aet: str = "ARCHIVE") -> tuple[int, str, Report | None]:
         """N-ACTION; with ``in_band`` wait for the report before releasing."""
+        status, transaction_uid, report = self.request_status(port, references, in_band=in_band,
+                                                              called_aet=called_aet)
+        return int(status.Status), transaction_uid, report
+
+    def request_status(self, port: int, references: list[tuple[str, str]], *, in_band: bool,
+                       called_aet: str = "ARCHIVE") -> tuple[Dataset, str, Report | None]:
+        """:meth:`request` with the whole status dataset (Error Comment included)."""
         transaction_uid = generate_uid()
         assoc = self._associate(port, called_aet, in_band)
         try:
@@ -104,7 +117,7 @@ class Requester:
             report = self.reports.get(timeout=WAIT) if in_band else None
         finally:
             assoc.release()
-        return int(status.Status), transaction_uid, report
+        return status, transaction_uid, report
 
 
 def action_request(transaction_uid: str, references: list[tuple[str, str]]) -> Dataset:
@@ -193,7 +206,7 @@ class LogWatch(logging.Handler):
 def log_watch() -> Iterator[LogWatch]:
     watch = LogWatch()
     loggers = [logging.getLogger(name) for name in
-               ("pyqrscp.commitments", "pyqrscp.services.commit")]
+               ("pyqrscp.commitments", "pyqrscp.commitment_delivery", "pyqrscp.services.commit")]
     for logger in loggers:
         logger.addHandler(watch)
         logger.setLevel(logging.DEBUG)
@@ -315,3 +328,98 @@ def test_read_only_ae_cannot_request_commitment(setup: Setup) -> None:
                                     StorageCommitmentPushModel, COMMITMENT_INSTANCE)
         finally:
             assoc.release()
+
+
+# -- one requester's bounded share ----------------------------------------------------------
+
+
+def test_a_request_over_the_reference_bound_is_refused(setup: Setup,
+                                                       log_watch: LogWatch) -> None:
+    references = [(str(CTImageStorage), f"1.2.826.0.1.3680043.2.1143.8.{n}")
+                  for n in range(MAX_REFERENCES_PER_REQUEST + 1)]
+    with archive(setup.config) as server:
+        status, _, _ = setup.requester.request_status(server.port, references, in_band=False)
+        line = log_watch.wait_for("Storage Commitment request from")
+        _, _, report = setup.requester.request(server.port, setup.stored, in_band=True)
+    assert status.Status == RESOURCE_LIMITATION
+    assert f"at most {MAX_REFERENCES_PER_REQUEST}" in status.ErrorComment
+    assert f"refused: {MAX_REFERENCES_PER_REQUEST + 1} references" in line
+    assert line.startswith(f"Storage Commitment request from {REQUESTER} (127.0.0.1)")
+    assert report is not None  # the next request is served
+
+
+@leaks_refused_socket
+def test_retries_send_the_first_verdict_without_reading_the_files_again(
+        setup: Setup, log_watch: LogWatch) -> None:
+    fast = RetrySchedule(first=0.05, longest=0.2, max_attempts=50)
+    with archive(setup.config, fast) as server:
+        setup.requester.store(server.port, list((setup.base / "in").iterdir()))
+        _, transaction_uid, _ = setup.requester.request(server.port, setup.stored,
+                                                        in_band=False)
+        log_watch.wait_for("attempt 1 of 50")
+        for path in (setup.base / "db").iterdir():
+            if path.suffix == ".dcm":
+                path.write_bytes(b"damaged after the verdict")
+        setup.requester.listen()
+        report = setup.requester.reports.get(timeout=WAIT)
+    assert report.information.TransactionUID == transaction_uid
+    assert report.event_type == 1
+    assert sorted(committed(report)) == sorted(uid for _, uid in setup.stored)
+
+
+class SilentPeer:
+    """A requester's host that accepts the connection and never answers the A-ASSOCIATE-RQ,
+    so a delivery to it waits for the whole ACSE timeout."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.connected: queue.Queue[socket.socket] = queue.Queue()
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection = self.listener.accept()[0]
+                self.accepted.append(connection)
+                header = connection.recv(6, socket.MSG_WAITALL)
+                connection.recv(struct.unpack(">2xI", header)[0], socket.MSG_WAITALL)
+                self.connected.put(connection)  # the A-ASSOCIATE-RQ is read, never answered
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+def still_waiting(connection: socket.socket) -> bool:
+    """Nothing more arrived (an A-ABORT) and nothing closed since the A-ASSOCIATE-RQ: the
+    archive is still waiting for the answer."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    return not readable
+
+
+def test_an_unreachable_requester_does_not_delay_another_requesters_report(
+        setup: Setup, tmp_path: Path) -> None:
+    silent = SilentPeer()
+    config = write_config(
+        tmp_path, [f"ARCHIVE {setup.base / 'db'} RW (20, 64mb) ANY"],
+        host_rows=[f"modality = ({REQUESTER}, 127.0.0.1, {setup.requester.port})",
+                   f"silent = (SILENT, 127.0.0.1, {silent.port})"])
+    options = dataclasses.replace(Options(), port=0, acse_timeout=120)
+    server = ArchiveServer(load_config(config), options, host="127.0.0.1")
+    server.start()
+    try:
+        setup.requester.store(server.port, list((setup.base / "in").iterdir()))
+        Requester(free_port(), "SILENT").request(server.port, setup.stored, in_band=False)
+        waiting = silent.connected.get(timeout=WAIT)
+        setup.requester.listen()
+        _, transaction_uid, _ = setup.requester.request(server.port, setup.stored,
+                                                        in_band=False)
+        report = setup.requester.reports.get(timeout=WAIT)
+        assert still_waiting(waiting)
+    finally:
+        silent.close()
+        server.stop()
+    assert report.information.TransactionUID == transaction_uid

@@ -237,7 +237,7 @@ class Services:
                              calling)
         return ReceivedDataset(limit, limit_text, folder=area.root, prefix=prefix)
 
-    def _commitment_request(self, event: Any) -> tuple[int, Dataset | None]:
+    def _commitment_request(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
         if self.commitment is None:
             return int(Status.PROCESSING_FAILURE), None
         return self.commitment.handle(event)

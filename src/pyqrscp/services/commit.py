@@ -1,9 +1,10 @@
 """Storage Commitment Push Model SCP (PS3.4 Annex J): N-ACTION in, N-EVENT-REPORT out.
 
-The N-ACTION is answered as soon as the request is persisted; the report is sent later by the
-:class:`~pyqrscp.commitments.CommitmentWorker` thread: on the requester's association while it
-lasts and the requester accepted the SCP role there (SCP/SCU role selection), otherwise on a new
-association to the requester's AE title (HostTable), calling from the request's called AE title.
+The N-ACTION is answered as soon as the request is persisted; the report is sent later by a
+lane of :class:`~pyqrscp.commitment_delivery.CommitmentWorker`: on the requester's association
+while it lasts and the requester accepted the SCP role there (SCP/SCU role selection), otherwise
+on a new association to the requester's AE title (HostTable), calling from the request's called
+AE title.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 
+from pyqrscp.commitment_delivery import CommitmentWorker
 from pyqrscp.commitments import (
+    MAX_REFERENCES_PER_REQUEST,
     CommitmentLedger,
-    CommitmentWorker,
     PendingCommitment,
     Reference,
     RetrySchedule,
     Verdict,
-    verify,
 )
 from pyqrscp.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
 from pyqrscp.registry import resolve_move_destination
@@ -70,7 +71,7 @@ class StorageCommitment:
         for ledger in self.ledgers.values():
             ledger.close()
 
-    def handle(self, event: Any) -> tuple[int, Dataset | None]:
+    def handle(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
         """Check and persist the request, then answer; the worker sends the report."""
         from pyqrscp.services import peer
 
@@ -93,6 +94,11 @@ class StorageCommitment:
         except (ValueError, AttributeError, KeyError, TypeError) as error:
             LOGGER.error("Storage Commitment request from %s is invalid: %s", peer(event), error)
             return int(ActionStatus.INVALID_ARGUMENT_VALUE), None
+        if len(references) > MAX_REFERENCES_PER_REQUEST:
+            why = (f"{len(references)} references; at most {MAX_REFERENCES_PER_REQUEST} "
+                   "per request")
+            LOGGER.error("Storage Commitment request from %s refused: %s", peer(event), why)
+            return _status(ActionStatus.RESOURCE_LIMITATION, why), None
         requester_aet = str(event.assoc.requestor.ae_title).strip()
         ledger = self.ledgers[area_key(entry)]
         try:
@@ -108,11 +114,10 @@ class StorageCommitment:
         self.worker.notify()
         return int(Status.SUCCESS), None
 
-    def deliver(self, pending: PendingCommitment) -> bool:
-        """Verify now, then report; True once the requester accepted the report."""
+    def deliver(self, pending: PendingCommitment, verdict: Verdict) -> bool:
+        """Report the verdict; True once the requester accepted the report."""
         with self._lock:
             assoc = self._live.pop((pending.area, pending.pk), None)
-        verdict = verify(self.services.areas[pending.area], pending.references)
         report = report_dataset(pending.transaction_uid, verdict)
         counts = f"{len(verdict.committed)} committed, {len(verdict.failed)} failed"
         if assoc is not None and accepts_reports(assoc):
@@ -157,6 +162,14 @@ class StorageCommitment:
             LOGGER.warning("Storage Commitment report refused by %s (%s:%d)",
                            destination.ae_title, destination.host, destination.port)
         return delivered
+
+
+def _status(status: int, error_comment: str) -> Dataset:
+    """A failure status with an Error Comment (0000,0902; 64 characters at most)."""
+    answer = Dataset()
+    answer.Status = int(status)
+    answer.ErrorComment = error_comment[:64]
+    return answer
 
 
 def parse_request(action_information: Dataset) -> tuple[str, tuple[Reference, ...]]:
