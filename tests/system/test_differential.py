@@ -5,6 +5,8 @@ storescu, and the same queries on the keys dcmqrscp supports; the sets of return
 ``(keyword, value)`` pairs must be equal.  pyqrscp runs with ``--case-sensitive-pn`` because
 dcmqrscp matches PN case-sensitively.
 
+Known differences are tested as such: a missing unique key above the level is refused by
+both with different statuses; list matching on a non-UID key is pyqrscp's extension.
 Expected differences, deliberately outside the compared keys: pyqrscp answers further return
 keys (SeriesDescription, computed counts) that dcmqrscp drops, and it adds SpecificCharacterSet
 only when the request or the data need one.
@@ -64,7 +66,8 @@ def _write_files(directory: Path) -> None:
                         series_uid=f"{ROOT}.{number}.{series}",
                         sop_uid=f"{ROOT}.{number}.{series}.{instance}", patient_name=name,
                         patient_id=patient_id, study_date=date, modality=modality, rows=2,
-                        instance_number=instance)
+                        instance_number=instance,
+                        extra={"AccessionNumber": ("SH", f"A{number}")})
 
 
 def _config(base: Path, name: str) -> Path:
@@ -128,6 +131,11 @@ def answers(port: int, level: str, compared: tuple[str, ...], matching: dict[str
     ("SERIES", SERIES_KEYS, {"StudyInstanceUID": f"{ROOT}.1", "Modality": "MR"}, 1),
     ("IMAGE", IMAGE_KEYS, {"StudyInstanceUID": f"{ROOT}.1",
                            "SeriesInstanceUID": f"{ROOT}.1.2"}, INSTANCES_PER_SERIES),
+    # Both ignore a non-unique key above the level and return the stored value.
+    ("SERIES", (*SERIES_KEYS, "PatientName"), {"StudyInstanceUID": f"{ROOT}.1",
+                                              "PatientName": "Roe^Richard"}, 2),
+    # Both name themselves as the Retrieve AE Title.
+    ("STUDY", ("StudyInstanceUID", "RetrieveAETitle"), {}, 5),
 ])
 def test_same_answers_as_dcmqrscp(pair: Pair, level: str, compared: tuple[str, ...],
                                   matching: dict[str, str], expected_count: int) -> None:
@@ -146,3 +154,26 @@ def test_same_patients_as_dcmqrscp(pair: Pair, matching: dict[str, str],
     ours = answers(pair.pyqrscp_port, "PATIENT", compared, matching, model="-P")
     assert len(reference) == expected_count
     assert ours == reference
+
+
+@pytest.mark.parametrize(("model", "keys"), [
+    ("-S", ["QueryRetrieveLevel=SERIES", "SeriesInstanceUID"]),
+    ("-S", ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={ROOT}.1", "SOPInstanceUID"]),
+    ("-P", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"]),
+])
+def test_both_refuse_a_missing_unique_key_above_the_level(pair: Pair, model: str,
+                                                         keys: list[str]) -> None:
+    """dcmqrscp answers 0xC000 (unable to process), pyqrscp 0xA900 naming the key."""
+    reference = findscu(pair.dcmqrscp_port, model, keys)
+    ours = findscu(pair.pyqrscp_port, model, keys)
+    assert (reference.responses, reference.final_status) == ([], 0xC000)
+    assert (ours.responses, ours.final_status) == ([], 0xA900)
+
+
+def test_list_matching_on_a_non_uid_key_is_a_pyqrscp_extension(pair: Pair) -> None:
+    matching = {"AccessionNumber": "A2\\A4"}
+    compared = ("StudyInstanceUID", "AccessionNumber")
+    assert answers(pair.dcmqrscp_port, "STUDY", compared, matching) == set()
+    assert answers(pair.pyqrscp_port, "STUDY", compared, matching) == {
+        frozenset({("StudyInstanceUID", f"{ROOT}.{n}"), ("AccessionNumber", f"A{n}")})
+        for n in (2, 4)}

@@ -6,12 +6,19 @@ from what the fixture stored, never from the server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from helpers import RunningServer, have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind as STUDY_FIND,
+)
 from query_tool import findscu, write_query
 
 pytestmark = [pytest.mark.dcmtk,
@@ -172,12 +179,102 @@ def test_image_level_lists_the_instances_of_a_series(archive: Archive, model: st
     assert {int(r.NumberOfSeriesRelatedInstances) for r in result.responses} == {2}
 
 
-def test_image_level_universal_returns_every_instance(archive: Archive) -> None:
-    result = findscu(archive.port, "-S", ["QueryRetrieveLevel=IMAGE", "StudyInstanceUID",
-                                          "SOPInstanceUID"])
-    # Study Root without -XF: a missing higher unique key is universal (as in dcmqrscp).
+@pytest.mark.parametrize(("model", "keys", "missing"), [
+    ("-P", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], "PatientID"),
+    ("-P", ["QueryRetrieveLevel=STUDY", "PatientID", "StudyInstanceUID"], "PatientID"),
+    ("-O", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"], "PatientID"),
+    ("-S", ["QueryRetrieveLevel=SERIES", "SeriesInstanceUID"], "StudyInstanceUID"),
+    ("-S", ["QueryRetrieveLevel=IMAGE", "StudyInstanceUID", "SOPInstanceUID"],
+     "StudyInstanceUID"),
+    ("-S", ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={ROOT}.1", "SOPInstanceUID"],
+     "SeriesInstanceUID"),
+    ("-P", ["QueryRetrieveLevel=SERIES", "PatientID=P1", "SeriesInstanceUID"],
+     "StudyInstanceUID"),
+])
+def test_missing_unique_key_above_the_level_is_refused(archive: Archive, model: str,
+                                                       keys: list[str], missing: str) -> None:
+    """The baseline hierarchical search needs one value for each unique key above the level
+    (PS3.4 C.4.1.2.1): 0xA900 naming the key, not a universal match."""
+    result = findscu(archive.port, model, keys)
+    assert result.responses == []
+    assert result.final_status == IDENTIFIER_DOES_NOT_MATCH
+    assert f"{missing} missing above the" in result.output
+
+
+def test_non_unique_keys_above_the_level_are_ignored(archive: Archive) -> None:
+    """A hierarchical search matches no key above the level but the unique keys (PatientName
+    and StudyDate at SERIES level in Study Root): returned as stored, never a filter."""
+    spec = BY_NUMBER[1]
+    result = findscu(archive.port, "-S", ["QueryRetrieveLevel=SERIES",
+                                          f"StudyInstanceUID={spec.uid}", "SeriesInstanceUID",
+                                          "PatientName=Nobody*", "StudyDate=19000101"])
     assert result.final_status == SUCCESS
-    assert len(result.responses) == ALL_INSTANCES
+    assert result.values("SeriesInstanceUID") == sorted(spec.series_uid(i)
+                                                       for i in range(len(spec.series)))
+    assert {str(r.PatientName) for r in result.responses} == {spec.patient_name}
+
+
+def test_ignored_keys_are_named_at_debug_level(archive: Archive) -> None:
+    with pyqrscp_process(archive.config, "-d") as server:
+        findscu(server.port, "-S", ["QueryRetrieveLevel=SERIES",
+                                    f"StudyInstanceUID={BY_NUMBER[1].uid}",
+                                    "PatientName=Nobody*"])
+        assert wait_for_line(server, "ignoring PatientName above the SERIES level")
+
+
+def wait_for_line(server: RunningServer, text: str) -> bool:
+    """Has the server logged ``text`` (its log is read by another thread)?"""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(text in line for line in list(server.log)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_responses_carry_the_called_ae_title_as_retrieve_ae_title(archive: Archive) -> None:
+    result = findscu(archive.port, "-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID",
+                                          "RetrieveAETitle"])
+    assert result.final_status == SUCCESS
+    assert result.values("RetrieveAETitle") == ["ARCHIVE"] * len(STUDIES)
+
+
+def test_accession_number_list_matching(archive: Archive) -> None:
+    """List matching on a non-UID key: an extension (PS3.4 allows lists for UIDs only)."""
+    result = findscu(archive.port, "-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID",
+                                          "AccessionNumber=ACC9\\ACC1"])
+    assert result.final_status == SUCCESS
+    assert len(result.responses) == len(STUDIES)
+    none = findscu(archive.port, "-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID",
+                                        "AccessionNumber=ACC9\\ACC8"])
+    assert (none.final_status, none.responses) == (SUCCESS, [])
+
+
+def test_relational_query_when_negotiated(archive: Archive) -> None:
+    """With relational queries granted (SOP Class Extended Negotiation, C.4.1.3.2), a SERIES
+    query needs no StudyInstanceUID and keys above the level match; without, it is refused."""
+    ae = AE(ae_title="RELATIONAL")
+    ae.add_requested_context(STUDY_FIND)
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.SeriesInstanceUID = ""
+    identifier.PatientName = "Doe^John"
+    answers: dict[bool, tuple[int, list[str]]] = {}
+    for relational in (True, False):
+        item = SOPClassExtendedNegotiation()
+        item.sop_class_uid = STUDY_FIND
+        item.service_class_application_information = b"\x01" if relational else b"\x00"
+        assoc = ae.associate("127.0.0.1", archive.port, ae_title="ARCHIVE", ext_neg=[item])
+        assert assoc.is_established
+        try:
+            responses = list(assoc.send_c_find(identifier, STUDY_FIND))
+        finally:
+            assoc.release()
+        answers[relational] = (int(responses[-1][0].Status), sorted(
+            str(found.SeriesInstanceUID) for status, found in responses
+            if found is not None and status.Status == PENDING))
+    expected = sorted(s.series_uid(0) for s in STUDIES if s.patient_name == "Doe^John")
+    assert answers == {True: (SUCCESS, expected), False: (IDENTIFIER_DOES_NOT_MATCH, [])}
 
 
 def test_study_level_computed_study_keys(archive: Archive) -> None:

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
 
 SUCCESS, MOVE_DESTINATION_UNKNOWN = 0x0000, 0xA801
-OUT_OF_RESOURCES_SUB_OPERATIONS = 0xA702
+OUT_OF_RESOURCES_SUB_OPERATIONS, IDENTIFIER_DOES_NOT_MATCH = 0xA702, 0xA900
 ROOT = "1.2.826.0.1.3680043.9.7779"
 # study number -> (patient id, ((series number, instances), ...))
 LAYOUT = {1: ("P1", ((1, 2), (2, 1))), 2: ("P2", ((1, 1),)), 3: ("P1", ((1, 1),))}
@@ -320,3 +320,38 @@ def test_disable_get(archive: Archive, tmp_path: Path) -> None:
     assert result.final_status is None
     assert list(tmp_path.iterdir()) == []
     assert moved_still.returncode == 0
+
+
+# -- hierarchical rules -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "keys", "missing"), [
+    ("-P", ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={ROOT}.1"], "PatientID"),
+    ("-S", ["QueryRetrieveLevel=SERIES", f"SeriesInstanceUID={ROOT}.1.1"], "StudyInstanceUID"),
+    ("-S", ["QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={ROOT}.1",
+            f"SOPInstanceUID={ROOT}.1.1.1"], "SeriesInstanceUID"),
+])
+def test_move_without_a_unique_key_above_the_level_is_refused(
+        archive_clean: Archive, model: str, keys: list[str], missing: str) -> None:
+    result = movescu(archive_clean.port, model, keys)
+    assert result.final_status == IDENTIFIER_DOES_NOT_MATCH
+    assert f"{missing} missing above the" in result.output
+    assert archive_clean.received() == {}
+
+
+def test_get_without_a_unique_key_above_the_level_is_refused(archive: Archive,
+                                                             tmp_path: Path) -> None:
+    result = getscu(archive.port, ["QueryRetrieveLevel=SERIES",
+                                   f"SeriesInstanceUID={ROOT}.1.1"], tmp_path)
+    assert result.final_status == IDENTIFIER_DOES_NOT_MATCH
+    assert "StudyInstanceUID missing above the SERIES level" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_move_ignores_non_unique_keys_above_the_level(archive_clean: Archive) -> None:
+    result = movescu(archive_clean.port, "-S", [
+        "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={ROOT}.1",
+        f"SeriesInstanceUID={ROOT}.1.1", "PatientName=Nobody"])
+    assert result.final_status == SUCCESS
+    assert_same_instances(archive_clean.received(), archive_clean.stored,
+                          archive_clean.uids_of(1, 1))

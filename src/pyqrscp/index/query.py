@@ -61,17 +61,25 @@ class Query:
     level: str
     keys: tuple[tuple[str, str, str], ...]
     return_keys: tuple[str, ...]
+    ignored_keys: tuple[str, ...] = ()
+    """Keys above the level that a hierarchical search does not match (returned all the same)."""
 
 
-def parse_identifier(identifier: Dataset, model: InformationModel, strict: bool = False) -> Query:
+def parse_identifier(identifier: Dataset, model: InformationModel, strict: bool = False,
+                     relational: bool = False) -> Query:
     """Check an identifier against PS3.4 C.4.1.2 and split it into keys.
+
+    A hierarchical search (the baseline, C.4.1.3.1.1) needs one value for the unique key of
+    every level above the query level and matches no other key above it: those are returned
+    but ignored (``Query.ignored_keys`` names the ones with a value).  ``relational`` (when
+    negotiated, C.4.1.3.2) lifts both rules.
 
     Raises
     ------
     InvalidIdentifier
-        Missing/unknown level, a level the model lacks, a wildcard or list in a unique key
-        above the query level, a key listing more than ``MAX_VALUES_PER_KEY`` values, and
-        with ``strict`` (``-XF``/``-XM``) keys below the level or missing unique keys above it.
+        Missing/unknown level, a level the model lacks, a missing, empty, wildcard or list
+        unique key above the query level (hierarchical), a key listing more than
+        ``MAX_VALUES_PER_KEY`` values, and with ``strict`` (``-XF``/``-XM``) keys below the level.
     """
     level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
     if not level:
@@ -83,32 +91,40 @@ def parse_identifier(identifier: Dataset, model: InformationModel, strict: bool 
     depth = LEVEL_ORDER.index(level)
     keys: list[tuple[str, str, str]] = []
     return_keys: list[str] = []
+    ignored: list[str] = []
+    unique_above = {UNIQUE_KEY[upper] for upper in model.levels[:model.levels.index(level)]}
     for element in identifier:
         keyword = element.keyword
         if not keyword or keyword in _NOT_KEYS or element.tag.group == 0x0002:
             continue
-        if LEVEL_ORDER.index(key_level(keyword, model)) > depth:
+        key_depth = LEVEL_ORDER.index(key_level(keyword, model))
+        if key_depth > depth:
             if strict:
                 raise InvalidIdentifier(f"{keyword} is below the {level} level")
             continue
         return_keys.append(keyword)
-        if element.VR != "SQ":
-            text = element_text(element.value)
-            check_value_count(keyword, element.VR, text)
-            keys.append((keyword, element.VR, text))
-    _check_unique_keys({k: v for k, _, v in keys}, model, level, strict)
-    return Query(model, level, tuple(keys), tuple(return_keys))
+        if element.VR == "SQ":
+            continue
+        text = element_text(element.value)
+        check_value_count(keyword, element.VR, text)
+        if key_depth < depth and not relational and keyword not in unique_above:
+            if not is_universal(text, element.VR):
+                ignored.append(keyword)
+            continue
+        keys.append((keyword, element.VR, text))
+    if not relational:
+        _check_unique_keys({k: v for k, _, v in keys}, model, level)
+    return Query(model, level, tuple(keys), tuple(return_keys), tuple(ignored))
 
 
-def _check_unique_keys(values: dict[str, str], model: InformationModel, level: str,
-                       strict: bool) -> None:
+def _check_unique_keys(values: dict[str, str], model: InformationModel, level: str) -> None:
+    """One value for each unique key above the level (C.4.1.2.1): the hierarchical search
+    walks down from it.  Error texts fit an ErrorComment (64 characters)."""
     for upper in model.levels[:model.levels.index(level)]:
         keyword = UNIQUE_KEY[upper]
-        value = values.get(keyword, "")
+        value = values.get(keyword, "").strip(" \x00")
         if not value:
-            if strict:
-                raise InvalidIdentifier(f"missing unique key {keyword} above {level} level")
-            continue
+            raise InvalidIdentifier(f"{keyword} missing above the {level} level")
         if "*" in value or "?" in value or "\\" in value:
             raise InvalidIdentifier(f"{keyword} must be a single value above the {level} level")
 

@@ -32,6 +32,7 @@ from pyqrscp.hostnames import HostLookup
 from pyqrscp.logs import log_context
 from pyqrscp.options import Options
 from pyqrscp.part10 import file_header
+from pyqrscp.services.negotiation import extended_response
 from pyqrscp.spool import ReceivedDataset
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
@@ -285,4 +286,5 @@ class Services:
             (evt.EVT_C_STORE, _handler(lambda event: store.handle(self, event))),
             (evt.EVT_C_FIND, _handler(lambda event: find.handle(self, event))),
             (evt.EVT_N_ACTION, _handler(self._commitment_request)),
+            (evt.EVT_SOP_EXTENDED, lambda event: extended_response(event.app_info)),
         ]

@@ -43,7 +43,8 @@ from pyqrscp.index.query import (
 from pyqrscp.options import Options
 from pyqrscp.pdus import max_pdv
 from pyqrscp.services import cancel_requested, peer_of
-from pyqrscp.services.retrieve import read_identifier, send_message
+from pyqrscp.services.negotiation import is_relational
+from pyqrscp.services.retrieve import log_ignored_keys, read_identifier, send_message
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
 
@@ -61,6 +62,7 @@ MODEL_OF_SOP_CLASS = {
     "1.2.840.10008.5.1.4.1.2.3.3": PATIENT_STUDY_ONLY,
 }
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_RETRIEVE_AE_TITLE = 0x00080054
 _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
 queued responses, wait for it to drain so that a C-CANCEL is seen
@@ -80,13 +82,15 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         return
     try:
         identifier = read_identifier(request, responder.transfer_syntax)
-        query = parse_identifier(identifier, model, services.options.check_find)
+        query = parse_identifier(identifier, model, services.options.check_find,
+                                 is_relational(assoc, responder.sop_class))
     except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
         LOGGER.error("Find failed from %s: %s", who, error)
         responder.final(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(error))
         return
     LOGGER.info("Received Find Request (%s, %s) from %s", query.model.name, query.level, who)
     LOGGER.debug("Find identifier:\n%s", identifier)
+    log_ignored_keys(query, "Find", who)
     with fast_polling(assoc.dul):
         _answer(services, services.area_for(entry), responder, identifier, query, who)
         responder.drain()
@@ -99,7 +103,8 @@ def _answer(services: Services, area: StorageArea, responder: FindResponder,
     try:
         for response in identifiers(run_query(db, query, services.options.case_sensitive_pn),
                                     query, identifier, services.options,
-                                    responder.transfer_syntax):
+                                    responder.transfer_syntax,
+                                    str(responder.assoc.acceptor.ae_title).strip()):
             if not responder.assoc.is_established:
                 LOGGER.error("Find from %s: association ended after %d responses", who, count)
                 return
@@ -128,13 +133,22 @@ def _answer(services: Services, area: StorageArea, responder: FindResponder,
 
 
 def identifiers(matches: Iterator[dict[str, str]], query: Query, request: Dataset,
-                options: Options, transfer_syntax: UID) -> Iterator[bytes | None]:
-    """The encoded identifier of each match (None when neither encoder can write it)."""
+                options: Options, transfer_syntax: UID, retrieve_aet: str = ""
+                ) -> Iterator[bytes | None]:
+    """The encoded identifier of each match (None when neither encoder can write it).
+
+    With ``retrieve_aet`` every response carries it as RetrieveAETitle: where the entity can
+    be retrieved from (PS3.4 C.4.1.1.3.2 wants it when no Storage Media File-Set is named).
+    """
     plan = response_plan(query)
+    if retrieve_aet:
+        plan = tuple(sorted({*plan, (_RETRIEVE_AE_TITLE, "AE", "RetrieveAETitle")}))
     requested = requested_charsets(request)
     direct = transfer_syntax.is_little_endian and not transfer_syntax.is_deflated
     implicit_vr = transfer_syntax.is_implicit_VR
     for attrs in matches:
+        if retrieve_aet:
+            attrs["RetrieveAETitle"] = retrieve_aet
         elements, charsets = _with_charset(response_elements(attrs, plan, query.level), plan,
                                            requested, options)
         encoded = encode_identifier(elements, charsets, implicit_vr) if direct else None

@@ -23,9 +23,10 @@ from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 from pyqrscp.channel import Channel
 from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
-from pyqrscp.index.query import InformationModel, matching_instances, parse_identifier
+from pyqrscp.index.query import InformationModel, Query, matching_instances, parse_identifier
 from pyqrscp.pdus import p_data_primitives
 from pyqrscp.services import cancel_requested, peer_of
+from pyqrscp.services.negotiation import is_relational
 from pyqrscp.status import Status
 from pyqrscp.storage import StorageArea
 
@@ -50,14 +51,23 @@ class Selection:
 
 
 def select(area: StorageArea, identifier: Dataset, model: InformationModel, strict: bool,
-           case_sensitive_pn: bool) -> Selection:
+           case_sensitive_pn: bool, relational: bool = False, who: str = "") -> Selection:
     """Check the identifier and find every instance below the entities it names."""
-    query = parse_identifier(identifier, model, strict)
+    query = parse_identifier(identifier, model, strict, relational)
+    log_ignored_keys(query, "Retrieve", who)
     db = area.reader()
     try:
         return Selection(tuple(matching_instances(db, query, case_sensitive_pn)))
     finally:
         db.close()
+
+
+def log_ignored_keys(query: Query, verb: str, who: str) -> None:
+    """The ``-d`` line for keys a hierarchical search ignores (they are not errors)."""
+    if query.ignored_keys:
+        LOGGER.debug("%s from %s: ignoring %s above the %s level (hierarchical %s)", verb, who,
+                     ", ".join(query.ignored_keys), query.level,
+                     "query" if verb == "Find" else "retrieve")
 
 
 def read_identifier(request: Any, transfer_syntax: UID) -> Dataset:
@@ -243,7 +253,9 @@ def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
         identifier = read_identifier(request, responder.transfer_syntax)
         LOGGER.debug("%s identifier:\n%s", verb, identifier)
         selection = select(area, identifier, model, services.options.check_move,
-                           services.options.case_sensitive_pn)
+                           services.options.case_sensitive_pn,
+                           is_relational(assoc, str(request.AffectedSOPClassUID)),
+                           peer_of(assoc))
     except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
         LOGGER.error("%s failed from %s: %s", verb, peer_of(assoc), error)
         responder.send(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(error))
