@@ -155,6 +155,7 @@ def test_a_uid_list_at_the_bound_retrieves_what_it_names(archive: Archive) -> No
     assoc, received = associate(archive.port)
     try:
         status = request(assoc, "get", identifier("IMAGE", StudyInstanceUID=STUDY_UID,
+                                                  SeriesInstanceUID=f"{STUDY_UID}.1",
                                                   SOPInstanceUID=uids))
         found = request(assoc, "find", identifier("STUDY", StudyInstanceUID=uids))
     finally:
