@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pyqrscp import __version__
-from pyqrscp.config import Config, load_config, prepare_storage_areas
+from pyqrscp.config import Config, load_config
 from pyqrscp.config.render import render_config
-from pyqrscp.errors import ConfigError, StartupError, StorageFailure
+from pyqrscp.errors import ConfigError, ListenError, StartupError, StorageFailure
 from pyqrscp.logs import LEVELS, configure_logging
 from pyqrscp.options import OPTION_TABLE, Options, OptionSpec
 
@@ -227,7 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if flags.get("check_config"):
             print(render_config(config))
             return 0
-        prepare_storage_areas(config)
     except ConfigError as error:
         print(f"pyqrscp: {error}", file=sys.stderr)
         return 2
@@ -243,11 +243,13 @@ def _serve(options: Options, config: Config) -> int:
         server = ArchiveServer(config, options, host=options.bind or "")
         server.install_signal_handlers()
         server.start()
+    except ListenError as error:
+        print(f"pyqrscp: {error}", file=sys.stderr)
+        return 1
     except (StartupError, ConfigError, StorageFailure) as error:
         print(f"pyqrscp: {error}", file=sys.stderr)
         return 2
-    except OSError as error:
-        where = f"{options.bind}:{options.port}" if options.bind else f"port {options.port}"
-        print(f"pyqrscp: cannot listen on {where}: {error}", file=sys.stderr)
-        return 1
+    except (OSError, sqlite3.Error) as error:
+        print(f"pyqrscp: cannot open the storage areas: {error}", file=sys.stderr)
+        return 2
     return server.serve_until_signalled()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from pyqrscp.areafiles import reader
 from pyqrscp.index.database import connect
 from pyqrscp.storage import StorageArea
 
@@ -132,7 +133,8 @@ def _failure_of(area: StorageArea, reference: Reference) -> FailureReason | None
     if stored.sop_class_uid != reference.sop_class_uid:
         return FailureReason.CLASS_INSTANCE_CONFLICT
     try:
-        dataset = dcmread(area.path_of(stored.file_name), stop_before_pixels=True)
+        with reader(area.path_of(stored.file_name)) as stream:
+            dataset = dcmread(stream, stop_before_pixels=True)
         intact = (str(dataset.SOPInstanceUID) == reference.sop_instance_uid
                   and str(dataset.SOPClassUID) == reference.sop_class_uid)
     except Exception as error:  # any unreadable or unparsable file is a processing failure

@@ -32,6 +32,10 @@ class StartupError(PyqrscpError):
     """A fatal problem found before the server listens (user, group, port)."""
 
 
+class ListenError(StartupError):
+    """The port cannot be bound (in use, or below 1024 without the privilege)."""
+
+
 class InvalidIdentifier(PyqrscpError):
     """A C-FIND/C-MOVE/C-GET identifier that breaks the query rules of PS3.4 C.4."""
 

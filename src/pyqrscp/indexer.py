@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from pyqrscp.areafiles import is_regular, read_regular
 from pyqrscp.config import AEEntry, load_config
 from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import ConfigError, PyqrscpError
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file (default: as pyqrscp, e.g. ./dcmqrscp.cfg)")
     parser.add_argument("--rebuild", action="store_true",
                         help="recreate the index from the files in the area (files are kept)")
+    parser.add_argument("--follow-links", action="store_true",
+                        help="follow symbolic links found in folders (never into a storage "
+                        "area); by default they are skipped")
     parser.add_argument("ae_title", metavar="AETITLE", help="AETable entry whose area to fill")
     parser.add_argument("paths", metavar="PATH", nargs="*", type=Path,
                         help="DICOM files or folders (searched recursively)")
@@ -133,24 +137,31 @@ def main(argv: Sequence[str]) -> int:
         try:
             if args.rebuild:
                 return rebuild(entry, report)
-            return add_files(entry, args.paths, report)
+            return add_files(entry, args.paths, report,
+                             areas=[e.storage_area for e in config.ae_table],
+                             follow_links=args.follow_links)
         except (OSError, sqlite3.Error, PyqrscpError) as error:
             print(f"pyqrscp index: cannot use storage area {entry.storage_area}: {error}",
                   file=sys.stderr)
             return 2
 
 
-def add_files(entry: AEEntry, paths: Sequence[Path], report: Report) -> int:
-    """Copy every DICOM file under ``paths`` into ``entry``'s area through the normal store."""
-    root = entry.storage_area.resolve()
-    files = list(_files_under(paths, root, report))
+def add_files(entry: AEEntry, paths: Sequence[Path], report: Report,
+              areas: Sequence[Path] = (), follow_links: bool = False) -> int:
+    """Copy every DICOM file under ``paths`` into ``entry``'s area through the normal store.
+
+    Nothing inside a storage area (``entry``'s or one of ``areas``) is copied.  Links found in
+    folders are skipped unless ``follow_links``; a followed link never leads into an area.
+    """
+    roots = tuple({area.resolve() for area in (entry.storage_area, *areas)})
+    files = list(_files_under(paths, roots, follow_links, report))
     report.total = len(files)
     area = StorageArea(entry.storage_area, entry.quota)
     area.open()
     try:
-        for done, path in enumerate(files, 1):
+        for done, (path, follow) in enumerate(files, 1):
             try:
-                data = path.read_bytes()
+                data = path.read_bytes() if follow else read_regular(path)
                 with log_context(str(path)):
                     area.store(read_header(data), data)
             except (OSError, PyqrscpError) as error:
@@ -163,20 +174,54 @@ def add_files(entry: AEEntry, paths: Sequence[Path], report: Report) -> int:
     return report.finish(f"{entry.ae_title} ({entry.storage_area})")
 
 
-def _files_under(paths: Sequence[Path], area_root: Path, report: Report) -> Iterator[Path]:
+def _files_under(paths: Sequence[Path], areas: tuple[Path, ...], follow_links: bool,
+                 report: Report) -> Iterator[tuple[Path, bool]]:
+    """``(file, whether to follow it)`` for every file to copy, in path order.
+
+    A path named on the command line is followed (as ``find -H`` does); links inside folders
+    only with ``follow_links``.
+    """
     for path in paths:
-        if not path.exists():
+        if not os.path.lexists(path):
             report.skip(path, "no such file or folder")
+        elif _inside(path.resolve(), areas):
+            report.skip(path, "inside a storage area (use --rebuild for an area's own files)")
+        elif path.is_dir():
+            yield from _folder_files(path, areas, follow_links, report, set())
+        else:
+            yield path, True
+
+
+def _folder_files(folder: Path, areas: tuple[Path, ...], follow_links: bool, report: Report,
+                  seen: set[tuple[int, int]]) -> Iterator[tuple[Path, bool]]:
+    info = folder.stat()
+    if (info.st_dev, info.st_ino) in seen:  # a followed link back up the tree
+        return
+    seen.add((info.st_dev, info.st_ino))
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as error:
+        report.skip(folder, error.strerror or str(error))
+        return
+    for item in entries:
+        path = Path(item.path)
+        if item.name in IGNORED_NAMES:
             continue
-        if path.resolve().is_relative_to(area_root):
-            report.skip(path, "already inside the storage area (use --rebuild)")
-            continue
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for candidate in candidates:
-            # A folder holding the area (or a link into it) must not copy the area onto itself.
-            if candidate.name not in IGNORED_NAMES and not candidate.resolve().is_relative_to(
-                    area_root):
-                yield candidate
+        if item.is_symlink() and not follow_links:
+            report.skip(path, "a symbolic link (not followed; see --follow-links)")
+        elif _inside(path.resolve(), areas):
+            if item.is_symlink():  # a folder holding an area leaves it out quietly
+                report.skip(path, "a link into a storage area (never followed)")
+        elif item.is_dir():
+            yield from _folder_files(path, areas, follow_links, report, seen)
+        elif item.is_file():
+            yield path, item.is_symlink()
+        else:
+            report.skip(path, "not a regular file")
+
+
+def _inside(path: Path, areas: tuple[Path, ...]) -> bool:
+    return any(path.is_relative_to(area) for area in areas)
 
 
 def rebuild(entry: AEEntry, report: Report) -> int:
@@ -187,9 +232,7 @@ def rebuild(entry: AEEntry, report: Report) -> int:
         for stale in (f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm"):
             (root / stale).unlink(missing_ok=True)
     lock = lock_area_file(root / LOCK_FILE_NAME)
-    files = sorted((p for p in root.iterdir() if p.is_file() and p.name not in _INDEX_FILES
-                    and p.name != LOCK_FILE_NAME and not p.name.startswith(TEMP_PREFIX)),
-                   key=_stored_order)
+    files = _area_files(root, report)
     report.total = len(files)
     db = connect(index_path)
     try:
@@ -214,7 +257,7 @@ def _index_in_place(writer: IndexWriter, files: Sequence[Path], report: Report) 
     seen: dict[str, Path] = {}
     for done, path in enumerate(files, 1):
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
             with log_context(str(path)):
                 header = read_header(data)
         except (OSError, PyqrscpError) as error:
@@ -230,9 +273,19 @@ def _index_in_place(writer: IndexWriter, files: Sequence[Path], report: Report) 
         report.progress(done)
 
 
-def _stored_order(path: Path) -> tuple[int, str]:
-    """Oldest first, so that quota eviction order survives a rebuild."""
-    return (path.stat().st_mtime_ns, path.name)
+def _area_files(root: Path, report: Report) -> list[Path]:
+    """The area's own files, oldest first (so that quota eviction order survives a rebuild);
+    anything that is not a regular file (a link, a FIFO) is reported, never followed."""
+    found: list[tuple[int, str, Path]] = []
+    for item in os.scandir(root):
+        if (item.name in _INDEX_FILES or item.name == LOCK_FILE_NAME
+                or item.name.startswith(TEMP_PREFIX) or item.is_dir(follow_symlinks=False)):
+            continue
+        if not is_regular(item):
+            report.skip(Path(item.path), "not a regular file (links are never followed)")
+            continue
+        found.append((item.stat(follow_symlinks=False).st_mtime_ns, item.name, Path(item.path)))
+    return [path for _, _, path in sorted(found)]
 
 
 @contextmanager

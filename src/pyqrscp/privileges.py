@@ -17,9 +17,11 @@ LOGGER = logging.getLogger(__name__)
 
 
 def drop_privileges(user_name: str | None, group_name: str | None) -> None:
-    """Switch to ``group_name`` then ``user_name`` when running as root; warn otherwise.
+    """Switch to ``group_name`` (else the user's primary group) and ``user_name`` when running
+    as root, with the user's supplementary groups; warn when not root.
 
-    Called after the port is bound so that ports below 1024 (104) still work.
+    Called after the port is bound (ports below 1024 such as 104 still work) and before any
+    storage area is opened, so that what pyqrscp creates belongs to the user it serves as.
     """
     if user_name is None and group_name is None:
         return
@@ -28,15 +30,21 @@ def drop_privileges(user_name: str | None, group_name: str | None) -> None:
         LOGGER.warning("not running as root: UserName/GroupName ignored")
         return
     _preload_codecs()
-    gid = _group_id(group_name) if group_name else None
-    uid = _user_id(user_name) if user_name else None
-    if gid is not None:
+    user = _user(user_name) if user_name else None
+    if group_name:
+        gid = _group_id(group_name)
+    else:
+        gid = user.pw_gid if user is not None else os.getgid()
+    if user is not None:
+        os.initgroups(user.pw_name, gid)
+    else:
         os.setgroups([gid])
-        os.setgid(gid)
-    if uid is not None:
-        os.setuid(uid)
-    LOGGER.info("running as user %s, group %s", user_name or "(unchanged)",
-                group_name or "(unchanged)")
+    os.setgid(gid)
+    if user is not None:
+        os.setuid(user.pw_uid)
+    LOGGER.info("running as user %s, group %s, supplementary groups %s",
+                user_name or "(unchanged)", _group_name(gid),
+                ", ".join(_group_name(g) for g in os.getgroups()))
 
 
 def check_names(user_name: str | None, group_name: str | None) -> None:
@@ -52,7 +60,7 @@ def check_names(user_name: str | None, group_name: str | None) -> None:
     if group_name:
         _group_id(group_name)
     if user_name:
-        _user_id(user_name)
+        _user(user_name)
 
 
 def _group_id(name: str) -> int:
@@ -62,9 +70,16 @@ def _group_id(name: str) -> int:
         raise StartupError(f"unknown group {name!r} (GroupName in the config file)") from None
 
 
-def _user_id(name: str) -> int:
+def _group_name(gid: int) -> str:
     try:
-        return pwd.getpwnam(name).pw_uid
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
     except KeyError:
         raise StartupError(f"unknown user {name!r} (UserName in the config file)") from None
 

@@ -19,9 +19,9 @@ from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
 from pyqrscp import __version__
 from pyqrscp.channel import Channel
-from pyqrscp.config import AEEntry, Config
+from pyqrscp.config import AEEntry, Config, prepare_storage_areas
 from pyqrscp.contexts import contexts_for, negotiation_lines
-from pyqrscp.errors import StartupError
+from pyqrscp.errors import ListenError, StartupError
 from pyqrscp.idle import IdleGovernor
 from pyqrscp.logs import STARTUP_LOGGER
 from pyqrscp.notify import Watchdog, notify, watchdog_interval
@@ -36,9 +36,9 @@ from pyqrscp.registry import (
     RejectSource,
     decide,
 )
-from pyqrscp.services import Services
+from pyqrscp.services import Services, import_service_modules
 from pyqrscp.tls import build_contexts, handshake_hook
-from pyqrscp.transport import start_archive_server
+from pyqrscp.transport import bind_archive_server, serve_in_background
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,25 +109,46 @@ class ArchiveServer:
         ]
 
     def start(self) -> None:
-        """Bind, drop privileges (as dcmqrscp does after binding), and serve in the background."""
+        """Bind, switch to UserName/GroupName, then open the storage areas and serve.
+
+        Only binding (ports below 1024) and loading the TLS keys (in ``__init__``) are done
+        with the privileges pyqrscp was started with: everything created in the storage areas
+        belongs to the user it serves as.
+
+        Raises
+        ------
+        StartupError
+            The port cannot be bound, or the user or group does not exist.
+        ConfigError
+            A storage area cannot be created or written (pointing at its AETable row).
+        StorageFailure
+            An area's lock file or index cannot be opened (also: is a link).
+        """
         check_names(self.config.user_name, self.config.group_name)
-        self.services.open()
+        import_service_modules()
         ae = self.build_ae()
         port = self.options.port or 0
         handshake = (handshake_hook(self.tls.server, self.options.acse_timeout)
                      if self.tls else None)
-        self._server = start_archive_server(ae, (self.host, port), self.handlers(),
-                                            router=self.services.route_request,
-                                            prepare_connection=handshake)
-        server = self._server
+        try:
+            server = bind_archive_server(ae, (self.host, port), self.handlers(),
+                                         router=self.services.route_request,
+                                         prepare_connection=handshake)
+        except OSError as error:
+            where = f"{self.host}:{port}" if self.host else f"port {port}"
+            raise ListenError(f"cannot listen on {where}: {error.strerror or error}") from error
+        try:
+            drop_privileges(self.config.user_name, self.config.group_name)
+            prepare_storage_areas(self.config)
+            self.services.open()
+        except BaseException:
+            server.server_close()
+            self.services.close()
+            raise
+        self._server = server
+        serve_in_background(server)
         self._governor = IdleGovernor(lambda: server.active_associations)
         self._governor.start()
-        drop_privileges(self.config.user_name, self.config.group_name)
-        for entry in self.config.ae_table:
-            if not os.access(entry.storage_area, os.W_OK | os.X_OK):
-                LOGGER.error("storage area %s of %s is not writable by this process's user: "
-                             "storing will fail (give the UserName/GroupName of the config "
-                             "file ownership of it)", entry.storage_area, entry.ae_title)
         logging.getLogger(STARTUP_LOGGER).info(
             "pyqrscp %s listening on port %d (%s) with AE titles %s; config %s", __version__,
             self.port, self.host or "all interfaces",

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyqrscp import filelock
+from pyqrscp.areafiles import is_regular, open_regular, read_regular
 from pyqrscp.config import Quota
 from pyqrscp.dicomfile import Header, read_header
 from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
@@ -72,10 +73,11 @@ class StorageArea:
 
         Leftovers (files no index row names) are removed only by a process that finds the area
         unused: with another server or ``pyqrscp index`` at work, such a file may be one it has
-        written and is about to index.
+        written and is about to index.  Raises StorageFailure when the lock file or the index
+        is a link or not a regular file.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = os.open(self.root / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_file = _open_lock_file(self.root / LOCK_FILE_NAME)
         alone = filelock.try_lock(self._lock_file, exclusive=True)
         self._db = connect(self.index_path, flush_commits=False)  # see the module docstring
         create_schema(self._db)
@@ -114,7 +116,8 @@ class StorageArea:
         """``(indexed, removed)``: generated files no index row names are indexed again (their
         row was lost to a power loss after they were acknowledged).  Removed are temp files, and
         generated files that are not a valid instance or copy one indexed under another file.
-        A file that cannot be indexed now (unreadable, index or quota refusal) stays."""
+        A file that cannot be indexed now (unreadable, index or quota refusal) stays, and so does
+        anything that is not a regular file (a link is never followed, so never indexed)."""
         indexed: list[str] = []
         removed: list[str] = []
         with self.lock:
@@ -123,10 +126,14 @@ class StorageArea:
                 name = entry.name
                 if name.startswith(TEMP_PREFIX):
                     verdict = "remove"
-                elif GENERATED_NAME.match(name) and name not in known:
-                    verdict = self._adopt(name)
-                else:
+                elif not GENERATED_NAME.match(name) or name in known:
                     continue
+                elif not is_regular(entry):
+                    LOGGER.error("%s: %s is not a regular file (a link?): not indexed",
+                                 self.root, name)
+                    continue
+                else:
+                    verdict = self._adopt(name)
                 if verdict == "indexed":
                     indexed.append(name)
                 elif verdict == "remove":
@@ -144,7 +151,7 @@ class StorageArea:
         """Index one unindexed file (the caller holds the lock): "indexed", "remove" or
         "keep"."""
         try:
-            data = self.path_of(file_name).read_bytes()
+            data = read_regular(self.path_of(file_name))
             header = read_header(data, self.uid_padding)
             if self.writer.instance(header.sop_instance_uid) is not None:
                 return "remove"  # an older copy a committed replacement left behind
@@ -333,9 +340,16 @@ class StorageArea:
             return self.writer.instance(sop_instance_uid)
 
 
+def _open_lock_file(path: Path) -> int:
+    try:
+        return open_regular(path, os.O_RDWR | os.O_CREAT)
+    except OSError as error:
+        raise StorageFailure(f"cannot open lock file {path}: {error.strerror}") from error
+
+
 def lock_area_file(path: Path) -> int:
     """Hold the area alone (``--rebuild``); refuse while any other pyqrscp process uses it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(path)
     if not filelock.try_lock(fd, exclusive=True):
         os.close(fd)
         raise StorageFailure(f"storage area {path.parent} is in use by another pyqrscp "

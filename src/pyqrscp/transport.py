@@ -123,11 +123,16 @@ def _printable(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
-def start_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Any],
-                         router: RequestRouter | None,
-                         prepare_connection: Callable[[ArchiveRequestHandler], bool] | None
-                         ) -> ArchiveServerSocket:
-    """Bind and serve in a daemon thread; return the server (``server_address`` has the port)."""
+def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Any],
+                        router: RequestRouter | None,
+                        prepare_connection: Callable[[ArchiveRequestHandler], bool] | None
+                        ) -> ArchiveServerSocket:
+    """Bind and listen, not yet serving (``server_address`` has the port).
+
+    Connections wait in the listen queue until :func:`serve_in_background`, so that what must
+    happen between the two (a switch of user, opening the storage areas) is done before any
+    association is served.
+    """
     association_class = type("BoundArchiveAssociation", (ArchiveAssociation,),
                              {"router": staticmethod(router) if router else None})
     server = ae.make_server(address, evt_handlers=evt_handlers,
@@ -137,6 +142,10 @@ def start_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[An
         raise TypeError("pynetdicom ignored server_class")
     server.association_class = association_class
     server.prepare_connection = prepare_connection
+    return server
+
+
+def serve_in_background(server: ArchiveServerSocket) -> None:
+    """Serve a bound server in a daemon thread."""
     thread = threading.Thread(target=server.serve_forever, name="pyqrscp-accept", daemon=True)
     thread.start()
-    return server

@@ -107,28 +107,3 @@ def test_unknown_user_is_a_startup_error(tmp_path: Path) -> None:
         assert "unknown user 'no-such-user-pyqrscp'" in result.stderr
     else:
         assert "not running as root" in result.stderr or result.returncode != 0
-
-
-@needs_dcmtk
-def test_root_drops_to_the_configured_user_and_group(tmp_path: Path) -> None:
-    import grp
-    import os
-    import pwd
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root, as dcmqrscp's UserName/GroupName do")
-    try:
-        user, group = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
-    except KeyError:
-        pytest.skip("no nobody/nogroup on this machine")
-    config = write_config(tmp_path, ["A store RW (9, 1024mb) ANY"],
-                          extra_globals="UserName = nobody\nGroupName = nogroup")
-    with pyqrscp_process(config) as server:
-        status = Path(f"/proc/{server.process.pid}/status").read_text()
-        echo = run_tool("echoscu", "-aec", "A", "localhost", str(server.port))
-    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-    gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
-    assert set(map(int, uids)) == {user.pw_uid}
-    assert set(map(int, gids)) == {group.gr_gid}
-    assert echo.returncode == 0, echo.stderr
-    assert "is not writable by this process's user" in server.log_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import threading
@@ -130,6 +131,17 @@ def test_stored_dataset_skips_the_file_meta(tmp_path: Path) -> None:
 def test_stored_dataset_of_a_missing_file_fails_one_sub_operation(tmp_path: Path) -> None:
     with pytest.raises(SubOperationFailed):
         stored_dataset(tmp_path / "gone.dcm")
+
+
+@pytest.mark.timeout(30)
+def test_a_link_or_fifo_in_place_of_a_stored_file_is_not_served(tmp_path: Path) -> None:
+    """A link could name a file outside every area; a FIFO would block the sender."""
+    (tmp_path / "link.dcm").symlink_to(make_ct(tmp_path))
+    os.mkfifo(tmp_path / "fifo.dcm")
+    with pytest.raises(SubOperationFailed, match="symbolic link"):
+        stored_dataset(tmp_path / "link.dcm")
+    with pytest.raises(SubOperationFailed, match="not a regular file"):
+        stored_dataset(tmp_path / "fifo.dcm")
 
 
 def test_bytes_arrive_identical_with_move_originator(scp_factory: Any, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 import threading
 import warnings
@@ -415,3 +416,30 @@ def test_moving_a_studys_only_instance_to_a_new_study_evicts_nothing(tmp_path: P
     assert result.evicted_studies == ()
     assert studies(area) == {"1.2.3.94", "1.2.3.96"}
     assert kept in dicom_files(area)
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_or_link_named_like_a_stored_file_is_left_alone(tmp_path: Path,
+                                                                sources: Path) -> None:
+    """Neither blocks the start (a FIFO opened for reading would) nor gets indexed."""
+    root = tmp_path / "area"
+    root.mkdir()
+    os.mkfifo(root / "CT_0000000000000001.dcm")
+    (root / "CT_0000000000000002.dcm").symlink_to(make_ct(sources))
+    area = open_area(root)
+    try:
+        assert rows(area) == {}
+    finally:
+        area.close()
+    assert (root / "CT_0000000000000002.dcm").is_symlink()
+
+
+@pytest.mark.parametrize("name", [LOCK_FILE_NAME, INDEX_FILE_NAME])
+def test_a_linked_lock_file_or_index_stops_the_area_from_opening(tmp_path: Path,
+                                                                 name: str) -> None:
+    root = tmp_path / "area"
+    root.mkdir()
+    (root / name).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StorageFailure, match="a symbolic link"):
+        open_area(root)
+    assert not (tmp_path / "elsewhere").exists()

@@ -120,6 +120,9 @@ def parse_config(text: str, path: Path) -> Config:
 def prepare_storage_areas(config: Config) -> None:
     """Create missing storage areas; prove each writable by creating and deleting a probe file.
 
+    Called after the switch to UserName/GroupName, so that the folders created belong to the user
+    pyqrscp serves as and the probe proves what that user can do.
+
     Raises
     ------
     ConfigError
@@ -138,9 +141,21 @@ def prepare_storage_areas(config: Config) -> None:
             reason = exc.strerror or str(exc)
             message = (
                 f"storage area '{area}' of {entry.ae_title} is unusable: {reason}"
-                " (expected a writable folder)"
+                f" (expected a folder user {_user_name()} can create and write)"
             )
             raise ConfigError(config.path, entry.line, entry.storage_area_col, message) from None
+
+
+def _user_name() -> str:
+    """The name of the user pyqrscp runs as (after any switch to UserName)."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, AttributeError, KeyError):  # Windows: neither pwd nor geteuid
+        import getpass
+
+        return getpass.getuser()
 
 
 def _settings(lines: list[SettingLine], check: Checker) -> dict[str, SettingLine]:

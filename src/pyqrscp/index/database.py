@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyqrscp.areafiles import open_regular
 from pyqrscp.dicomfile import Header
+from pyqrscp.errors import StorageFailure
 from pyqrscp.index.schema import DDL, SCHEMA_VERSION
 
 
@@ -29,9 +32,21 @@ def connect(path: Path, flush_commits: bool = True) -> sqlite3.Connection:
 
     ``flush_commits``: each commit is flushed to disk (``synchronous=FULL``); else only at
     checkpoints (``NORMAL``: still atomic, a power loss may take the last commits).
+
+    SQLite follows a symbolic link named like the index (its journal files it never follows):
+    the index is created here without following one, and the file SQLite opened is checked to be
+    that one.  Raises StorageFailure when the index is a link or not a regular file.
     """
+    try:
+        os.close(open_regular(path, os.O_RDWR | os.O_CREAT))
+    except OSError as error:
+        raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
     connection = sqlite3.connect(path, timeout=60.0, isolation_level=None,
                                  check_same_thread=False)
+    opened = connection.execute("PRAGMA database_list").fetchone()[2]
+    if opened != os.path.join(os.path.realpath(path.parent), path.name):
+        connection.close()
+        raise StorageFailure(f"cannot open index {path}: it was replaced by a link to {opened}")
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={'FULL' if flush_commits else 'NORMAL'}")
     connection.execute("PRAGMA foreign_keys=ON")

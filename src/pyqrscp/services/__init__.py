@@ -6,6 +6,7 @@ the handlers with one ``Event`` each.  One place (:func:`failure`) turns excepti
 
 from __future__ import annotations
 
+import importlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -150,6 +151,16 @@ def _forget_cancels(assoc: Any) -> None:
     channel = Channel.of(assoc)
     if channel is not None:
         channel.cancelled.clear()
+
+
+SERVICE_MODULES = ("commit", "echo", "find", "get", "move", "retrieve", "store")
+
+
+def import_service_modules() -> None:
+    """Import every service module now, before a switch to UserName: the new user may not be
+    able to read the interpreter's files (a Python installed under ``/root``)."""
+    for name in SERVICE_MODULES:
+        importlib.import_module(f"pyqrscp.services.{name}")
 
 
 class Services:

@@ -20,6 +20,7 @@ from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
+from pyqrscp.areafiles import read_regular
 from pyqrscp.channel import Channel
 from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
@@ -81,9 +82,12 @@ def read_identifier(request: Any, transfer_syntax: UID) -> Dataset:
 
 
 def stored_dataset(path: Path) -> tuple[str, bytes]:
-    """``(transfer syntax, dataset bytes)`` of a Part-10 file: everything after group 0002."""
+    """``(transfer syntax, dataset bytes)`` of a Part-10 file: everything after group 0002.
+
+    A link in place of the stored file is not followed (its target may lie outside every area).
+    """
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except OSError as error:
         raise SubOperationFailed(f"cannot read stored file {path.name}: {error}") from error
     if data[128:132] != b"DICM":
