@@ -8,6 +8,9 @@ another process may still be doing):
 * ``pyqrscp index -c CFG AETITLE --rebuild`` recreates the index rows from the area's own files
   in one transaction, keeping every file where it is.
 
+Started as root with UserName/GroupName in the config, it switches to them first, as the server
+does: the area's files stay the served user's, and the files to add must be readable by it.
+
 A file that cannot go in is reported and skipped, never fatal.  Exit codes: 0 everything went in,
 1 some files were skipped, 2 usage or config errors.
 """
@@ -33,6 +36,7 @@ from pyqrscp.errors import ConfigError, PyqrscpError
 from pyqrscp.index.database import IndexWriter, connect, create_schema
 from pyqrscp.index.schema import INDEX_FILE_NAME
 from pyqrscp.logs import DcmtkFormatter, log_context, warning_to_log
+from pyqrscp.privileges import drop_privileges
 from pyqrscp.storage import LOCK_FILE_NAME, TEMP_PREFIX, StorageArea, lock_area_file
 
 IGNORED_NAMES = frozenset({"DICOMDIR"})
@@ -135,6 +139,9 @@ def main(argv: Sequence[str]) -> int:
     report = Report(sys.stderr, show_progress=sys.stderr.isatty())
     with _warnings_to(sys.stderr):
         try:
+            if _is_root() and drop_privileges(config.user_name, config.group_name):
+                print(f"pyqrscp index: running as user {config.user_name or 'root'} "
+                      "(UserName/GroupName of the config file)", file=sys.stderr)
             if args.rebuild:
                 return rebuild(entry, report)
             return add_files(entry, args.paths, report,
@@ -144,6 +151,10 @@ def main(argv: Sequence[str]) -> int:
             print(f"pyqrscp index: cannot use storage area {entry.storage_area}: {error}",
                   file=sys.stderr)
             return 2
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def add_files(entry: AEEntry, paths: Sequence[Path], report: Report,

@@ -16,19 +16,20 @@ except ImportError:
 LOGGER = logging.getLogger(__name__)
 
 
-def drop_privileges(user_name: str | None, group_name: str | None) -> None:
+def drop_privileges(user_name: str | None, group_name: str | None) -> bool:
     """Switch to ``group_name`` (else the user's primary group) and ``user_name`` when running
     as root, with the user's supplementary groups; warn when not root.
 
     Called after the port is bound (ports below 1024 such as 104 still work) and before any
     storage area is opened, so that what pyqrscp creates belongs to the user it serves as.
+    Returns whether it switched.
     """
     if user_name is None and group_name is None:
-        return
+        return False
     check_names(user_name, group_name)
     if os.geteuid() != 0:
         LOGGER.warning("not running as root: UserName/GroupName ignored")
-        return
+        return False
     _preload_codecs()
     user = _user(user_name) if user_name else None
     if group_name:
@@ -45,6 +46,7 @@ def drop_privileges(user_name: str | None, group_name: str | None) -> None:
     LOGGER.info("running as user %s, group %s, supplementary groups %s",
                 user_name or "(unchanged)", _group_name(gid),
                 ", ".join(_group_name(g) for g in os.getgroups()))
+    return True
 
 
 def check_names(user_name: str | None, group_name: str | None) -> None:

@@ -207,6 +207,21 @@ def test_a_stored_file_replaced_by_a_link_is_not_served(machine: Machine) -> Non
 # -- pyqrscp index --------------------------------------------------------------------------------
 
 
+def test_index_as_root_adds_files_as_the_configured_user(machine: Machine) -> None:
+    data = machine.user_folder("data")
+    config = write_config(machine.base, [f"A {data}/a RW (9, 1024mb) ANY"],
+                          extra_globals="UserName = nobody\nGroupName = nogroup")
+    source = make_ct(machine.base)
+    result = subprocess.run([sys.executable, "-m", "pyqrscp", "index", "-c", str(config), "A",
+                             str(source)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "running as user nobody" in result.stderr
+    created = [data / "a", *(data / "a").iterdir()]
+    assert len(created) >= 4  # the area, its lock file, index and the copied file
+    assert {path.name: path.lstat().st_uid for path in created} == {
+        path.name: machine.user.pw_uid for path in created}
+
+
 def _two_areas(machine: Machine) -> tuple[Path, Path, Path]:
     """A config with the empty area A and the area B holding one instance; ``(config, A, B)``."""
     config = write_config(machine.base, [f"A {machine.base}/a RW (9, 1024mb) ANY",
