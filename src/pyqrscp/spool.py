@@ -84,7 +84,7 @@ class ReceivedDataset(io.BytesIO):
         if self.folder is None:
             raise StorageFailure("no folder to spool to")
         self.spool_path = self.folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        self._spool = open(self.spool_path, "xb", buffering=1 << 16)  # noqa: SIM115
+        self._spool = open(self.spool_path, "x+b", buffering=1 << 16)  # noqa: SIM115
         self._spool.write(self.getbuffer())
         self._spool.write(fragment)
         self.seek(0)
@@ -98,8 +98,8 @@ class ReceivedDataset(io.BytesIO):
             yield self.getvalue()
             return
         self._spool.flush()
-        with open(self._spool.name, "rb") as reader, \
-                mmap.mmap(reader.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        # the open descriptor, not the name: a link put in its place is never read
+        with mmap.mmap(self._spool.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             yield mapped  # type: ignore[misc]
 
     def take_spool(self) -> Path | None:

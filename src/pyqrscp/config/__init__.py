@@ -153,9 +153,7 @@ def _user_name() -> str:
 
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, AttributeError, KeyError):  # Windows: neither pwd nor geteuid
-        import getpass
-
-        return getpass.getuser()
+        return os.environ.get("USERNAME") or os.environ.get("USER") or "(this process's)"
 
 
 def _settings(lines: list[SettingLine], check: Checker) -> dict[str, SettingLine]:

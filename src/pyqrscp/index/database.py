@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,7 @@ def connect(path: Path, flush_commits: bool = True) -> sqlite3.Connection:
     the index is created here without following one, and the file SQLite opened is checked to be
     that one.  Raises StorageFailure when the index is a link or not a regular file.
     """
-    try:
-        os.close(open_regular(path, os.O_RDWR | os.O_CREAT))
-    except OSError as error:
-        raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
+    _check_index_file(path)
     connection = sqlite3.connect(path, timeout=60.0, isolation_level=None,
                                  check_same_thread=False)
     opened = connection.execute("PRAGMA database_list").fetchone()[2]
@@ -51,6 +49,26 @@ def connect(path: Path, flush_commits: bool = True) -> sqlite3.Connection:
     connection.execute(f"PRAGMA synchronous={'FULL' if flush_commits else 'NORMAL'}")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
+
+
+def _check_index_file(path: Path) -> None:
+    """Refuse an index that is a link or not a regular file; create a missing one without
+    following a link.  An existing index is only looked at, never opened and closed: closing
+    any descriptor of a file drops every POSIX lock this process holds on it, SQLite's too."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        try:
+            os.close(open_regular(path, os.O_RDWR | os.O_CREAT))
+        except OSError as error:
+            raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
+        return
+    except OSError as error:
+        raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
+    if stat.S_ISLNK(info.st_mode):
+        raise StorageFailure(f"cannot open index {path}: a symbolic link (not followed)")
+    if not stat.S_ISREG(info.st_mode):
+        raise StorageFailure(f"cannot open index {path}: not a regular file")
 
 
 def create_schema(connection: sqlite3.Connection) -> None:
