@@ -59,7 +59,10 @@ def area_tree(entry: AEEntry, patient: str | None = None, study: str | None = No
     tree: dict[str, Any] = {"ae_title": entry.ae_title, "storage_area": str(entry.storage_area),
                             "patients": []}
     index = entry.storage_area / INDEX_FILE_NAME
-    if not index.exists():
+    if index.is_symlink() or not index.is_file():
+        if index.is_symlink() or index.exists():  # never follow a link someone planted
+            print(f"pyqrscp ls: {index} is not a regular file (a link?): not read",
+                  file=sys.stderr)
         return _totals(tree)
     db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
     try:

@@ -261,6 +261,19 @@ def test_index_skips_links_into_another_area(machine: Machine,
     assert _patient_ids(config, "A") == ["OUTSIDE"]
 
 
+def test_ls_does_not_read_a_linked_index(machine: Machine) -> None:
+    hidden = machine.secret_folder / "hidden"
+    config = write_config(machine.base, [f"A {machine.user_folder('area')} RW (9, 1024mb) ANY",
+                                         f"H {hidden} RW (9, 1024mb) ANY"])
+    assert index_main(["-c", str(config), "H", str(machine.secret)]) == 0
+    machine.plant_link(hidden / INDEX_FILE_NAME, machine.base / "area" / INDEX_FILE_NAME)
+    result = subprocess.run([sys.executable, "-m", "pyqrscp", "ls", "-c", str(config), "A",
+                             "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "SECRET" not in result.stdout
+    assert "is not a regular file (a link?): not read" in result.stderr
+
+
 def test_rebuild_does_not_index_a_planted_link(machine: Machine,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     area = machine.user_folder("area")
