@@ -11,6 +11,11 @@ service keep pynetdicom's handling.
 
 A channel is held only between messages with nothing of the peer's in pynetdicom's hands
 (:meth:`Channel.held`), so no message is ever split between the two readers.
+
+The socket's timeout (:class:`~pyqrscp.connections.ReadTimeouts`) is set once before
+pynetdicom's reader starts, and changed afterwards only by the thread about to read, with no
+send in progress: CPython clears a socket's timeout before it makes the descriptor blocking,
+and a ``recv`` or ``send`` of another thread in between fails with ``BlockingIOError``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ from typing import Any
 
 from pyqrscp import pdus
 from pyqrscp.commands import command_text, command_us
+from pyqrscp.connections import ReadTimeouts, is_unassociated
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.idle import ACTIVE_DELAY, polling
 
@@ -59,6 +66,21 @@ def held_channel(assoc: Any) -> Iterator[Channel | None]:
         return
     with channel.held() as held:
         yield held
+
+
+QUEUED_PDUS = 64
+"""PDUs queued for pynetdicom's DUL at most, per association."""
+
+
+def wait_for_dul_room(assoc: Any) -> None:
+    """Return once fewer than :data:`QUEUED_PDUS` PDUs wait in the DUL's queue;
+    :class:`PeerUnavailable` when the DUL stops sending (the connection is gone: a peer that
+    reads nothing is dropped by the socket's send timeout)."""
+    dul = assoc.dul
+    while dul.to_provider_queue.qsize() >= QUEUED_PDUS:
+        if not dul.is_alive() or dul.state_machine.current_state != "Sta6":
+            raise PeerUnavailable("the connection is closed")
+        time.sleep(0.0005)
 
 
 class PushedBack(Exception):
@@ -104,13 +126,17 @@ def holdable(assoc: Any) -> bool:
 class Channel:
     """The pair of seats on one association's socket: pynetdicom's and a holder's."""
 
-    def __init__(self, assoc: Any, limit: int, sink_of: SinkFactory | None = None) -> None:
+    def __init__(self, assoc: Any, limit: int, sink_of: SinkFactory | None = None,
+                 timeouts: ReadTimeouts | None = None) -> None:
         self.assoc = assoc
         self.sink_of = sink_of
         self._aborting = False
         self.dul = assoc.dul
         self.assoc_socket = assoc.dul.socket
         self.limit = limit
+        self.timeouts = timeouts
+        self.stalled = False
+        self._timeout: float | None = None
         self.hold = threading.Lock()
         self.send_lock = threading.Lock()
         self.holder: int | None = None
@@ -123,13 +149,16 @@ class Channel:
                                                             lambda: False)
 
     @classmethod
-    def install(cls, assoc: Any, limit: int, sink_of: SinkFactory | None = None) -> Channel:
-        """Seat a channel between pynetdicom and the socket of a new connection; ``limit`` is
-        the longest PDU accepted (a longer announced length closes the connection);
-        ``sink_of`` gives every message's dataset its bound, whoever reads it.  With a
-        pynetdicom whose internals differ from those the holder relies on, the channel only
-        bounds PDU lengths and is never held (everything takes pynetdicom's own path)."""
-        channel = cls(assoc, limit, sink_of)
+    def install(cls, assoc: Any, limit: int, sink_of: SinkFactory | None = None,
+                timeouts: ReadTimeouts | None = None) -> Channel:
+        """Seat a channel between pynetdicom and the socket of a new connection, before
+        pynetdicom's threads start; ``limit`` is the longest PDU accepted (a longer announced
+        length closes the connection); ``sink_of`` gives every message's dataset its bound,
+        whoever reads it; ``timeouts`` bound every read and send.  With a pynetdicom whose
+        internals differ from those the holder relies on, the channel only bounds PDU lengths
+        and reads and is never held (everything takes pynetdicom's own path)."""
+        channel = cls(assoc, limit, sink_of, timeouts)
+        channel._settle_timeout()
         channel.assoc_socket.recv = channel._pynetdicom_recv
         channel.assoc_socket.send = channel._pynetdicom_send
         if channel.holdable:
@@ -155,14 +184,24 @@ class Channel:
     def _pynetdicom_recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > self.limit:
             raise OSError(f"peer announced a {nr_bytes}-byte PDU (limit {self.limit})")
+        if self.stalled:
+            raise TimeoutError("the peer stopped in the middle of a PDU")
         if not self._unread:
-            received: bytearray = self._recv(nr_bytes)
-            return received
+            return self._recv_from_socket(nr_bytes)
         taken = self._unread[:nr_bytes]
         del self._unread[:nr_bytes]
         if len(taken) < nr_bytes:
-            taken += self._recv(nr_bytes - len(taken))
+            taken += self._recv_from_socket(nr_bytes - len(taken))
         return taken
+
+    def _recv_from_socket(self, nr_bytes: int) -> bytearray:
+        self._settle_timeout()
+        try:
+            received: bytearray = self._recv(nr_bytes)
+        except TimeoutError:
+            self._log_stall()
+            raise
+        return received
 
     def _pynetdicom_send(self, data: bytes) -> None:
         """What pynetdicom's DUL sends, one PDV per P-DATA-TF (``pdus.one_pdv_per_pdu``)."""
@@ -265,15 +304,15 @@ class Channel:
                     or any(event in _RECEIVE_EVENTS for event in list(self.dul.event_queue.queue)))
 
     def send(self, context_id: int, command: bytes, dataset: bytes | None) -> None:
-        """One DIMSE message, framed for the peer's maximum PDU length."""
-        data = pdus.message(context_id, command, dataset,
-                            int(self.assoc.requestor.maximum_length or 0))
+        """One DIMSE message, framed for the peer's maximum PDU length as it is sent."""
         sock = self.assoc_socket.socket
         if sock is None:
             raise PeerUnavailable("the connection is closed")
         try:
             with self.send_lock:
-                sock.sendall(data)
+                for batch in pdus.message_stream(context_id, command, dataset,
+                                                 int(self.assoc.requestor.maximum_length or 0)):
+                    sock.sendall(batch)
         except OSError as error:
             raise PeerUnavailable(f"sending failed: {error}") from error
 
@@ -361,7 +400,37 @@ class Channel:
         sock: socket.socket | None = self.assoc_socket.socket
         if sock is None:
             raise PeerUnavailable("the connection is closed")
-        return pdus.read_exactly(sock, size, consumed)
+        self._settle_timeout()
+        try:
+            return pdus.read_exactly(sock, size, consumed)
+        except TimeoutError:
+            self._log_stall()
+            raise
+
+    # -- timeouts --------------------------------------------------------------------------
+
+    def _settle_timeout(self) -> None:
+        """Give the socket the timeout of the connection's phase (before or after its
+        A-ASSOCIATE-RQ).  Called only by the thread about to read (pynetdicom's DUL thread, or
+        the holder), and under the send lock, so no other thread is inside ``recv`` or
+        ``send`` while the socket's mode changes."""
+        if self.timeouts is None:
+            return
+        wanted = self.timeouts.of_phase(associated=not is_unassociated(self.assoc))
+        sock = self.assoc_socket.socket
+        if wanted == self._timeout or sock is None:
+            return
+        with self.send_lock:
+            sock.settimeout(wanted)
+        self._timeout = wanted
+
+    def _log_stall(self) -> None:
+        if not self.stalled:
+            self.stalled = True
+            requestor = self.assoc.requestor
+            calling = str(requestor.ae_title or "").strip() or "(no AE title yet)"
+            LOGGER.warning("%s (%s) sent part of a PDU and then nothing for %s s: closing the "
+                           "connection", calling, requestor.address, self._timeout)
 
     def _push_back(self, consumed: list[bytes]) -> None:
         """Give bytes back to pynetdicom, ahead of anything still unread."""

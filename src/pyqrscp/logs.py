@@ -80,10 +80,11 @@ LOG_FILE_BACKUPS = 5
 
 def configure_logging(level_name: str, log_config: Path | None = None,
                       log_file: Path | None = None) -> None:
-    """Apply the chosen level to pyqrscp's loggers; pynetdicom speaks only at ``trace``.
+    """Apply the chosen level to pyqrscp's loggers; pynetdicom says everything at ``trace``,
+    else only its errors (a connection lost in the middle of a PDU, an undecodable PDU).
 
     pynetdicom logs every PDU at INFO/DEBUG; that costs time per message and drowns the
-    one-line-per-association log that dcmqrscp users read, so it is quiet unless asked for.
+    one-line-per-association log that dcmqrscp users read, so that is quiet unless asked for.
     ``log_config`` is DCMTK's log4cplus format (``logger.cfg``, ``filelog.cfg``) or a Python
     ``logging.config`` ini file; ``log_file`` writes DCMTK-style lines with a time stamp to a
     file rotated at 10 MiB (5 kept).  Each record goes to one set of handlers only.
@@ -133,8 +134,8 @@ def _install(level: int, handlers: list[logging.Handler]) -> None:
     root.propagate = False
     logging.getLogger(STARTUP_LOGGER).setLevel(min(level, logging.INFO))
     pynetdicom_logger = logging.getLogger("pynetdicom")
-    pynetdicom_logger.handlers[:] = handlers if level <= TRACE else [logging.NullHandler()]
-    pynetdicom_logger.setLevel(logging.DEBUG if level <= TRACE else logging.CRITICAL)
+    pynetdicom_logger.handlers[:] = handlers
+    pynetdicom_logger.setLevel(logging.DEBUG if level <= TRACE else max(level, logging.ERROR))
     pynetdicom_logger.propagate = False
     _route_library_output()
 

@@ -225,6 +225,12 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
            "largest C-STORE dataset accepted (default 4 GiB; the per-study quota also caps)"),
     _value(("--max-request-size",), "max_request_size", int, "BYTES",
            "largest C-FIND/C-MOVE/C-GET identifier or N-ACTION information (default 32 MiB)"),
+    _value(("--unassociated-timeout",), "unassociated_timeout", int, "SECONDS",
+           "close a connection that sent no A-ASSOCIATE-RQ after"),
+    _value(("--max-unassociated",), "max_unassociated", int, "N",
+           "connections waiting for their A-ASSOCIATE-RQ, at most"),
+    _value(("--max-unassociated-per-host",), "max_unassociated_per_host", int, "N",
+           "of those, from one host"),
     _flag(("--case-sensitive-pn",), "case_sensitive_pn", "PN matching case-sensitive"),
     _flag(("--check-config",), "check_config", "print the resolved config and exit"),
     _flag(("--print-example-config",), "print_example_config",
@@ -281,6 +287,9 @@ class Options:
     no_sync: bool = False
     max_store_size: int = 4 << 30
     max_request_size: int = 32 << 20
+    unassociated_timeout: int = 10
+    max_unassociated: int = 64
+    max_unassociated_per_host: int = 16
     case_sensitive_pn: bool = False
     check_config: bool = False
     print_example_config: bool = False

@@ -24,6 +24,10 @@ PDU_TYPES = frozenset({ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELE
 UNLIMITED_PDU = 1 << 20
 """What pyqrscp sends per PDU to a peer that announces 0 (no limit)."""
 _PDU_HEADER = struct.Struct(">BxI")
+_P_DATA_HEADER = struct.Struct(">BxIIBB")
+BATCH_BYTES = 1 << 20
+"""About how many bytes of PDUs are framed at a time."""
+_STRIDED_BELOW = 256
 _PDV_HEADER = struct.Struct(">IBB")
 _PDV_LENGTH = struct.Struct(">I")
 _COMMAND, _LAST = 0x01, 0x02
@@ -81,27 +85,77 @@ def fragments(data: bytes, max_pdv: int) -> Iterator[tuple[bytes, bool]]:
         yield bytes(view[start:start + size]), start + size >= len(view)
 
 
+def p_data_stream(context_id: int, data: bytes, is_command: bool, max_pdv: int
+                  ) -> Iterator[bytes]:
+    """P-DATA-TF PDUs of one message part, one PDV each, the last one flagged, in batches of
+    about :data:`BATCH_BYTES` (whatever the peer's maximum PDU length, the memory used is
+    one batch: a peer announcing 7 bytes gets 13-byte PDUs, framed without an object each)."""
+    view = memoryview(data)
+    size = max(max_pdv, 1)
+    kind = _COMMAND if is_command else 0x00
+    per_batch = max(1, BATCH_BYTES // (size + 12)) * size
+    start = 0
+    while True:
+        end = min(len(view), start + per_batch)
+        yield _framed(context_id, view[start:end], kind, size, last=end == len(view))
+        if end == len(view):
+            return
+        start = end
+
+
+def _framed(context_id: int, data: memoryview, kind: int, size: int, last: bool) -> bytes:
+    """PDUs of ``data``: fragments of ``size`` bytes (the final one shorter or flagged last).
+    Small fragments are laid out with strided slice assignment, one per header byte and one per
+    fragment byte, instead of one object per PDU."""
+    count = max(1, -(-len(data) // size))
+    regular = count - 1
+    final = data[regular * size:]
+    final_header = kind | (_LAST if last else 0x00)
+    tail = _P_DATA_HEADER.pack(P_DATA_TF, len(final) + 6, len(final) + 2, context_id,
+                               final_header) + final
+    if regular == 0:
+        return tail
+    header = _P_DATA_HEADER.pack(P_DATA_TF, size + 6, size + 2, context_id, kind)
+    if size >= _STRIDED_BELOW:
+        return b"".join([b"".join(header + data[n * size:(n + 1) * size]
+                                  for n in range(regular)), tail])
+    body = bytes(data[:regular * size])
+    frame = len(header) + size
+    out = bytearray(regular * frame)
+    for offset, byte in enumerate(header):
+        out[offset::frame] = bytes([byte]) * regular
+    for offset in range(size):
+        out[len(header) + offset::frame] = body[offset::size]
+    out += tail
+    return bytes(out)
+
+
 def p_data(context_id: int, data: bytes, is_command: bool, max_pdv: int) -> list[bytes]:
-    """P-DATA-TF PDUs of one message part, one PDV each, the last one flagged (a list of
-    headers and fragments, for one ``sendall`` of their join)."""
-    pdus: list[bytes] = []
+    """P-DATA-TF PDUs of one message part as a list of headers and fragments, two items per
+    PDU (for messages built piece by piece; sending uses :func:`p_data_stream`)."""
+    pieces: list[bytes] = []
     for chunk, last in fragments(data, max_pdv):
         header = (_COMMAND if is_command else 0x00) | (_LAST if last else 0x00)
-        pdus.append(struct.pack(">BxIIBB", P_DATA_TF, len(chunk) + 6, len(chunk) + 2,
-                                context_id, header))
-        pdus.append(chunk)
-    return pdus
+        pieces.append(_P_DATA_HEADER.pack(P_DATA_TF, len(chunk) + 6, len(chunk) + 2,
+                                          context_id, header))
+        pieces.append(chunk)
+    return pieces
+
+
+def message_stream(context_id: int, command: bytes, dataset: bytes | None,
+                   peer_max_pdu: int) -> Iterator[bytes]:
+    """One DIMSE message as P-DATA-TF PDUs for a peer whose maximum PDU is ``peer_max_pdu``
+    (0: no limit), in batches to send one after the other."""
+    limit = max_pdv(peer_max_pdu)
+    yield from p_data_stream(context_id, command, True, limit)
+    if dataset is not None:
+        yield from p_data_stream(context_id, dataset, False, limit)
 
 
 def message(context_id: int, command: bytes, dataset: bytes | None, peer_max_pdu: int
             ) -> bytes:
-    """One DIMSE message as P-DATA-TF PDUs for a peer whose maximum PDU is ``peer_max_pdu``
-    (0: no limit)."""
-    limit = max_pdv(peer_max_pdu)
-    parts = p_data(context_id, command, True, limit)
-    if dataset is not None:
-        parts += p_data(context_id, dataset, False, limit)
-    return b"".join(parts)
+    """:func:`message_stream` in one piece (for short messages)."""
+    return b"".join(message_stream(context_id, command, dataset, peer_max_pdu))
 
 
 def p_data_primitives(context_id: int, command: bytes, dataset: bytes | None,

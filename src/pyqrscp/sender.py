@@ -27,7 +27,7 @@ from pyqrscp.pdus import (
     P_DATA_TF,
     RELEASE_RQ,
     MessageAssembler,
-    message,
+    message_stream,
     pdvs,
     read_pdu,
 )
@@ -178,7 +178,9 @@ class StoreAssociation:
                                 originator_aet, originator_message_id)
         try:
             self.sock.settimeout(self.dimse_timeout)
-            self.sock.sendall(message(context.context_id, command, dataset, self.peer_max_pdu))
+            for batch in message_stream(context.context_id, command, dataset,
+                                        self.peer_max_pdu):
+                self.sock.sendall(batch)
             elements = self._read_command()
         except OSError as error:
             raise PeerUnavailable(f"C-STORE of {sop_instance}: {error}") from error

@@ -20,6 +20,7 @@ from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pyqrscp import __version__
 from pyqrscp.channel import Channel
 from pyqrscp.config import AEEntry, Config, prepare_storage_areas
+from pyqrscp.connections import ReadTimeouts, UnassociatedAllowance, is_unassociated
 from pyqrscp.contexts import contexts_for, negotiation_lines
 from pyqrscp.errors import ListenError, StartupError
 from pyqrscp.idle import IdleGovernor
@@ -57,6 +58,10 @@ def validate_options(options: Options) -> None:
     for name in ("max_store_size", "max_request_size"):
         if getattr(options, name) < 1:
             raise StartupError(f"--{name.replace('_', '-')} must be at least 1 byte")
+    for name in ("unassociated_timeout", "max_unassociated", "max_unassociated_per_host"):
+        if getattr(options, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise StartupError(f"{flag} {getattr(options, name)} out of range (1 or more)")
 
 
 class ArchiveServer:
@@ -79,6 +84,7 @@ class ArchiveServer:
         self._watchdog: Watchdog | None = None
         self._store_associations: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.timeouts = ReadTimeouts.of(options)
 
     @property
     def port(self) -> int:
@@ -88,7 +94,9 @@ class ArchiveServer:
     def build_ae(self) -> AE:
         ae = AE(ae_title="PYQRSCP")
         ae.maximum_pdu_size = self.options.max_pdu or 16384
-        ae.maximum_associations = self.options.max_associations  # checked first in EVT_REQUESTED
+        # MaxAssociations is checked in EVT_REQUESTED, counting associations only; pynetdicom's
+        # own check would count connections still waiting for their A-ASSOCIATE-RQ
+        ae.maximum_associations = 1 << 30
         ae.acse_timeout = self.options.acse_timeout
         ae.dimse_timeout = self.options.dimse_timeout
         ae.network_timeout = self.options.network_timeout
@@ -128,7 +136,7 @@ class ArchiveServer:
         import_service_modules()
         ae = self.build_ae()
         port = self.options.port or 0
-        handshake = (handshake_hook(self.tls.server, self.options.acse_timeout)
+        handshake = (handshake_hook(self.tls.server, self.timeouts.unassociated)
                      if self.tls else None)
         try:
             server = bind_archive_server(ae, (self.host, port), self.handlers(),
@@ -145,6 +153,9 @@ class ArchiveServer:
             server.server_close()
             self.services.close()
             raise
+        server.allowance = UnassociatedAllowance(lambda: server.active_associations,
+                                                 self.options.max_unassociated,
+                                                 self.options.max_unassociated_per_host)
         self._server = server
         serve_in_background(server)
         self._governor = IdleGovernor(lambda: server.active_associations)
@@ -212,14 +223,14 @@ class ArchiveServer:
         sock = assoc_socket.socket if assoc_socket else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.options.network_timeout is None:
-                # a peer stalling inside a PDU must not hold its thread past the ACSE timeout
-                sock.settimeout(self.options.acse_timeout)
             Channel.install(event.assoc, max(1 << 20, self.options.max_pdu or 16384),
-                            self.services.dataset_sink)
+                            self.services.dataset_sink, self.timeouts)
+        # the wait for the A-ASSOCIATE-RQ (pynetdicom waits the association's ACSE timeout)
+        event.assoc.acse_timeout = self.timeouts.unassociated
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
+        assoc.acse_timeout = self.options.acse_timeout
         primitive = assoc.requestor.primitive
         request = AssociationRequest(
             called_aet=_text(primitive.called_ae_title),
@@ -250,9 +261,11 @@ class ArchiveServer:
             decision.access, self.options, get_roles, allow_store=allow_store, proposed=proposed)
 
     def _check_capacity(self, entry: AEEntry) -> AEEntry | Rejection:
-        """MaxAssociations: one association more than allowed gets a transient reject."""
+        """MaxAssociations: one association more than allowed gets a transient reject
+        (connections that have not sent their A-ASSOCIATE-RQ do not count)."""
         server = self._server
-        active = [a for a in server.active_associations if a.is_acceptor] if server else []
+        active = [a for a in server.active_associations
+                  if a.is_acceptor and not is_unassociated(a)] if server else []
         if len(active) > self.options.max_associations:
             return Rejection(RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION,
                              RejectReason.LOCAL_LIMIT_EXCEEDED,
@@ -274,8 +287,6 @@ class ArchiveServer:
 
     def _on_established(self, event: Any) -> None:
         assoc = event.assoc
-        if self.options.network_timeout is None and assoc.dul.socket.socket is not None:
-            assoc.dul.socket.socket.settimeout(None)
         LOGGER.info("Association Acknowledged %s: %s -> %s (max send PDV: %s)",
                     assoc.requestor.address, _text(assoc.requestor.ae_title),
                     _text(assoc.acceptor.ae_title), assoc.requestor.maximum_length)

@@ -19,6 +19,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from pyqrscp.connections import UnassociatedAllowance
 from pyqrscp.errors import ServiceFailed
 from pyqrscp.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 
@@ -53,10 +54,21 @@ class ArchiveRequestHandler(RequestHandler):
     server: ArchiveServerSocket
 
     def handle(self) -> None:
-        prepare = self.server.prepare_connection
-        if prepare is not None and not prepare(self):
+        """Admit the connection within the unassociated allowance, run the preparation (TLS),
+        and start pynetdicom's association, which counts itself as unassociated from then on."""
+        allowance = self.server.allowance
+        host = str(self.client_address[0])
+        if allowance is not None and not allowance.admit(host):
+            self.request.close()
             return
-        super().handle()
+        try:
+            prepare = self.server.prepare_connection
+            if prepare is not None and not prepare(self):
+                return
+            super().handle()
+        finally:
+            if allowance is not None:
+                allowance.arrived(host)
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
@@ -76,6 +88,7 @@ class ArchiveServerSocket(ThreadedAssociationServer):
     def service_actions(self) -> None:
         self.last_turn = time.monotonic()
         super().service_actions()
+    allowance: UnassociatedAllowance | None = None
 
     def shutdown(self) -> None:
         TCPServer.shutdown(self)

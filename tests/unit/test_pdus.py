@@ -4,6 +4,7 @@ held channel, and the channel's check of the pynetdicom internals it relies on."
 from __future__ import annotations
 
 import struct
+import tracemalloc
 
 import pytest
 from pynetdicom import AE
@@ -13,7 +14,16 @@ from pyqrscp import pdus
 from pyqrscp.channel import holdable
 from pyqrscp.commands import parse_command, store_request
 from pyqrscp.errors import PeerUnavailable
-from pyqrscp.pdus import P_DATA_TF, MessageAssembler, message, p_data_pdu, pdvs
+from pyqrscp.pdus import (
+    BATCH_BYTES,
+    P_DATA_TF,
+    MessageAssembler,
+    message,
+    message_stream,
+    p_data,
+    p_data_pdu,
+    pdvs,
+)
 
 
 def split_pdus(stream: bytes) -> list[bytes]:
@@ -145,3 +155,34 @@ def test_a_p_data_tf_of_several_pdvs_is_sent_as_one_pdu_per_pdv() -> None:
     assert pdus.one_pdv_per_pdu(single) == single
     release_rq = struct.pack(">BxI4x", pdus.RELEASE_RQ, 4)
     assert pdus.one_pdv_per_pdu(release_rq) == release_rq
+
+
+@pytest.mark.parametrize("peer_max_pdu", [7, 8, 100, 300])
+def test_framing_for_a_tiny_peer_maximum_costs_a_batch_of_memory(peer_max_pdu: int) -> None:
+    """A peer announcing 7 bytes gets one data byte per PDU; framing 2 MiB for it must not cost
+    an object per PDU (it cost 134 MiB for 512 KiB), only a bounded batch at a time."""
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    dataset = bytes(range(256)) * 8192
+    tracemalloc.start()
+    try:
+        sent = 0
+        for batch in message_stream(1, command, dataset, peer_max_pdu):
+            sent += len(batch)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sent > len(dataset)
+    assert peak < 8 * BATCH_BYTES, f"{peak} bytes to frame {len(dataset)}"
+
+
+def test_streamed_framing_equals_pdu_by_pdu_framing() -> None:
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    for peer_max_pdu in (7, 9, 261, 262, 263, 4096):
+        for size in (0, 1, 255, 256, 257, 5000):
+            dataset = bytes(range(256)) * 40
+            dataset = dataset[:size]
+            expected = b"".join(p_data(1, command, True, peer_max_pdu - 6)
+                                + p_data(1, dataset, False, peer_max_pdu - 6))
+            assert b"".join(message_stream(1, command, dataset, peer_max_pdu)) == expected
+            assembled = assemble(expected)
+            assert assembled.dataset == dataset

@@ -21,7 +21,7 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
 from pyqrscp.areafiles import read_regular
-from pyqrscp.channel import Channel
+from pyqrscp.channel import Channel, wait_for_dul_room
 from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
 from pyqrscp.index.query import InformationModel, Query, matching_instances, parse_identifier
@@ -224,13 +224,15 @@ class Responder:
 
 def send_message(assoc: Any, context_id: int, command: bytes, dataset: bytes | None) -> None:
     """Send one DIMSE message: straight to the socket when this thread holds the association's
-    channel, else queued for pynetdicom's DUL, which frames and sends it in order."""
+    channel, else queued for pynetdicom's DUL, which sends it in order (a few PDUs at a time:
+    a peer announcing a tiny maximum PDU length must not fill memory with PDUs to send)."""
     channel = Channel.of(assoc)
     if channel is not None and channel.held_here():
         channel.send(context_id, command, dataset)
         return
     for primitive in p_data_primitives(context_id, command, dataset,
                                        int(assoc.requestor.maximum_length or 0)):
+        wait_for_dul_room(assoc)
         assoc.dul.send_pdu(primitive)
 
 

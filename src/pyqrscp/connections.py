@@ -1,0 +1,96 @@
+"""Limits on a connection before and during its association: how long a read may wait, and
+how many connections may wait for their A-ASSOCIATE-RQ.
+
+A connection that has not yet sent its A-ASSOCIATE-RQ is *unassociated*.  Unassociated
+connections have their own allowance (``--max-unassociated``, ``--max-unassociated-per-host``)
+and their own, short, time limit (``--unassociated-timeout``), so silent connections never take
+the places of associations (MaxAssociations counts associations only) and one host cannot use
+up the allowance of all others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyqrscp.options import Options
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTimeouts:
+    """The socket timeout of a connection before its A-ASSOCIATE-RQ and after it.
+
+    A read waits only once the peer has begun to send (a PDU's header or its body) or while
+    waiting for the A-ASSOCIATE-RQ, so the timeout bounds a peer that stops in the middle of a
+    PDU; idle associations are pynetdicom's idle timer's (``-to``).  Sends are bounded by the
+    same value: a peer that reads nothing for that long is gone.
+    """
+
+    unassociated: float
+    associated: float
+
+    @classmethod
+    def of(cls, options: Options) -> ReadTimeouts:
+        """Before the request: the shorter of ``-ta`` and ``--unassociated-timeout``.  After
+        it: ``-to`` or ``-td`` (the shorter when both are given), else ``-ta``."""
+        given = [t for t in (options.network_timeout, options.dimse_timeout) if t]
+        associated = float(min(given) if given else options.acse_timeout)
+        unassociated = float(min(options.acse_timeout, options.unassociated_timeout))
+        return cls(unassociated=unassociated, associated=associated)
+
+    def of_phase(self, associated: bool) -> float:
+        return self.associated if associated else self.unassociated
+
+
+def is_unassociated(assoc: Any) -> bool:
+    """Has this accepted connection not yet delivered an A-ASSOCIATE-RQ?"""
+    return getattr(assoc.requestor, "primitive", None) is None
+
+
+class UnassociatedAllowance:
+    """Counts connections that have not sent an A-ASSOCIATE-RQ yet, in all and per host.
+
+    Live associations are counted from ``associations()`` (pynetdicom's acceptor threads);
+    connections not yet handed to pynetdicom (a TLS handshake, the association being created)
+    are counted while :meth:`admit`'s caller holds their ticket.
+    """
+
+    def __init__(self, associations: Callable[[], Iterable[Any]], total: int,
+                 per_host: int) -> None:
+        self.associations = associations
+        self.total = total
+        self.per_host = per_host
+        self._lock = threading.Lock()
+        self._arriving: dict[str, int] = {}
+
+    def admit(self, host: str) -> bool:
+        """Take a place for a new connection from ``host``; False when none is free (the caller
+        closes the connection).  A place taken must be given back with :meth:`arrived`."""
+        with self._lock:
+            waiting = [str(assoc.requestor.address) for assoc in self.associations()
+                       if is_unassociated(assoc)]
+            total = len(waiting) + sum(self._arriving.values())
+            from_host = waiting.count(host) + self._arriving.get(host, 0)
+            if total >= self.total or from_host >= self.per_host:
+                limit = ("--max-unassociated", self.total) if total >= self.total else (
+                    "--max-unassociated-per-host", self.per_host)
+                LOGGER.warning("connection from %s closed: %d connection(s) are waiting for "
+                               "their A-ASSOCIATE-RQ (%s %d)", host,
+                               total if total >= self.total else from_host, *limit)
+                return False
+            self._arriving[host] = self._arriving.get(host, 0) + 1
+            return True
+
+    def arrived(self, host: str) -> None:
+        """The connection is a live pynetdicom association now (or gone): counted from there."""
+        with self._lock:
+            left = self._arriving.get(host, 0) - 1
+            if left > 0:
+                self._arriving[host] = left
+            else:
+                self._arriving.pop(host, None)

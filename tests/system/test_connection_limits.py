@@ -1,0 +1,227 @@
+"""One peer's bounded share of the connection layer: socket timeouts changed only by the reading
+thread, every read bounded, unassociated connections outside MaxAssociations.
+
+Hostile timing is written with raw sockets (PDUs by hand, PS3.8 9.3); DCMTK's tools check that
+normal clients are served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from pynetdicom import AE
+
+from pyqrscp.config import load_config
+from pyqrscp.options import Options
+from pyqrscp.server import ArchiveServer
+
+pytestmark = [pytest.mark.dcmtk,
+              pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def associate_rq() -> bytes:
+    """An A-ASSOCIATE-RQ from HOSTILE to ARCHIVE proposing Verification."""
+    context = _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, VERIFICATION.encode())
+                    + _item(0x40, b"1.2.840.10008.1.2"))
+    user = _item(0x50, _item(0x51, struct.pack(">I", 16384)) + _item(0x52, b"1.2.3.4"))
+    body = (struct.pack(">HH", 1, 0) + b"ARCHIVE".ljust(16) + b"HOSTILE".ljust(16) + bytes(32)
+            + _item(0x10, b"1.2.840.10008.3.1.1.1") + context + user)
+    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+
+
+def read_pdu_type(sock: socket.socket) -> int | None:
+    head = b""
+    while len(head) < 6:
+        part = sock.recv(6 - len(head))
+        if not part:
+            return None
+        head += part
+    _kind, length = struct.unpack(">BxI", head)
+    remaining = length
+    while remaining:
+        part = sock.recv(min(remaining, 65536))
+        if not part:
+            return None
+        remaining -= len(part)
+    return head[0]
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Does the server close the connection within ``seconds`` (a generous deadline)?"""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def config_for(base: Path, extra_globals: str = "") -> Path:
+    config = write_config(base, [f"ARCHIVE {base / 'db'} RW (1000, 1024mb) ANY"],
+                          extra_globals=extra_globals)
+    if extra_globals:
+        config.write_text(config.read_text().replace("MaxAssociations = 16\n", ""))
+    return config
+
+
+# -- the socket's timeout is the reader's ------------------------------------------------------
+
+def test_only_the_reading_thread_changes_the_socket_timeout(tmp_path: Path) -> None:
+    """CPython clears a socket's timeout before it makes the descriptor blocking: a ``recv`` of
+    another thread in between raises BlockingIOError, which pynetdicom takes for a closed
+    connection (a storing client's first C-STORE then fails under CPU load).  Every timeout
+    change on the accepted socket, once it is read, must come from a thread that reads it."""
+    config = load_config(config_for(tmp_path))
+    server = ArchiveServer(config, dataclasses.replace(Options(), port=0), host="127.0.0.1")
+    server.start()
+    port = server.port
+    events: list[tuple[str, str]] = []
+
+    def profile(_frame: FrameType, event: str, arg: Any) -> None:
+        if event != "c_call" or getattr(arg, "__name__", "") not in (
+                "settimeout", "recv", "recv_into"):
+            return
+        owner = getattr(arg, "__self__", None)
+        if isinstance(owner, socket.socket) and owner.fileno() >= 0:
+            try:
+                local_port = owner.getsockname()[1]
+            except OSError:
+                return
+            if local_port == port:
+                events.append((arg.__name__, threading.current_thread().name))
+
+    threading.setprofile(profile)
+    try:
+        client = AE()
+        client.add_requested_context(VERIFICATION)
+        assoc = client.associate("127.0.0.1", port, ae_title="ARCHIVE")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+    finally:
+        threading.setprofile(None)
+        server.stop()
+    first_read = next(n for n, (call, _t) in enumerate(events) if call != "settimeout")
+    readers = {thread for call, thread in events if call != "settimeout"}
+    changers = {thread for call, thread in events[first_read:] if call == "settimeout"}
+    assert changers <= readers, (changers, readers)
+
+
+@pytest.mark.slow
+def test_fresh_storing_associations_under_cpu_load_never_fail(tmp_path: Path) -> None:
+    """Many fresh storescu associations while every core is busy: zero failures."""
+    stop = multiprocessing.Event()
+    burners = [multiprocessing.Process(target=_burn, args=(stop,), daemon=True)
+               for _ in range(4)]
+    instance = make_ct(tmp_path, rows=256)
+    failures: list[str] = []
+    for burner in burners:
+        burner.start()
+    try:
+        with pyqrscp_process(config_for(tmp_path)) as server:
+            for _ in range(200):
+                result = run_tool("storescu", "-aec", "ARCHIVE", "localhost",
+                                  str(server.port), str(instance), timeout=120)
+                if result.returncode != 0:
+                    failures.append(result.stderr)
+            errors = [line for line in server.log if line.startswith("E:")]
+    finally:
+        stop.set()
+        for burner in burners:
+            burner.join(10)
+    assert failures == [], failures[:3]
+    assert errors == []
+
+
+def _burn(stop: Any) -> None:
+    while not stop.is_set():
+        sum(range(10000))
+
+
+# -- every read is bounded -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags", [("-to", "2"), ("-td", "2"), ("-ta", "2")],
+                         ids=["network-timeout", "dimse-timeout", "acse-timeout"])
+def test_a_peer_stopping_inside_a_pdu_after_association_is_dropped(
+        tmp_path: Path, flags: tuple[str, str]) -> None:
+    with pyqrscp_process(config_for(tmp_path), *flags) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(associate_rq())
+            assert read_pdu_type(sock) == 0x02
+            # a P-DATA-TF announcing 100 bytes, of which 10 arrive
+            sock.sendall(struct.pack(">BxI", 0x04, 100) + bytes(10))
+            assert closed_within(sock, 30), "the server kept a peer stalled inside a PDU"
+        assert run_tool("echoscu", "-aec", "ARCHIVE", "localhost",
+                        str(server.port)).returncode == 0
+        log = server.log_text()
+    assert "sent part of a PDU and then nothing for 2.0 s" in log
+    assert "HOSTILE (127.0.0.1)" in log
+    # pynetdicom's own error records come through, in pyqrscp's format
+    assert "E: Connection closed before the entire PDU was received" in log
+
+
+# -- connections without an A-ASSOCIATE-RQ ---------------------------------------------------------
+
+@contextmanager
+def silent_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    try:
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_silent_connections_take_no_association_place(tmp_path: Path) -> None:
+    config = config_for(tmp_path, "MaxAssociations = 2")
+    with pyqrscp_process(config, "--unassociated-timeout", "120") as server:
+        with silent_connections(server.port, 10) as silent:
+            for _ in range(3):
+                result = run_tool("echoscu", "-aec", "ARCHIVE", "localhost", str(server.port))
+                assert result.returncode == 0, result.stderr
+            for sock in silent:  # still open: served while the silent ones wait
+                sock.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    sock.recv(1)
+
+
+def test_unassociated_connections_have_their_own_bounded_allowance(tmp_path: Path) -> None:
+    with pyqrscp_process(config_for(tmp_path), "--unassociated-timeout", "120",
+                         "--max-unassociated-per-host", "3") as server:
+        with silent_connections(server.port, 3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as extra:
+                assert closed_within(extra, 30)
+        assert run_tool("echoscu", "-aec", "ARCHIVE", "localhost",
+                        str(server.port)).returncode == 0
+        log = server.log_text()
+    assert "connection from 127.0.0.1 closed" in log
+    assert "--max-unassociated-per-host 3" in log
+
+
+def test_a_connection_without_a_request_is_closed_after_the_unassociated_timeout(
+        tmp_path: Path) -> None:
+    """``--unassociated-timeout 1`` closes a silent connection although ``-ta`` is 60 s."""
+    with pyqrscp_process(config_for(tmp_path), "-ta", "60",
+                         "--unassociated-timeout", "1") as server:
+        with silent_connections(server.port, 1) as (silent,):
+            assert closed_within(silent, 50)
