@@ -20,7 +20,13 @@ from typing import Any
 
 import pytest
 from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
-from pynetdicom import AE
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
 from pyqrscp.config import load_config
 from pyqrscp.options import Options
@@ -225,3 +231,49 @@ def test_a_connection_without_a_request_is_closed_after_the_unassociated_timeout
                          "--unassociated-timeout", "1") as server:
         with silent_connections(server.port, 1) as (silent,):
             assert closed_within(silent, 50)
+
+
+# -- a tiny maximum PDU length ---------------------------------------------------------------------
+
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.slow
+def test_a_c_get_to_a_peer_announcing_7_bytes_costs_no_memory_per_pdu(tmp_path: Path) -> None:
+    """512 KiB to a peer whose maximum PDU length is 7: one data byte per PDU, 524,288 PDUs.
+    Framing them took 144 MiB (one object per PDU); now a bounded batch."""
+    path = make_ct(tmp_path, rows=512)  # 512 KiB of pixels
+    ds = dcmread(path)
+    with pyqrscp_process(config_for(tmp_path)) as server:
+        assert run_tool("storescu", "-aec", "ARCHIVE", "localhost", str(server.port),
+                        str(path)).returncode == 0
+        baseline = _peak_rss_mib(server.process.pid)
+        received: list[bytes] = []
+
+        def on_store(event: evt.Event) -> int:
+            received.append(bytes(event.request.DataSet.getvalue()))  # type: ignore[union-attr]
+            return 0x0000
+
+        ae = AE(ae_title="TINYPDU")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
+        ae.maximum_pdu_size = 7
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="ARCHIVE", max_pdu=7,
+                             ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ds.StudyInstanceUID
+        statuses = [int(status.Status) for status, _identifier in
+                    assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+                    if status is not None]
+        assoc.release()
+        grown = _peak_rss_mib(server.process.pid) - baseline
+    assert statuses[-1] == 0x0000
+    assert len(received) == 1 and received[0].endswith(ds.PixelData)  # Pixel Data is last
+    assert grown < 32, f"peak RSS grew by {grown:.1f} MiB"
