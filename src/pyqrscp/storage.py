@@ -18,6 +18,8 @@ import re
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,8 +231,7 @@ class StorageArea:
         """
         writer = self.writer
         study_uid = header.study_instance_uid
-        try:
-            writer.db.execute("BEGIN IMMEDIATE")
+        with _write_transaction(writer.db):
             old = writer.instance(header.sop_instance_uid)
             plan = plan_eviction(self.quota, size, study_uid,
                                  *self._quota_facts(study_uid, size, old),
@@ -244,12 +245,6 @@ class StorageArea:
                     unused.append(evicted.file_name)
                     writer.delete_instance(evicted_uid)
             writer.add_instance(header, file_name, size)
-            writer.db.execute("COMMIT")
-        except BaseException as error:
-            _rollback_quietly(writer.db)
-            if isinstance(error, sqlite3.Error):
-                raise StorageFailure(f"index update failed: {error}") from error
-            raise
         self._log_evictions(plan)
         return plan, unused, old is not None
 
@@ -316,22 +311,14 @@ class StorageArea:
         column = {"study": "study.study_instance_uid", "series": "series.series_instance_uid",
                   "instance": "instance.sop_instance_uid"}[level]
         writer = self.writer
-        with self.lock:
-            try:
-                writer.db.execute("BEGIN IMMEDIATE")
-                rows = writer.db.execute(
-                    "SELECT instance.sop_instance_uid, instance.file_name, instance.file_size "
-                    "FROM instance JOIN series ON series.pk=instance.series_pk "
-                    f"JOIN study ON study.pk=series.study_pk WHERE {column}=?", (uid,)).fetchall()
-                writer.db.executemany("DELETE FROM instance WHERE sop_instance_uid=?",
-                                      [(row[0],) for row in rows])
-                writer.prune_empty()
-                writer.db.execute("COMMIT")
-            except BaseException as error:
-                _rollback_quietly(writer.db)
-                if isinstance(error, sqlite3.Error):
-                    raise StorageFailure(f"index update failed: {error}") from error
-                raise
+        with self.lock, _write_transaction(writer.db):
+            rows = writer.db.execute(
+                "SELECT instance.sop_instance_uid, instance.file_name, instance.file_size "
+                "FROM instance JOIN series ON series.pk=instance.series_pk "
+                f"JOIN study ON study.pk=series.study_pk WHERE {column}=?", (uid,)).fetchall()
+            writer.db.executemany("DELETE FROM instance WHERE sop_instance_uid=?",
+                                  [(row[0],) for row in rows])
+            writer.prune_empty()
         self._remove_unused([str(row[1]) for row in rows])
         return len(rows), sum(int(row[2]) for row in rows)
 
@@ -355,6 +342,21 @@ def lock_area_file(path: Path) -> int:
         raise StorageFailure(f"storage area {path.parent} is in use by another pyqrscp "
                              "process (stop the server first)")
     return fd
+
+
+@contextmanager
+def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One ``BEGIN IMMEDIATE`` ... ``COMMIT``: any failure rolls back, and an SQLite error
+    becomes a StorageFailure (the one status the services map index trouble to)."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield
+        db.execute("COMMIT")
+    except BaseException as error:
+        _rollback_quietly(db)
+        if isinstance(error, sqlite3.Error):
+            raise StorageFailure(f"index update failed: {error}") from error
+        raise
 
 
 def _rollback_quietly(db: sqlite3.Connection) -> None:
