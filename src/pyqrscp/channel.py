@@ -2,7 +2,7 @@
 
 pynetdicom hands every PDU from its DUL thread to the association's thread, and every PDU sent
 back the other way, through queues that both threads poll with short sleeps; with a 130 KB
-instance in nine 16 KB PDUs that costs more than storing it (issue 8).  While a service holds
+instance in nine 16 KB PDUs that costs more than storing it.  While a service holds
 the channel, the DUL thread does not read the socket (it still sends what it is given and runs
 its timers): the holder reads whole PDUs, serves the messages it takes, writes its answers
 directly, and *pushes back* everything else.  Pushed-back bytes are what pynetdicom reads next,
@@ -250,12 +250,16 @@ class Channel:
             self.dul.event_queue.put("Evt19")
 
     def drop_unfinished(self) -> None:
-        """The association is over: drop the dataset of a message pynetdicom never finished
-        (a spool file must not outlive its connection)."""
-        message = getattr(self.assoc.dimse, "message", None)
-        discard = getattr(getattr(message, "data_set", None), "discard", None)
-        if discard is not None:
-            discard()
+        """The association is over: drop the datasets of messages pynetdicom never finished or
+        that were complete but never served (a spool file must not outlive its connection)."""
+        dimse = self.assoc.dimse
+        datasets = [getattr(getattr(dimse, "message", None), "data_set", None)]
+        queued = getattr(getattr(dimse, "msg_queue", None), "queue", ())
+        datasets += [getattr(item[1], "DataSet", None) for item in list(queued)]
+        for dataset in datasets:
+            discard = getattr(dataset, "discard", None)
+            if discard is not None:
+                discard()
 
     def _sink(self, context_id: int, command_field: int, sop_class_uid: str,
               sop_instance_uid: str) -> Any:

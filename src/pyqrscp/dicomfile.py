@@ -6,12 +6,13 @@ answer any attribute the stored headers hold at that level.
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings
@@ -89,7 +90,7 @@ def read_header(data: bytes, uid_padding: bool = False) -> Header:
     try:
         texts = _fast_texts(data)
         if texts is None:  # pydicom for everything the fast walk is not sure about
-            dataset = dcmread(BytesIO(data), stop_before_pixels=True)
+            dataset = dcmread(_readable(data), stop_before_pixels=True)
             transfer_syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
             texts = _texts(dataset)
         else:
@@ -229,8 +230,17 @@ def _element_at(data: bytes, offset: int, implicit: bool, order: str = "<"
     return None
 
 
+def _readable(data: bytes) -> BinaryIO:
+    """The stream as a file for pydicom without a copy: a spooled dataset arrives as a
+    read-only memory map of its temp file (already file-like); bytes are wrapped."""
+    if isinstance(data, mmap.mmap):
+        data.seek(0)
+        return cast(BinaryIO, data)
+    return BytesIO(data)
+
+
 def _check_complete_by_parsing(data: bytes) -> None:
-    whole = dcmread(BytesIO(data), defer_size=1024)
+    whole = dcmread(_readable(data), defer_size=1024)
     if whole.file_meta.get("TransferSyntaxUID") == _DEFLATED:
         return  # positions are in the inflated stream; a cut deflate stream fails to parse
 

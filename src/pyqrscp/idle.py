@@ -1,4 +1,4 @@
-"""Idle associations should cost next to nothing (issue 8: < 3 % of a core each).
+"""Idle associations should cost next to nothing (target: < 3 % of a core each).
 
 pynetdicom's DUL thread polls its socket every ``_run_loop_delay`` (1 ms) for as long as the
 association lives.  This governor lengthens that delay for associations that have received

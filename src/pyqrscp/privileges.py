@@ -36,6 +36,7 @@ def drop_privileges(user_name: str | None, group_name: str | None) -> bool:
         gid = _group_id(group_name)
     else:
         gid = user.pw_gid if user is not None else os.getgid()
+    _hand_over_log_files(user.pw_uid if user is not None else -1, gid)
     if user is not None:
         os.initgroups(user.pw_name, gid)
     else:
@@ -47,6 +48,20 @@ def drop_privileges(user_name: str | None, group_name: str | None) -> bool:
                 user_name or "(unchanged)", _group_name(gid),
                 ", ".join(_group_name(g) for g in os.getgroups()))
     return True
+
+
+def _hand_over_log_files(uid: int, gid: int) -> None:
+    """Log files were opened as root before the switch; the user must own them to keep
+    writing and rotating them (their folder must be writable by that user for rotation)."""
+    handlers = {*logging.getLogger().handlers, *logging.getLogger("pyqrscp").handlers}
+    for handler in handlers:
+        file_name = getattr(handler, "baseFilename", None)
+        if isinstance(file_name, str):
+            try:
+                os.chown(file_name, uid, gid)
+            except OSError as error:
+                LOGGER.warning("cannot hand log file %s to the configured user: %s",
+                               file_name, error.strerror)
 
 
 def check_names(user_name: str | None, group_name: str | None) -> None:

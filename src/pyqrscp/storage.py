@@ -7,7 +7,7 @@ folder is flushed: the index commits without a flush of its own (SQLite WAL,
 ``synchronous=NORMAL``: atomic and consistent, though a power loss may take the last rows).
 Opening the area puts such files back into the index (:meth:`StorageArea.settle_leftovers`).
 Rows whose commit removes a file (a replaced copy, a quota eviction) are flushed before the file
-goes.  This saves one of three flushes per stored instance (issue 8).
+goes.  This saves one of three flushes per stored instance.
 """
 
 from __future__ import annotations

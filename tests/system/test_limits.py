@@ -22,6 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     generate_uid,
@@ -269,6 +270,26 @@ def test_large_store_is_spooled_not_held_in_memory(archive: Archive, tmp_path: P
     assert stored is not None
     assert dcmread(archive.base / "large" / stored).PixelData == datasets[-1].PixelData
     assert archive.leftovers("large") == []
+
+
+def test_large_store_that_pydicom_must_parse_stays_out_of_memory(archive: Archive) -> None:
+    """A header the fast walk leaves to pydicom (here big endian) is parsed from the spool
+    file itself, not from a copy of it in memory."""
+    dataset = ct(64 * MIB)
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ae = client()
+    ae.add_requested_context(CTImageStorage, ExplicitVRBigEndian)
+    archive.reset_peak()
+    before = archive.peak_mib()
+    assoc = ae.associate("127.0.0.1", archive.port, ae_title="LARGE")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(dataset)
+    finally:
+        assoc.release()
+    assert archive.peak_growth_mib(before) < MEMORY_BOUND_MIB
+    assert int(status.Status) == 0
+    assert archive.indexed("large", dataset.SOPInstanceUID) is not None
 
 
 @pytest.mark.parametrize("following", [False, True], ids=["first", "following"])

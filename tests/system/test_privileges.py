@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,3 +283,24 @@ def test_rebuild_does_not_index_a_planted_link(machine: Machine,
     assert index_main(["-c", str(config), "A", "--rebuild"]) == 1
     assert f"skipped {area / PLANTED_NAME}: not a regular file" in capsys.readouterr().err
     assert _patient_ids(config, "A") == []
+
+
+def test_log_file_is_handed_to_the_configured_user(machine: Machine) -> None:
+    """The log file is opened as root before the switch; the user must own it to rotate it."""
+    data = machine.user_folder("data")
+    logs = machine.user_folder("logs")
+    log_file = logs / "pyqrscp.log"
+    config = write_config(machine.base, [f"A {data}/a RW (9, 1024mb) ANY"],
+                          extra_globals="UserName = nobody\nGroupName = nogroup")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyqrscp", "-v", "--log-file", str(log_file), "-c", str(config),
+         "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "running as user" not in (log_file.read_text() if log_file.exists() else ""):
+            assert process.poll() is None and time.monotonic() < deadline, "no start-up line"
+            time.sleep(0.1)
+        assert log_file.stat().st_uid == machine.user.pw_uid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
