@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -103,6 +104,8 @@ class RunningServer:
         return "\n".join(self.log)
 
 
+T = TypeVar("T")
+
 _LISTENING = re.compile(r"listening on port (\d+)")
 
 
@@ -164,14 +167,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_log(server: RunningServer, text: str, timeout: float = 30.0) -> str:
-    """The first log line containing ``text``, polled until ``timeout``; fails the test
-    with the whole log when none appears."""
+POLL_DEADLINE = 60.0
+"""How long a test waits for something another process or thread does (loaded CI machines)."""
+
+
+def poll_until(probe: Callable[[], T | None], what: str,
+               timeout: float = POLL_DEADLINE) -> T:
+    """Call ``probe`` until it returns something other than None (or False), at most
+    ``timeout`` seconds; fail the test naming ``what`` otherwise.  The one polling loop of the
+    tests: readiness and log lines are awaited here, never ordered by a fixed sleep."""
     deadline = time.monotonic() + timeout
+    pause = threading.Event()
     while True:
-        for line in list(server.log):
-            if text in line:
-                return line
+        found = probe()
+        if found is not None and found is not False:
+            return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"no log line with {text!r}:\n{server.log_text()}")
-        time.sleep(0.05)
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        pause.wait(0.05)
+
+
+def wait_for_log(server: RunningServer, *parts: str, timeout: float = POLL_DEADLINE) -> str:
+    """The first log line holding every part; fails the test with the whole log when none
+    appears in time (the log is read by another thread)."""
+    def line() -> str | None:
+        return next((found for found in list(server.log) if all(p in found for p in parts)),
+                    None)
+    try:
+        return poll_until(line, f"a log line with {parts}", timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{server.log_text()}") from None

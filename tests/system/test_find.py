@@ -6,13 +6,20 @@ from what the fixture stored, never from the server.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import RunningServer, have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import (
+    RunningServer,
+    have_dcmtk,
+    make_ct,
+    pyqrscp_process,
+    run_tool,
+    wait_for_log,
+    write_config,
+)
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
@@ -219,17 +226,7 @@ def test_ignored_keys_are_named_at_debug_level(archive: Archive) -> None:
         findscu(server.port, "-S", ["QueryRetrieveLevel=SERIES",
                                     f"StudyInstanceUID={BY_NUMBER[1].uid}",
                                     "PatientName=Nobody*"])
-        assert wait_for_line(server, "ignoring PatientName above the SERIES level")
-
-
-def wait_for_line(server: RunningServer, text: str) -> bool:
-    """Has the server logged ``text`` (its log is read by another thread)?"""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if any(text in line for line in list(server.log)):
-            return True
-        time.sleep(0.05)
-    return False
+        assert wait_for_log(server, "ignoring PatientName above the SERIES level")
 
 
 def test_responses_carry_the_called_ae_title_as_retrieve_ae_title(archive: Archive) -> None:

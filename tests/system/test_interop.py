@@ -16,7 +16,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,14 @@ from typing import Any
 
 import pydicom
 import pytest
-from helpers import RunningServer, free_port, make_ct, pyqrscp_process, write_config
+from helpers import (
+    RunningServer,
+    free_port,
+    make_ct,
+    poll_until,
+    pyqrscp_process,
+    write_config,
+)
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
@@ -133,23 +139,21 @@ def log_matches(interop: Interop, pattern: str) -> list[str]:
 def wait_for_log(interop: Interop, pattern: str, count: int = 1) -> list[str]:
     """Lines of the server's log matching ``pattern``, once there are ``count`` (the server
     may log a line just after the client has its answer)."""
-    deadline = time.monotonic() + TIMEOUT
-    while len(found := log_matches(interop, pattern)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
+    def found() -> list[str] | None:
+        lines = log_matches(interop, pattern)
+        return lines if len(lines) >= count else None
+    return poll_until(found, f"{count} log line(s) matching {pattern!r}", TIMEOUT)
 
 
 def wait_listening(port: int) -> None:
     """Return once something accepts connections on ``port``."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
+    def accepts() -> bool:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
+            return True
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return False
+    poll_until(accepts, f"a listener on port {port}", TIMEOUT)
 
 
 @contextmanager
@@ -336,16 +340,15 @@ def orthanc(interop: Interop) -> Iterator[Orthanc]:
                                stderr=subprocess.STDOUT, cwd=home)
     client = Orthanc(f"http://127.0.0.1:{http_port}")
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise AssertionError("Orthanc exited:\n" + (home / "orthanc.log").read_text())
             try:
                 client.call("GET", "/system")
-                break
+                return True
             except (urllib.error.URLError, ConnectionError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("Orthanc did not start:\n" +
-                                         (home / "orthanc.log").read_text()) from None
-                time.sleep(0.1)
+                return False
+        poll_until(answers, "Orthanc's REST API", TIMEOUT)
         yield client
     finally:
         process.terminate()

@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import have_dcmtk, run_tool, write_config
+from helpers import have_dcmtk, poll_until, run_tool, write_config
 
 from pyqrscp.cli import main
 
@@ -25,12 +24,12 @@ needs_samples = pytest.mark.skipif(not (DCMTK_CONFIGS / "filelog.cfg").exists(),
 
 def _wait_for(path: Path, text: str, process: subprocess.Popen[str]) -> str:
     """Poll ``path`` until it contains ``text`` (the server is ready); fail if it exits."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if path.exists() and text in (content := path.read_text()):
-            return content
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared in {path}; exit {process.poll()}")
+    def content() -> str | None:
+        if process.poll() is not None:
+            raise AssertionError(f"{text!r} never appeared in {path}; exit {process.poll()}")
+        found = path.read_text() if path.exists() else ""
+        return found if text in found else None
+    return poll_until(content, f"{text!r} in {path}")
 
 
 @contextmanager

@@ -14,14 +14,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
-from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import have_dcmtk, make_ct, poll_until, pyqrscp_process, run_tool, write_config
 from query_tool import findscu
 
 from pyqrscp.index.schema import INDEX_FILE_NAME
@@ -296,10 +295,10 @@ def test_log_file_is_handed_to_the_configured_user(machine: Machine) -> None:
         [sys.executable, "-m", "pyqrscp", "-v", "--log-file", str(log_file), "-c", str(config),
          "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while "running as user" not in (log_file.read_text() if log_file.exists() else ""):
-            assert process.poll() is None and time.monotonic() < deadline, "no start-up line"
-            time.sleep(0.1)
+        def started() -> bool:
+            assert process.poll() is None, "pyqrscp exited before its start-up line"
+            return "running as user" in (log_file.read_text() if log_file.exists() else "")
+        poll_until(started, "the start-up line in the log file")
         assert log_file.stat().st_uid == machine.user.pw_uid
     finally:
         process.terminate()

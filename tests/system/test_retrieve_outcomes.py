@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import DCMTK_ENV, free_port, have_dcmtk, make_ct, pyqrscp_process, run_tool
+from helpers import (
+    DCMTK_ENV,
+    free_port,
+    have_dcmtk,
+    make_ct,
+    poll_until,
+    pyqrscp_process,
+    run_tool,
+)
 from helpers import write_config as write_dcmqrscp_config
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -51,14 +59,13 @@ class Archive:
 
     def wait_for_log(self, *parts: str) -> str:
         """The first server log line holding every part (the log is read by another thread)."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            found = next((line for line in list(self.log) if all(p in line for p in parts)),
-                         None)
-            if found is not None:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"no log line with {parts}:\n" + "\n".join(self.log))
+        def line() -> str | None:
+            return next((found for found in list(self.log) if all(p in found for p in parts)),
+                        None)
+        try:
+            return poll_until(line, f"a log line with {parts}")
+        except AssertionError as error:
+            raise AssertionError(f"{error}:\n" + "\n".join(self.log)) from None
 
     def file_of(self, uid: str) -> Path:
         with sqlite3.connect(self.area / "pyqrscp-index.sqlite3") as db:
