@@ -37,7 +37,7 @@ from pyqrscp.registry import (
     RejectSource,
     decide,
 )
-from pyqrscp.services import Services, import_service_modules
+from pyqrscp.services import Services
 from pyqrscp.tls import build_contexts, handshake_hook
 from pyqrscp.transport import bind_archive_server, serve_in_background
 
@@ -133,7 +133,6 @@ class ArchiveServer:
             An area's lock file or index cannot be opened (also: is a link).
         """
         check_names(self.config.user_name, self.config.group_name)
-        import_service_modules()
         ae = self.build_ae()
         port = self.options.port or 0
         handshake = (handshake_hook(self.tls.server, self.timeouts.unassociated)

@@ -6,7 +6,6 @@ the handlers with one ``Event`` each.  One place (:func:`failure`) turns excepti
 
 from __future__ import annotations
 
-import importlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -153,16 +152,6 @@ def _forget_cancels(assoc: Any) -> None:
         channel.cancelled.clear()
 
 
-SERVICE_MODULES = ("commit", "echo", "find", "get", "move", "retrieve", "store")
-
-
-def import_service_modules() -> None:
-    """Import every service module now, before a switch to UserName: the new user may not be
-    able to read the interpreter's files (a Python installed under ``/root``)."""
-    for name in SERVICE_MODULES:
-        importlib.import_module(f"pyqrscp.services.{name}")
-
-
 class Services:
     """Holds what the handlers need; one instance per server."""
 
@@ -178,8 +167,10 @@ class Services:
         self._load_services()
 
     def _load_services(self) -> None:
-        """Import every service now, at start-up: a reinstall of the package under a running
-        server (or a file lost later) must not turn the next association into an ImportError."""
+        """Import every service now, when the server is built: a reinstall of the package under
+        a running server (or a file lost later) must not turn the next association into an
+        ImportError, and after a switch to UserName the new user may not be able to read the
+        interpreter's files (a Python installed under ``/root``)."""
         from pyqrscp.services import commit, echo, find, get, move, store
 
         self._commit = commit
