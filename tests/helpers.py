@@ -197,3 +197,12 @@ def wait_for_log(server: RunningServer, *parts: str, timeout: float = POLL_DEADL
         return poll_until(line, f"a log line with {parts}", timeout)
     except AssertionError as error:
         raise AssertionError(f"{error}:\n{server.log_text()}") from None
+
+
+def identifier(level: str, **keys: str) -> Dataset:
+    """A C-FIND/C-MOVE/C-GET identifier: the level and each keyword's value."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds

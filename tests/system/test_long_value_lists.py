@@ -18,6 +18,7 @@ import pytest
 from helpers import (
     RunningServer,
     have_dcmtk,
+    identifier,
     make_ct,
     pyqrscp_process,
     run_tool,
@@ -70,14 +71,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
 
 def uid_list(count: int, *known: str) -> str:
     return "\\".join([*known, *(f"1.2.826.0.1.3680043.2.1143.9.{n}" for n in range(count))])
-
-
-def identifier(level: str, **keys: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def associate(port: int) -> tuple[Any, list[str]]:

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import make_ct
-from pydicom.dataset import Dataset
+from helpers import identifier, make_ct
 
 from pyqrscp.config import Quota
 from pyqrscp.dicomfile import read_header
@@ -40,14 +39,6 @@ def many_uids(count: int) -> str:
     return "\\".join(SOP_UIDS + [f"1.2.3.{n}" for n in range(count)])
 
 
-def query(level: str, **keys: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
-
-
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is Python 3.11+")
 def test_uid_lists_longer_than_sqlites_variable_limit_are_matched(area: StorageArea) -> None:
     """Lists travel as one parameter: an index whose SQLite allows only 50 variables still
@@ -57,10 +48,10 @@ def test_uid_lists_longer_than_sqlites_variable_limit_are_matched(area: StorageA
         set_limit = getattr(db, "setlimit")  # noqa: B009
         set_limit(getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER"), SQL_VARIABLES)  # noqa: B009
         uids = many_uids(1_000)
-        found = matching_instances(db, parse_identifier(query(
+        found = matching_instances(db, parse_identifier(identifier(
             "IMAGE", StudyInstanceUID=STUDY_UID, SeriesInstanceUID=f"{STUDY_UID}.1",
             SOPInstanceUID=uids), STUDY_ROOT))
-        studies = list(run_query(db, parse_identifier(query(
+        studies = list(run_query(db, parse_identifier(identifier(
             "STUDY", StudyInstanceUID=f"{uids}\\{STUDY_UID}"), STUDY_ROOT)))
     finally:
         db.close()
@@ -71,4 +62,4 @@ def test_uid_lists_longer_than_sqlites_variable_limit_are_matched(area: StorageA
 def test_a_key_listing_more_values_than_the_bound_is_refused() -> None:
     over = many_uids(MAX_VALUES_PER_KEY)
     with pytest.raises(InvalidIdentifier, match=f"lists {MAX_VALUES_PER_KEY + 3} values"):
-        parse_identifier(query("IMAGE", SOPInstanceUID=over), STUDY_ROOT)
+        parse_identifier(identifier("IMAGE", SOPInstanceUID=over), STUDY_ROOT)
