@@ -8,7 +8,7 @@ import logging.handlers
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,8 +55,9 @@ class DcmtkFormatter(logging.Formatter):
 
 
 @contextmanager
-def log_context(where: str) -> Iterator[None]:
-    """Name what this thread is serving (peer, instance) in the warnings raised meanwhile."""
+def log_context(where: str | Callable[[], str]) -> Iterator[None]:
+    """Name what this thread is serving (peer, instance) in the warnings raised meanwhile;
+    a callable is only called when a warning needs it (no formatting per request)."""
     previous = getattr(_CONTEXT, "where", None)
     _CONTEXT.where = where
     try:
@@ -70,6 +71,8 @@ def warning_to_log(message: Warning | str, category: type[Warning], filename: st
     """Library warnings (pydicom's ``Invalid value for VR IS``) as ``W:`` lines naming the
     peer and the instance, instead of Python's two-line warning text."""
     where = getattr(_CONTEXT, "where", None)
+    if callable(where):
+        where = where()
     logging.getLogger("pyqrscp.warnings").warning(
         "%s%s", f"{where}: " if where else "", str(message).split(" Please see ")[0])
 

@@ -256,15 +256,17 @@ class Services:
             LOGGER.debug("Received %s command set from %s:\n%s",
                          type(request).__name__.replace("_", "-"), peer_of(assoc),
                          command_set_text(request))
-        instance = getattr(request, "AffectedSOPInstanceUID", None)
-        where = peer_of(assoc) + (f", instance {instance}" if instance else "")
+        def where() -> str:
+            instance = getattr(request, "AffectedSOPInstanceUID", None)
+            return peer_of(assoc) + (f", instance {instance}" if instance else "")
+
         with log_context(where):
             return _guarded(assoc, request, lambda: self._route(assoc, request, context_id))
 
     def _route(self, assoc: Any, request: Any, context_id: int) -> bool:
-        store = self._store
+        """Serve through the request's own service (``route_request`` guards it)."""
         if isinstance(request, C_STORE):
-            return _guarded(assoc, request, lambda: store.serve(self, assoc, request, context_id))
+            return self._store.serve(self, assoc, request, context_id) is not False
 
         serve = self._serve_of.get(type(request))
         context = next((cx for cx in assoc.accepted_contexts if cx.context_id == context_id),
@@ -277,7 +279,7 @@ class Services:
         # storage commitment report from another thread must wait until this service ends.
         _forget_cancels(assoc)
         try:
-            return _guarded(assoc, request, lambda: serve(self, assoc, request, context, model))
+            return serve(self, assoc, request, context, model) is not False
         finally:
             _forget_cancels(assoc)
 
