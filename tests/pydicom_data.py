@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
-from pyqrscp.dicomfile import read_header
+from pyqrscp.archive.dicomfile import read_header
 from pyqrscp.errors import InvalidDataset
 
 _WORD_FORMATS = {"OW": "H", "OF": "I", "OL": "I", "OD": "Q", "OV": "Q"}

@@ -29,10 +29,10 @@ from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from pyqrscp.commitments import MAX_REFERENCES_PER_REQUEST, RetrySchedule
+from pyqrscp.archive.commitments import MAX_REFERENCES_PER_REQUEST, RetrySchedule
 from pyqrscp.config import load_config
-from pyqrscp.options import Options
-from pyqrscp.server import ArchiveServer
+from pyqrscp.config.options import Options
+from pyqrscp.server.server import ArchiveServer
 
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 SUCCESS, REFUSED_NOT_AUTHORIZED, RESOURCE_LIMITATION = 0x0000, 0x0124, 0x0213
@@ -206,7 +206,8 @@ class LogWatch(logging.Handler):
 def log_watch() -> Iterator[LogWatch]:
     watch = LogWatch()
     loggers = [logging.getLogger(name) for name in
-               ("pyqrscp.commitments", "pyqrscp.commitment_delivery", "pyqrscp.services.commit")]
+               ("pyqrscp.archive.commitments", "pyqrscp.archive.commitment_delivery",
+                "pyqrscp.services.commit")]
     for logger in loggers:
         logger.addHandler(watch)
         logger.setLevel(logging.DEBUG)

@@ -29,8 +29,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pyqrscp.config import load_config
-from pyqrscp.options import Options
-from pyqrscp.server import ArchiveServer
+from pyqrscp.config.options import Options
+from pyqrscp.server.server import ArchiveServer
 
 pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]

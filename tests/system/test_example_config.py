@@ -10,7 +10,7 @@ from helpers import have_dcmtk, pyqrscp_process, run_tool
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from pyqrscp.cli import main
+from pyqrscp.cli.command import main
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "dcmqrscp.cfg"
 needs_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")

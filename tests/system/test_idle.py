@@ -11,9 +11,9 @@ from helpers import write_config
 from pynetdicom import AE
 
 from pyqrscp.config import load_config
-from pyqrscp.idle import ACTIVE_DELAY, IDLE_AFTER, IDLE_DELAY
-from pyqrscp.options import Options
-from pyqrscp.server import ArchiveServer
+from pyqrscp.config.options import Options
+from pyqrscp.link.idle import ACTIVE_DELAY, IDLE_AFTER, IDLE_DELAY
+from pyqrscp.server.server import ArchiveServer
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:

@@ -13,9 +13,9 @@ import pytest
 from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
 from pydicom import dcmread
 
-from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.indexer import main
-from pyqrscp.storage import GENERATED_NAME
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.storage import GENERATED_NAME
+from pyqrscp.cli.index import main
 
 AE_ROWS = [
     "ARCHIVE  archive  RW (100, 100mb) ANY",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import have_dcmtk, poll_until, run_tool, write_config
 
-from pyqrscp.cli import main
+from pyqrscp.cli.command import main
 
 DCMTK_CONFIGS = Path("/etc/dcmtk")
 needs_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")

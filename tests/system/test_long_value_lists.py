@@ -35,7 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from pyqrscp.matching import MAX_VALUES_PER_KEY
+from pyqrscp.query.matching import MAX_VALUES_PER_KEY
 
 pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]

@@ -50,7 +50,8 @@ def _python(env: dict[str, str], *args: str, timeout: int = 120
 def test_posix_modules_are_really_blocked_and_optional(tmp_path: Path) -> None:
     env = _posixless_env(tmp_path)
     assert _python(env, "-c", "import fcntl").returncode != 0
-    loaded = _python(env, "-c", "from pyqrscp import filelock, privileges, server, storage; "
+    loaded = _python(env, "-c", "from pyqrscp.archive import filelock, storage; "
+                     "from pyqrscp.server import privileges, server; "
                      "assert filelock.fcntl is None and privileges.pwd is None")
     assert loaded.returncode == 0, loaded.stderr
 

@@ -23,9 +23,9 @@ import pytest
 from helpers import have_dcmtk, make_ct, poll_until, pyqrscp_process, run_tool, write_config
 from query_tool import findscu
 
-from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.indexer import main as index_main
-from pyqrscp.storage import LOCK_FILE_NAME
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.storage import LOCK_FILE_NAME
+from pyqrscp.cli.index import main as index_main
 
 PLANTED_NAME = "CT_0123456789abcdef.dcm"  # named like a file pyqrscp generates
 SECRET_PATIENT = "Secret^Root"

@@ -39,7 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove as STUDY_MOVE,
 )
 
-from pyqrscp.pdus import p_data
+from pyqrscp.dimse.pdus import p_data
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 

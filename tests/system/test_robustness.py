@@ -13,8 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE
 
-from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.indexer import main as index_main
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.cli.index import main as index_main
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"

@@ -47,9 +47,9 @@ from pydicom_data import differences, pixel_values_equal, storable_files
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
 
-from pyqrscp.dicomfile import read_header
-from pyqrscp.part10 import file_header
-from pyqrscp.sender import ProposedContext, StoreAssociation
+from pyqrscp.archive.dicomfile import read_header
+from pyqrscp.dimse.part10 import file_header
+from pyqrscp.link.sender import ProposedContext, StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
 pytestmark = [pytest.mark.dcmtk,

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from helpers import have_dcmtk, run_tool, write_config
 
-from pyqrscp.cli import main
+from pyqrscp.cli.command import main
 from pyqrscp.config import load_config
-from pyqrscp.options import Options
-from pyqrscp.server import ArchiveServer
+from pyqrscp.config.options import Options
+from pyqrscp.server.server import ArchiveServer
 from pyqrscp.services import echo
 
 NO_LOCKING = "W: file locking is not available"  # without fcntl (test_posixless.py)

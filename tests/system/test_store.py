@@ -33,8 +33,8 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX
 
 VERIFICATION = "1.2.840.10008.1.1"
 

@@ -18,8 +18,8 @@ import pytest
 from helpers import have_dcmtk, run_tool, write_config
 
 from pyqrscp.config import load_config
-from pyqrscp.options import Options
-from pyqrscp.server import ArchiveServer
+from pyqrscp.config.options import Options
+from pyqrscp.server.server import ArchiveServer
 
 REPO = Path(__file__).parents[2]
 

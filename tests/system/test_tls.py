@@ -45,8 +45,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pyqrscp.config import load_config
-from pyqrscp.options import Options
-from pyqrscp.server import ArchiveServer
+from pyqrscp.config.options import Options
+from pyqrscp.server.server import ArchiveServer
 from pyqrscp.services.retrieve import stored_dataset
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pyqrscp.cli import parse_flags, resolve_options
+from pyqrscp.cli.command import parse_flags, resolve_options
 from pyqrscp.config import Access, parse_config
-from pyqrscp.contexts import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, contexts_for
-from pyqrscp.options import Options
+from pyqrscp.config.options import Options
+from pyqrscp.dimse.contexts import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, contexts_for
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 CONFIG = parse_config("NetworkTCPPort = 104\nMaxPDUSize = 32768\nMaxAssociations = 4\n"
@@ -83,8 +83,8 @@ def test_only_proposed_abstract_syntaxes_are_built() -> None:
 
 def test_every_option_has_a_help_group() -> None:
     """A new option not placed in the man-page grouping still gets a group (no crash)."""
-    from pyqrscp.cli import _GROUPS, _group_of
-    from pyqrscp.options import OPTION_TABLE
+    from pyqrscp.cli.command import _GROUPS, _group_of
+    from pyqrscp.config.options import OPTION_TABLE
 
     titles = {title for title, _ in _GROUPS}
     assert all(_group_of(spec.dest) in titles for spec in OPTION_TABLE)

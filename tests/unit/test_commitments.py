@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from pyqrscp.commitments import CommitmentLedger, FailureReason, Reference, Verdict
+from pyqrscp.archive.commitments import CommitmentLedger, FailureReason, Reference, Verdict
+from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Quota
-from pyqrscp.storage import StorageArea
 
 OLD_TABLE = """CREATE TABLE commitment (pk INTEGER PRIMARY KEY, transaction_uid TEXT NOT NULL,
     requester_aet TEXT NOT NULL, called_aet TEXT NOT NULL, refs TEXT NOT NULL,

@@ -12,10 +12,10 @@ import pytest
 from pydicom.uid import UID
 from pydicom_data import differences, pixel_values_equal, storable_files
 
-from pyqrscp.contexts import UNCOMPRESSED
-from pyqrscp.conversion import convert
+from pyqrscp.dimse.contexts import UNCOMPRESSED
+from pyqrscp.dimse.conversion import convert
+from pyqrscp.dimse.part10 import file_header
 from pyqrscp.errors import SubOperationFailed
-from pyqrscp.part10 import file_header
 from pyqrscp.services.retrieve import stored_dataset
 
 FILES = storable_files()

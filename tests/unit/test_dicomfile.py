@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pyqrscp.dicomfile import (
+from pyqrscp.archive.dicomfile import (
     _TRANSFER_SYNTAX_KEY,
     _check_complete_by_parsing,
     _fast_texts,
@@ -26,8 +26,8 @@ from pyqrscp.dicomfile import (
     _walk_lengths,
     read_header,
 )
+from pyqrscp.dimse.part10 import file_header
 from pyqrscp.errors import InvalidDataset
-from pyqrscp.part10 import file_header
 
 # explicit VR LE with sequences, implicit VR LE, encapsulated JPEG (fragments), RLE, explicit BE
 BUNDLED = ["CT_small.dcm", "rtplan.dcm", "MR_small.dcm", "JPEG-lossy.dcm", "MR_small_RLE.dcm",
@@ -182,7 +182,7 @@ def _encoded(elements: dict[str, object], charset: object, implicit: bool,
 
 def _slow_header(data: bytes) -> object:
     """read_header as it was before the fast walk: pydicom for every element."""
-    import pyqrscp.dicomfile as dicomfile
+    import pyqrscp.archive.dicomfile as dicomfile
 
     original = dicomfile._fast_texts
     dicomfile._fast_texts = lambda _data: None  # type: ignore[assignment]

@@ -14,9 +14,9 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
-from pyqrscp.encoding import Element, encode_identifier
-from pyqrscp.index.query import STUDY_ROOT, parse_identifier, text_to_value
-from pyqrscp.options import Options
+from pyqrscp.archive.index.query import STUDY_ROOT, parse_identifier, text_to_value
+from pyqrscp.config.options import Options
+from pyqrscp.dimse.encoding import Element, encode_identifier
 from pyqrscp.services.find import identifiers
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyqrscp.hostnames import ANSWER_SECONDS, FAILURE_SECONDS, HostLookup
+from pyqrscp.link.hostnames import ANSWER_SECONDS, FAILURE_SECONDS, HostLookup
 
 
 @dataclass

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from helpers import identifier, make_ct
 
+from pyqrscp.archive.dicomfile import read_header
+from pyqrscp.archive.index.query import STUDY_ROOT, matching_instances, parse_identifier, run_query
+from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Quota
-from pyqrscp.dicomfile import read_header
 from pyqrscp.errors import InvalidIdentifier
-from pyqrscp.index.query import STUDY_ROOT, matching_instances, parse_identifier, run_query
-from pyqrscp.matching import MAX_VALUES_PER_KEY
-from pyqrscp.storage import StorageArea
+from pyqrscp.query.matching import MAX_VALUES_PER_KEY
 
 STUDY_UID = "1.2.826.0.1.3680043.2.1143.5"
 SOP_UIDS = [f"{STUDY_UID}.1.{n}" for n in range(1, 4)]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pyqrscp import logs
-from pyqrscp.oflog import PatternFormatter
+from pyqrscp.cli import logs
+from pyqrscp.cli.oflog import PatternFormatter
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def restored_logging() -> Iterator[None]:
 
 
 def test_pattern_layout_as_in_dcmtk_filelog_cfg() -> None:
-    record = logging.LogRecord("pyqrscp.server", logging.WARNING, __file__, 1,
+    record = logging.LogRecord("pyqrscp.server.server", logging.WARNING, __file__, 1,
                                "two\nlines", None, None)
     record.created, record.msecs = 0.0, 7.0
     text = PatternFormatter("%d{%Y-%m-%d %H:%M:%S.%q} %5p - %-8c{1} - %m%n").format(record)

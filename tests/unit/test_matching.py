@@ -1,4 +1,4 @@
-"""Tests for pyqrscp.matching: PS3.4 C.2.2.2 matching rules, one table per rule."""
+"""Tests for pyqrscp.query.matching: PS3.4 C.2.2.2 matching rules, one table per rule."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyqrscp import matching
 from pyqrscp.errors import InvalidIdentifier
-from pyqrscp.matching import (
+from pyqrscp.query import matching
+from pyqrscp.query.matching import (
     DATE_TIME_PAIRS,
     MAX_VALUES_PER_KEY,
     compile_element,

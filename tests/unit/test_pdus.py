@@ -10,11 +10,9 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from pyqrscp import pdus
-from pyqrscp.channel import holdable
-from pyqrscp.commands import parse_command, store_request
-from pyqrscp.errors import PeerUnavailable
-from pyqrscp.pdus import (
+from pyqrscp.dimse import pdus
+from pyqrscp.dimse.commands import parse_command, store_request
+from pyqrscp.dimse.pdus import (
     BATCH_BYTES,
     P_DATA_TF,
     MessageAssembler,
@@ -24,6 +22,8 @@ from pyqrscp.pdus import (
     p_data_pdu,
     pdvs,
 )
+from pyqrscp.errors import PeerUnavailable
+from pyqrscp.link.channel import holdable
 
 
 def split_pdus(stream: bytes) -> list[bytes]:

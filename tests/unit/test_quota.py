@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pyqrscp.archive.quota import EvictionPlan, plan_eviction
 from pyqrscp.config import Quota
 from pyqrscp.errors import QuotaExceeded
-from pyqrscp.quota import EvictionPlan, plan_eviction
 
 KB = 1024
 

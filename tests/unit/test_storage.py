@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from helpers import make_ct
 
+from pyqrscp.archive.dicomfile import Header, read_header
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX, StorageArea
 from pyqrscp.config import Quota
-from pyqrscp.dicomfile import Header, read_header
 from pyqrscp.errors import InvalidDataset, QuotaExceeded, StorageFailure
-from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX, StorageArea
 
 MB = 1024**2
 ROOMY = Quota(100, 100 * MB)

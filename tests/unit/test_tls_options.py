@@ -1,4 +1,4 @@
-"""TLS options (storescp's spellings) and the pure parts of :mod:`pyqrscp.tls`."""
+"""TLS options (storescp's spellings) and the pure parts of :mod:`pyqrscp.link.tls`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pyqrscp.cli import parse_flags
+from pyqrscp.cli.command import parse_flags
+from pyqrscp.config.options import Options
 from pyqrscp.errors import StartupError
-from pyqrscp.options import Options
-from pyqrscp.tls import build_contexts, openssl_cipher_name
+from pyqrscp.link.tls import build_contexts, openssl_cipher_name
 
 
 def options_from(argv: list[str]) -> Options:

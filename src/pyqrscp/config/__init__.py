@@ -34,6 +34,7 @@ from pyqrscp.config.model import (
     Peer,
     Quota,
     Vendor,
+    resolve_move_destination,
 )
 from pyqrscp.config.render import render_config
 from pyqrscp.errors import ConfigError
@@ -52,6 +53,7 @@ __all__ = [
     "parse_config",
     "prepare_storage_areas",
     "render_config",
+    "resolve_move_destination",
 ]
 
 SETTINGS = (

@@ -271,3 +271,13 @@ class Checker:
                 message = f"undefined symbolic name '{ref.text}' in {where} ({hint})"
                 raise self.error(line, ref.col, message)
         return tuple(peers)
+
+
+def resolve_move_destination(config: Config, move_destination: str) -> Peer | None:
+    """Where a C-MOVE sends to: the first HostTable triple with that AE title (case-sensitive)."""
+    for entry in config.ae_table:
+        for peer in entry.peers or ():
+            if peer.ae_title == move_destination:
+                return peer
+    peers = config.peers_named(move_destination)
+    return peers[0] if peers else None

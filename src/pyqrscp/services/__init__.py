@@ -1,7 +1,8 @@
 """The DICOM services, as bound methods of one :class:`Services` object.
 
 Dependencies (config, options, storage areas) travel on the object; pynetdicom calls
-the handlers with one ``Event`` each.  One place (:func:`failure`) turns exceptions into statuses.
+the handlers with one ``Event`` each.  One place (:func:`pyqrscp.services.statuses.failure`)
+turns exceptions into statuses.
 """
 
 from __future__ import annotations
@@ -10,57 +11,30 @@ import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 
-from pyqrscp.channel import Channel
-from pyqrscp.commands import C_STORE_RQ
-from pyqrscp.commitments import RetrySchedule
+from pyqrscp.archive.commitments import RetrySchedule
+from pyqrscp.archive.spool import ReceivedDataset
+from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry, Config
-from pyqrscp.errors import (
-    InvalidDataset,
-    InvalidIdentifier,
-    PyqrscpError,
-    QuotaExceeded,
-    ServiceFailed,
-    StorageFailure,
-)
-from pyqrscp.hostnames import HostLookup
-from pyqrscp.logs import log_context
-from pyqrscp.options import Options
-from pyqrscp.part10 import file_header
+from pyqrscp.config.options import Options
+from pyqrscp.dimse.commands import C_STORE_RQ
+from pyqrscp.dimse.part10 import file_header
+from pyqrscp.errors import PyqrscpError, ServiceFailed
+from pyqrscp.link.channel import Channel
+from pyqrscp.link.hostnames import HostLookup
+from pyqrscp.loglines import log_context
+from pyqrscp.services import commit, echo, find, get, move, store
+from pyqrscp.services.commit import StorageCommitment
+from pyqrscp.services.common import area_key, peer_of
 from pyqrscp.services.negotiation import extended_response
-from pyqrscp.spool import ReceivedDataset
 from pyqrscp.status import Status
-from pyqrscp.storage import StorageArea
-
-if TYPE_CHECKING:
-    from pyqrscp.services.commit import StorageCommitment
 
 LOGGER = logging.getLogger(__name__)
-
-_STATUS_OF: tuple[tuple[type[PyqrscpError], Status], ...] = (
-    (InvalidDataset, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS),
-    (InvalidIdentifier, Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
-    (QuotaExceeded, Status.OUT_OF_RESOURCES),
-    (StorageFailure, Status.OUT_OF_RESOURCES),
-)
-
-
-def failure(error: Exception, status: Status | None = None) -> Dataset:
-    """The status dataset (Status + ErrorComment) for an error; the one mapping in pyqrscp."""
-    chosen = status
-    if chosen is None:
-        chosen = next((s for kind, s in _STATUS_OF if isinstance(error, kind)),
-                      Status.UNABLE_TO_PROCESS)
-    response = Dataset()
-    response.Status = int(chosen)
-    response.ErrorComment = str(error)[:64]
-    return response
-
 
 _REQUEST_PARTS = {0x0020: "identifier", 0x0021: "identifier", 0x0010: "identifier",
                   0x0130: "action information"}
@@ -70,23 +44,6 @@ _REQUEST_PARTS = {0x0020: "identifier", 0x0021: "identifier", 0x0010: "identifie
 def _uid(value: Any) -> str:
     """A UID from the command as text fit for the file header (padding removed)."""
     return str(value or "").strip(" \x00")
-
-
-def area_key(entry: AEEntry) -> Path:
-    """One StorageArea per folder, however the AETable spells it (``db/x`` and ``db/./x``)."""
-    return entry.storage_area.resolve()
-
-
-def peer_of(assoc: Any) -> str:
-    """``CALLING (address) -> CALLED`` of an association, for log lines."""
-    calling = str(assoc.requestor.ae_title).strip()
-    called = str(assoc.acceptor.ae_title).strip()
-    return f"{calling} ({assoc.requestor.address}) -> {called}"
-
-
-def peer(event: Any) -> str:
-    """:func:`peer_of` the event's association."""
-    return peer_of(event.assoc)
 
 
 def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
@@ -133,16 +90,6 @@ def _handler(handle: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return guarded
 
 
-def cancel_requested(assoc: Any, message_id: int) -> bool:
-    """Has a C-CANCEL for ``message_id`` arrived?  pynetdicom files those it reads by message
-    ID; a held channel (``channel.py``) files those its holder reads.  Consumed when found."""
-    channel = Channel.of(assoc)
-    if channel is not None and message_id in channel.cancelled:
-        channel.cancelled.discard(message_id)
-        return True
-    return assoc.dimse.cancel_req.pop(message_id, None) is not None
-
-
 def _forget_cancels(assoc: Any) -> None:
     """C-CANCELs belong to the request they name: none outlives it (pynetdicom's by message
     ID, the held channel's too)."""
@@ -167,12 +114,10 @@ class Services:
         self._load_services()
 
     def _load_services(self) -> None:
-        """Import every service now, when the server is built: a reinstall of the package under
-        a running server (or a file lost later) must not turn the next association into an
-        ImportError, and after a switch to UserName the new user may not be able to read the
-        interpreter's files (a Python installed under ``/root``)."""
-        from pyqrscp.services import commit, echo, find, get, move, store
-
+        """Bind every service's entry points (all imported with this module, when the server
+        is built: a reinstall of the package under a running server must not turn the next
+        association into an ImportError, and after a switch to UserName the new user may not
+        be able to read the interpreter's files)."""
         self._commit = commit
         self._echo, self._find, self._store = echo, find, store
         self._serve_of: dict[type, Callable[..., Any]] = {

@@ -1,10 +1,10 @@
 """Storage Commitment Push Model SCP (PS3.4 Annex J): N-ACTION in, N-EVENT-REPORT out.
 
-The N-ACTION is answered as soon as the request is persisted; the report is sent later by a
-lane of :class:`~pyqrscp.commitment_delivery.CommitmentWorker`: on the requester's association
-while it lasts and the requester accepted the SCP role there (SCP/SCU role selection), otherwise
-on a new association to the requester's AE title (HostTable), calling from the request's called
-AE title.
+The N-ACTION is answered as soon as the request is persisted; the report is sent later by a lane
+of :class:`~pyqrscp.archive.commitment_delivery.CommitmentWorker`: on the requester's
+association while it lasts and the requester accepted the SCP role there (SCP/SCU role
+selection), otherwise on a new association to the requester's AE title (HostTable), calling from
+the request's called AE title.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 
-from pyqrscp.commitment_delivery import CommitmentWorker
-from pyqrscp.commitments import (
+from pyqrscp.archive.commitment_delivery import CommitmentWorker
+from pyqrscp.archive.commitments import (
     MAX_REFERENCES_PER_REQUEST,
     CommitmentLedger,
     PendingCommitment,
@@ -27,14 +27,14 @@ from pyqrscp.commitments import (
     RetrySchedule,
     Verdict,
 )
-from pyqrscp.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
-from pyqrscp.registry import resolve_move_destination
-from pyqrscp.services import area_key
+from pyqrscp.config import resolve_move_destination
+from pyqrscp.dimse.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
+from pyqrscp.link.tls import client_tls_args
+from pyqrscp.services.common import area_key, peer
 from pyqrscp.status import Status
-from pyqrscp.tls import client_tls_args
 
 if TYPE_CHECKING:
-    from pyqrscp.options import Options
+    from pyqrscp.config.options import Options
     from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
@@ -73,8 +73,6 @@ class StorageCommitment:
 
     def handle(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
         """Check and persist the request, then answer; the worker sends the report."""
-        from pyqrscp.services import peer
-
         entry = self.services.entry_for(event)
         if not entry.access.can_store:
             LOGGER.warning("Storage Commitment refused from %s: %s is read-only", peer(event),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pyqrscp.services.common import peer
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -15,7 +16,5 @@ LOGGER = logging.getLogger(__name__)
 
 def handle(services: Services, event: Any) -> int:
     """Answer success; log one line, as dcmqrscp does for every operation."""
-    from pyqrscp.services import peer
-
     LOGGER.info("Received Echo Request from %s", peer(event))
     return int(Status.SUCCESS)

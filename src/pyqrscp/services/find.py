@@ -2,11 +2,11 @@
 
 pyqrscp serves C-FIND itself (through :meth:`Services.route_request`), on the association's own
 thread: each pending response is a command set packed with ``struct`` plus an identifier from
-:mod:`pyqrscp.encoding`, queued for pynetdicom's DUL.  pynetdicom built and validated a pydicom
-Dataset for both, about 0.6 ms per response.  The command set and the identifier go in P-DATA-TF
-PDUs of their own, as DCMTK and pynetdicom send them: PS3.8 allows both in one PDU, but some
-peers (GDCM's ``gdcmscu``) read the identifier from the PDU after the command's and then wait
-forever for a final response they have already swallowed.
+:mod:`pyqrscp.dimse.encoding`, queued for pynetdicom's DUL.  pynetdicom built and validated a
+pydicom Dataset for both, about 0.6 ms per response.  The command set and the identifier go in
+P-DATA-TF PDUs of their own, as DCMTK and pynetdicom send them: PS3.8 allows both in one PDU,
+but some peers (GDCM's ``gdcmscu``) read the identifier from the PDU after the command's and
+then wait forever for a final response they have already swallowed.
 """
 
 from __future__ import annotations
@@ -21,13 +21,7 @@ from pydicom.uid import UID
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from pyqrscp.channel import Channel
-from pyqrscp.charset import TEXT_VRS, choose_charset, requested_charsets
-from pyqrscp.commands import find_response
-from pyqrscp.encoding import Element, encode_identifier
-from pyqrscp.errors import InvalidIdentifier, PyqrscpError
-from pyqrscp.idle import fast_polling
-from pyqrscp.index.query import (
+from pyqrscp.archive.index.query import (
     PATIENT_ROOT,
     PATIENT_STUDY_ONLY,
     STUDY_ROOT,
@@ -40,13 +34,20 @@ from pyqrscp.index.query import (
     run_query,
     text_to_value,
 )
-from pyqrscp.options import Options
-from pyqrscp.pdus import max_pdv
-from pyqrscp.services import cancel_requested, peer_of
+from pyqrscp.archive.storage import StorageArea
+from pyqrscp.config.options import Options
+from pyqrscp.dimse.commands import find_response
+from pyqrscp.dimse.encoding import Element, encode_identifier
+from pyqrscp.dimse.pdus import max_pdv
+from pyqrscp.errors import InvalidIdentifier, PyqrscpError
+from pyqrscp.link.channel import Channel
+from pyqrscp.link.idle import fast_polling
+from pyqrscp.query.charset import TEXT_VRS, choose_charset, requested_charsets
+from pyqrscp.services.common import cancel_requested, peer_of
 from pyqrscp.services.negotiation import is_relational
 from pyqrscp.services.retrieve import log_ignored_keys, read_identifier, send_message
+from pyqrscp.services.statuses import failure
 from pyqrscp.status import Status
-from pyqrscp.storage import StorageArea
 
 if TYPE_CHECKING:
     from pyqrscp.services import Services
@@ -246,8 +247,6 @@ class FindResponder:
 def handle(services: Services, event: Any) -> Iterator[Any]:
     """pynetdicom's EVT_C_FIND handler, reached only by requests :func:`serve` refuses to take
     (malformed, or on a context that is no Q/R information model): a failure status."""
-    from pyqrscp.services import failure
-
     entry = services.entry_for(event)
     if not entry.access.can_query:
         yield failure(PyqrscpError(f"{entry.ae_title} is write-only"),

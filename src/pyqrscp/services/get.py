@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 
-from pyqrscp.channel import Channel, PushedBack, held_channel
-from pyqrscp.commands import C_CANCEL_RQ, C_STORE_RSP, store_request
-from pyqrscp.contexts import UNCOMPRESSED
-from pyqrscp.conversion import convert
+from pyqrscp.archive.index.query import InformationModel
+from pyqrscp.dimse.commands import C_CANCEL_RQ, C_STORE_RSP, store_request
+from pyqrscp.dimse.contexts import UNCOMPRESSED
+from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
-from pyqrscp.idle import fast_polling
-from pyqrscp.index.query import InformationModel
-from pyqrscp.services import peer_of
+from pyqrscp.link.channel import Channel, PushedBack, held_channel
+from pyqrscp.link.idle import fast_polling
+from pyqrscp.services.common import peer_of
 from pyqrscp.services.retrieve import (
     Progress,
     Responder,

@@ -1,7 +1,7 @@
 """C-MOVE: resolve the destination as dcmqrscp does, then send the matched files to it.
 
 Everything is decided before the first response: the identifier, the matches, the destination.
-The sub-association is pyqrscp's own (:mod:`pyqrscp.sender`): its calling AE title is the move
+The sub-association is pyqrscp's own (:mod:`pyqrscp.link.sender`): its calling AE title is the move
 request's *called* AE title (what dcmqrscp does and what destinations configured for dcmqrscp
 expect), and each dataset is sent as the bytes stored unless the destination needs another syntax.
 """
@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.uid import UID
 
-from pyqrscp.config import Config, Peer
-from pyqrscp.contexts import UNCOMPRESSED, proposed_syntaxes
-from pyqrscp.conversion import convert
+from pyqrscp.archive.index.query import InformationModel
+from pyqrscp.archive.storage import StorageArea
+from pyqrscp.config import Config, Peer, resolve_move_destination
+from pyqrscp.dimse.contexts import UNCOMPRESSED, proposed_syntaxes
+from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
-from pyqrscp.hostnames import HostLookup
-from pyqrscp.index.query import InformationModel
-from pyqrscp.registry import host_matches, peer_host_names, resolve_move_destination
-from pyqrscp.sender import StoreAssociation, propose
-from pyqrscp.services import peer_of
+from pyqrscp.link.hostnames import HostLookup, host_matches, peer_host_names
+from pyqrscp.link.sender import StoreAssociation, propose
+from pyqrscp.services.common import peer_of
 from pyqrscp.services.retrieve import (
     Progress,
     Responder,
@@ -33,10 +33,9 @@ from pyqrscp.services.retrieve import (
     stored_dataset,
 )
 from pyqrscp.status import Status
-from pyqrscp.storage import StorageArea
 
 if TYPE_CHECKING:
-    from pyqrscp.options import Options
+    from pyqrscp.config.options import Options
     from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)

@@ -20,16 +20,21 @@ from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
 
-from pyqrscp.areafiles import read_regular
-from pyqrscp.channel import Channel, wait_for_dul_room
-from pyqrscp.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
+from pyqrscp.archive.areafiles import read_regular
+from pyqrscp.archive.index.query import (
+    InformationModel,
+    Query,
+    matching_instances,
+    parse_identifier,
+)
+from pyqrscp.archive.storage import StorageArea
+from pyqrscp.dimse.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
+from pyqrscp.dimse.pdus import p_data_primitives
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
-from pyqrscp.index.query import InformationModel, Query, matching_instances, parse_identifier
-from pyqrscp.pdus import p_data_primitives
-from pyqrscp.services import cancel_requested, peer_of
+from pyqrscp.link.channel import Channel, wait_for_dul_room
+from pyqrscp.services.common import cancel_requested, peer_of
 from pyqrscp.services.negotiation import is_relational
 from pyqrscp.status import Status
-from pyqrscp.storage import StorageArea
 
 if TYPE_CHECKING:
     from pyqrscp.services import Services

@@ -21,14 +21,15 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from pyqrscp.channel import Channel, MessageBroken, PushedBack, Received, held_channel
-from pyqrscp.commands import C_STORE_RQ, NO_DATASET, store_response
-from pyqrscp.dicomfile import read_header
+from pyqrscp.archive.dicomfile import read_header
+from pyqrscp.archive.spool import ReceivedDataset
+from pyqrscp.dimse.commands import C_STORE_RQ, NO_DATASET, store_response
 from pyqrscp.errors import InvalidDataset, PeerUnavailable, PyqrscpError
-from pyqrscp.idle import fast_polling
-from pyqrscp.services import peer_of
+from pyqrscp.link.channel import Channel, MessageBroken, PushedBack, Received, held_channel
+from pyqrscp.link.idle import fast_polling
+from pyqrscp.services.common import peer_of
 from pyqrscp.services.retrieve import send_message
-from pyqrscp.spool import ReceivedDataset
+from pyqrscp.services.statuses import failure
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -127,8 +128,6 @@ def _serve_held_messages(services: Services, assoc: Any, held: Channel
 
 def handle(services: Services, event: Any) -> int | Dataset:
     """The ``EVT_C_STORE`` handler, for a C-STORE pynetdicom serves (see :func:`serve`)."""
-    from pyqrscp.services import failure
-
     status, comment = store(services, event.assoc, StoreRequest.of_primitive(event.request),
                             str(event.context.transfer_syntax))
     if not comment:
@@ -174,8 +173,6 @@ def store(services: Services, assoc: Any, request: StoreRequest, transfer_syntax
 
 
 def _failed(who: str, error: Exception) -> tuple[Status, str]:
-    from pyqrscp.services import failure
-
     LOGGER.error("Store failed from %s: %s", who, error)
     response = failure(error)
     return Status(response.Status), str(response.ErrorComment)

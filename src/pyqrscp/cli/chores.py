@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry, Config, load_config
+from pyqrscp.config.location import find_config
 from pyqrscp.errors import ConfigError, PyqrscpError
-from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.logs import DcmtkFormatter
-from pyqrscp.storage import StorageArea
+from pyqrscp.loglines import DcmtkFormatter
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ GROUP BY series.pk ORDER BY patient.patient_id, study.study_date, study.study_in
 
 
 def _config(path: Path | None) -> Config:
-    from pyqrscp.cli import find_config
-
     return load_config(find_config(path))
 
 

@@ -28,7 +28,7 @@ from pynetdicom import AllStoragePresentationContexts, build_context
 from pynetdicom.presentation import PresentationContext
 
 from pyqrscp.config import Access
-from pyqrscp.options import Options
+from pyqrscp.config.options import Options
 
 VERIFICATION = "1.2.840.10008.1.1"
 STORAGE_COMMITMENT_PUSH_MODEL = "1.2.840.10008.1.20.1"

@@ -23,14 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyqrscp import filelock
-from pyqrscp.areafiles import is_regular, open_regular, read_regular
+from pyqrscp.archive import filelock
+from pyqrscp.archive.areafiles import is_regular, open_regular, read_regular
+from pyqrscp.archive.dicomfile import Header, read_header
+from pyqrscp.archive.index.database import IndexWriter, StoredInstance, connect, create_schema
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.quota import EvictionPlan, plan_eviction
 from pyqrscp.config import Quota
-from pyqrscp.dicomfile import Header, read_header
 from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
-from pyqrscp.index.database import IndexWriter, StoredInstance, connect, create_schema
-from pyqrscp.index.schema import INDEX_FILE_NAME
-from pyqrscp.quota import EvictionPlan, plan_eviction
 
 LOGGER = logging.getLogger(__name__)
 

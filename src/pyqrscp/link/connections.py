@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pyqrscp.options import Options
+from pyqrscp.config.options import Options
 
 LOGGER = logging.getLogger(__name__)
 

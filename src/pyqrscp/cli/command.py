@@ -12,23 +12,20 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from pyqrscp import __version__
+from pyqrscp.cli.chores import ls_main, rm_main
+from pyqrscp.cli.index import main as index_main
+from pyqrscp.cli.logs import LEVELS, configure_logging
 from pyqrscp.config import Config, load_config
+from pyqrscp.config.location import DEFAULT_CONFIG_PATHS, find_config
+from pyqrscp.config.options import OPTION_TABLE, Options, OptionSpec
 from pyqrscp.config.render import render_config
 from pyqrscp.errors import ConfigError, ListenError, StartupError, StorageFailure
-from pyqrscp.logs import LEVELS, configure_logging
-from pyqrscp.options import OPTION_TABLE, Options, OptionSpec
+from pyqrscp.server.server import ArchiveServer, validate_options
 
 LOGGER = logging.getLogger(__name__)
-
-DEFAULT_CONFIG_PATHS = (
-    Path("dcmqrscp.cfg"),
-    Path("/etc/dcmtk/dcmqrscp.cfg"),
-    Path("/usr/local/etc/dcmtk/dcmqrscp.cfg"),
-)
 
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -156,15 +153,6 @@ def example_config() -> str:
     return (resources.files("pyqrscp") / "example.cfg").read_text(encoding="utf-8")
 
 
-def find_config(explicit: Path | None) -> Path:
-    """The config file dcmqrscp would read: the named one, else the working folder, else system."""
-    if explicit is not None:
-        return explicit
-    for candidate in DEFAULT_CONFIG_PATHS:
-        if candidate.exists():
-            return candidate
-    return DEFAULT_CONFIG_PATHS[0]
-
 
 def resolve_options(flags: dict[str, Any], config: Config) -> Options:
     """Apply defaults < config file < flags with one generic merge."""
@@ -191,12 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run pyqrscp; return the process exit code (0 ok, 1 runtime failure, 2 usage/config)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "index":
-        from pyqrscp.indexer import main as index_main
-
         return index_main(args[1:])
     if args and args[0] in ("ls", "rm"):
-        from pyqrscp.chores import ls_main, rm_main
-
         return (ls_main if args[0] == "ls" else rm_main)(args[1:])
     try:
         flags = parse_flags(args)
@@ -237,8 +221,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(options: Options, config: Config) -> int:
-    from pyqrscp.server import ArchiveServer, validate_options
-
     try:
         validate_options(options)
         server = ArchiveServer(config, options, host=options.bind or "")

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from pyqrscp.commitments import (
+from pyqrscp.archive.commitments import (
     CommitmentLedger,
     PendingCommitment,
     RetrySchedule,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pyqrscp.config import AEEntry, Config, Peer, parse_config
-from pyqrscp.hostnames import FAILURE_SECONDS, HostLookup
-from pyqrscp.registry import (
+from pyqrscp.config import AEEntry, Config, Peer, parse_config, resolve_move_destination
+from pyqrscp.link.hostnames import FAILURE_SECONDS, HostLookup, host_matches, peer_host_names
+from pyqrscp.server.acceptance import (
     AccessPolicy,
     AssociationRequest,
     Rejection,
@@ -16,9 +16,6 @@ from pyqrscp.registry import (
     RejectResult,
     RejectSource,
     decide,
-    host_matches,
-    peer_host_names,
-    resolve_move_destination,
 )
 
 CONFIG_TEXT = """

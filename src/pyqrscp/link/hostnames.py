@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from pyqrscp.config import Peer
+
 Resolver = Callable[[str], frozenset[str]]
 """A lookup: raises :class:`OSError` when it fails."""
 
@@ -83,3 +85,23 @@ class HostLookup:
     def names(self, address: str) -> frozenset[str]:
         """The names of ``address``; empty when it has none (now)."""
         return self._reverse.get(address)
+
+
+def peer_host_names(peer_address: str, hosts: HostLookup | None) -> frozenset[str]:
+    """The peer's address and the names its reverse lookup gives (lower case); no lookup when
+    ``hosts`` is None (``-dhl``)."""
+    names = {peer_address.lower()}
+    if hosts is not None:
+        names.update(hosts.names(peer_address))
+    return frozenset(names)
+
+
+def host_matches(peer: Peer, peer_address: str, host_names: frozenset[str],
+                 hosts: HostLookup | None) -> bool:
+    """Does the configured host of ``peer`` denote the connecting machine?"""
+    configured = peer.host.lower()
+    if configured in host_names:
+        return True
+    if hosts is None:
+        return False
+    return peer_address in hosts.addresses(configured)

@@ -24,8 +24,8 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.values import convert_value
 
+from pyqrscp.archive.index.schema import level_of
 from pyqrscp.errors import InvalidDataset
-from pyqrscp.index.schema import level_of
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_TEXT_LENGTH = 1024

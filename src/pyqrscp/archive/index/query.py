@@ -1,7 +1,8 @@
 """C-FIND on the index: identifier rules (PS3.4 C.4.1), candidate rows by SQL, matching in Python.
 
-SQL narrows by the indexed unique keys only; every key is then matched by :mod:`pyqrscp.matching`,
-the one home of matching semantics.  No DICOM file is opened to answer a query.
+SQL narrows by the indexed unique keys only; every key is then matched by
+:mod:`pyqrscp.query.matching`, the one home of matching semantics.  No DICOM file is opened to
+answer a query.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
-from pyqrscp.dicomfile import element_text
+from pyqrscp.archive.dicomfile import element_text
+from pyqrscp.archive.index.schema import level_of
 from pyqrscp.errors import InvalidIdentifier
-from pyqrscp.index.schema import level_of
-from pyqrscp.matching import check_value_count, compile_identifier, is_universal, uid_list
+from pyqrscp.query.matching import check_value_count, compile_identifier, is_universal, uid_list
 
 LEVEL_ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _LEVEL_NAMES = {"patient": "PATIENT", "study": "STUDY", "series": "SERIES", "instance": "IMAGE"}

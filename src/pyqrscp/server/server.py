@@ -18,17 +18,17 @@ from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
 from pyqrscp import __version__
-from pyqrscp.channel import Channel
 from pyqrscp.config import AEEntry, Config, prepare_storage_areas
-from pyqrscp.connections import ReadTimeouts, UnassociatedAllowance, is_unassociated
-from pyqrscp.contexts import contexts_for, negotiation_lines
+from pyqrscp.config.options import Options
+from pyqrscp.dimse.contexts import contexts_for, negotiation_lines
 from pyqrscp.errors import ListenError, StartupError
-from pyqrscp.idle import IdleGovernor
-from pyqrscp.logs import STARTUP_LOGGER
-from pyqrscp.notify import Watchdog, notify, watchdog_interval
-from pyqrscp.options import Options
-from pyqrscp.privileges import check_names, drop_privileges
-from pyqrscp.registry import (
+from pyqrscp.link.channel import Channel
+from pyqrscp.link.connections import ReadTimeouts, UnassociatedAllowance, is_unassociated
+from pyqrscp.link.idle import IdleGovernor
+from pyqrscp.link.tls import build_contexts, handshake_hook
+from pyqrscp.link.transport import bind_archive_server, serve_in_background
+from pyqrscp.loglines import STARTUP_LOGGER
+from pyqrscp.server.acceptance import (
     AccessPolicy,
     AssociationRequest,
     Rejection,
@@ -37,9 +37,9 @@ from pyqrscp.registry import (
     RejectSource,
     decide,
 )
+from pyqrscp.server.notify import Watchdog, notify, watchdog_interval
+from pyqrscp.server.privileges import check_names, drop_privileges
 from pyqrscp.services import Services
-from pyqrscp.tls import build_contexts, handshake_hook
-from pyqrscp.transport import bind_archive_server, serve_in_background
 
 LOGGER = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from pyqrscp.connections import UnassociatedAllowance
+from pyqrscp.dimse.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 from pyqrscp.errors import ServiceFailed
-from pyqrscp.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
+from pyqrscp.link.connections import UnassociatedAllowance
 
 LOGGER = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pynetdicom.pdu_primitives import P_DATA
 
-from pyqrscp.commands import NO_DATASET, command_us, parse_command
+from pyqrscp.dimse.commands import NO_DATASET, command_us, parse_command
 from pyqrscp.errors import PeerUnavailable
 
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03

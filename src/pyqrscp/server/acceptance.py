@@ -8,8 +8,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from pyqrscp.config import AEEntry, Config, Peer
-from pyqrscp.hostnames import HostLookup
+from pyqrscp.config import AEEntry, Config
+from pyqrscp.link.hostnames import HostLookup, host_matches, peer_host_names
 
 
 class RejectResult(enum.IntEnum):
@@ -94,33 +94,3 @@ def decide(config: Config, policy: AccessPolicy, request: AssociationRequest
                      RejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
                      f"calling AE title {request.calling_aet!r} at {request.peer_address} is "
                      f"not a peer of {entry.ae_title}")
-
-
-def peer_host_names(peer_address: str, hosts: HostLookup | None) -> frozenset[str]:
-    """The peer's address and the names its reverse lookup gives (lower case); no lookup when
-    ``hosts`` is None (``-dhl``)."""
-    names = {peer_address.lower()}
-    if hosts is not None:
-        names.update(hosts.names(peer_address))
-    return frozenset(names)
-
-
-def host_matches(peer: Peer, peer_address: str, host_names: frozenset[str],
-                 hosts: HostLookup | None) -> bool:
-    """Does the configured host of ``peer`` denote the connecting machine?"""
-    configured = peer.host.lower()
-    if configured in host_names:
-        return True
-    if hosts is None:
-        return False
-    return peer_address in hosts.addresses(configured)
-
-
-def resolve_move_destination(config: Config, move_destination: str) -> Peer | None:
-    """Where a C-MOVE sends to: the first HostTable triple with that AE title (case-sensitive)."""
-    for entry in config.ae_table:
-        for peer in entry.peers or ():
-            if peer.ae_title == move_destination:
-                return peer
-    peers = config.peers_named(move_destination)
-    return peers[0] if peers else None

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 
-from pyqrscp.options import Options
+from pyqrscp.config.options import Options
 
 UTF8 = "ISO_IR 192"
 TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyqrscp.areafiles import open_regular
-from pyqrscp.dicomfile import Header
+from pyqrscp.archive.areafiles import open_regular
+from pyqrscp.archive.dicomfile import Header
+from pyqrscp.archive.index.schema import DDL, SCHEMA_VERSION
 from pyqrscp.errors import StorageFailure
-from pyqrscp.index.schema import DDL, SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True)

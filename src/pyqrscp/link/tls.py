@@ -1,7 +1,7 @@
 """DICOM TLS (PS3.15 Annex B) with storescp's options: the contexts, and the server handshake.
 
 The server handshake runs in the connection's own thread (:func:`handshake_hook`, the
-``prepare_connection`` seat of :mod:`pyqrscp.transport`) with the ACSE timeout, so a peer that
+``prepare_connection`` seat of :mod:`pyqrscp.link.transport`) with the ACSE timeout, so a peer that
 connects and says nothing holds its own thread only.  The client context serves outgoing
 associations (storage commitment reports, C-MOVE sub-associations) with the same key,
 certificate, trusted certificates and profile, as DCMTK's tools do.
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyqrscp.config.options import Options
 from pyqrscp.errors import StartupError
-from pyqrscp.options import Options
 
 if TYPE_CHECKING:
-    from pyqrscp.transport import ArchiveRequestHandler
+    from pyqrscp.link.transport import ArchiveRequestHandler
 
 LOGGER = logging.getLogger(__name__)
 

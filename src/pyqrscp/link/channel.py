@@ -12,7 +12,7 @@ service keep pynetdicom's handling.
 A channel is held only between messages with nothing of the peer's in pynetdicom's hands
 (:meth:`Channel.held`), so no message is ever split between the two readers.
 
-The socket's timeout (:class:`~pyqrscp.connections.ReadTimeouts`) is set once before
+The socket's timeout (:class:`~pyqrscp.link.connections.ReadTimeouts`) is set once before
 pynetdicom's reader starts, and changed afterwards only by the thread about to read, with no
 send in progress: CPython clears a socket's timeout before it makes the descriptor blocking,
 and a ``recv`` or ``send`` of another thread in between fails with ``BlockingIOError``.
@@ -33,11 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyqrscp import pdus
-from pyqrscp.commands import command_text, command_us
-from pyqrscp.connections import ReadTimeouts, is_unassociated
+from pyqrscp.dimse import pdus
+from pyqrscp.dimse.commands import command_text, command_us
 from pyqrscp.errors import PeerUnavailable
-from pyqrscp.idle import ACTIVE_DELAY, polling
+from pyqrscp.link.connections import ReadTimeouts, is_unassociated
+from pyqrscp.link.idle import ACTIVE_DELAY, polling
 
 LOGGER = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pyqrscp.archive.storage import TEMP_PREFIX
 from pyqrscp.errors import PyqrscpError, QuotaExceeded, StorageFailure
-from pyqrscp.storage import TEMP_PREFIX
 
 SPOOL_THRESHOLD = 1 << 20
 """Bytes of a dataset kept in memory before it goes to a temp file."""

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-from pyqrscp.commands import C_STORE_RSP, command_text, command_us, store_request
-from pyqrscp.errors import PeerUnavailable
-from pyqrscp.pdus import (
+from pyqrscp.dimse.commands import C_STORE_RSP, command_text, command_us, store_request
+from pyqrscp.dimse.pdus import (
     ABORT,
     ASSOCIATE_AC,
     ASSOCIATE_RJ,
@@ -31,6 +30,7 @@ from pyqrscp.pdus import (
     pdvs,
     read_pdu,
 )
+from pyqrscp.errors import PeerUnavailable
 
 LOGGER = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from pyqrscp.areafiles import reader
-from pyqrscp.index.database import connect
-from pyqrscp.storage import StorageArea
+from pyqrscp.archive.areafiles import reader
+from pyqrscp.archive.index.database import connect
+from pyqrscp.archive.storage import StorageArea
 
 LOGGER = logging.getLogger(__name__)
 

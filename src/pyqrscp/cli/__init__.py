@@ -1,0 +1,5 @@
+"""The command line: ``pyqrscp`` (the daemon), ``pyqrscp index``, ``ls`` and ``rm``."""
+
+from pyqrscp.cli.command import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""The listening server: acceptance rules, dispatch to the services, privileges, systemd."""
