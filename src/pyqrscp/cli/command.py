@@ -52,6 +52,7 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("network options: limits per peer (pyqrscp only; see docs/reliability.md)",
      ("max_store_size", "max_request_size", "unassociated_timeout", "max_unassociated",
       "max_unassociated_per_host")),
+    ("HTTP: DICOMweb and the page (pyqrscp only)", ("http",)),
     ("transport layer security (TLS) options (as storescp's)", ("tls_",)),
     ("processing options: specific character set",
      ("use_request_charset", "convert_to_charset", "transliterate", "discard_illegal")),
@@ -160,6 +161,7 @@ def resolve_options(flags: dict[str, Any], config: Config) -> Options:
         "port": config.network_tcp_port,
         "max_pdu": config.max_pdu_size,
         "max_associations": config.max_associations,
+        "http": config.http.address,
     }
     charset = config.specific_character_set
     if charset.character_set is not None:

@@ -31,6 +31,7 @@ from pyqrscp.config.model import (
     Checker,
     Config,
     HostEntry,
+    HttpConfig,
     Peer,
     Quota,
     Vendor,
@@ -46,6 +47,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "HostEntry",
+    "HttpConfig",
     "Peer",
     "Quota",
     "Vendor",
@@ -64,6 +66,8 @@ SETTINGS = (
     "UserName",
     "GroupName",
 )
+HTTP_SETTINGS = ("HTTPPort", "HTTPToken", "HTTPUser", "HTTPPassword", "HTTPAllowOrigin")
+"""pyqrscp's extensions for its HTTP listener (DCMTK refuses them)."""
 OBSOLETE = (
     *("ApplicationTitle", "ApplicationContext", "ImplementationClass", "ImplementationVersion"),
     *("NetworkType", "Display", "DisplayPort"),
@@ -116,6 +120,7 @@ def parse_config(text: str, path: Path) -> Config:
         vendors=vendors,
         ae_table=ae_table,
         warnings=tuple(check.warnings),
+        http=_http(settings, check),
     )
 
 
@@ -168,8 +173,9 @@ def _settings(lines: list[SettingLine], check: Checker) -> dict[str, SettingLine
                 setting.line, keyword.col, f"'{keyword.text}' is obsolete and ignored (as in DCMTK)"
             )
             continue
-        if keyword.text not in SETTINGS:
-            near = [k for k in SETTINGS + OBSOLETE if k.lower() == keyword.text.lower()]
+        if keyword.text not in SETTINGS + HTTP_SETTINGS:
+            near = [k for k in SETTINGS + HTTP_SETTINGS + OBSOLETE
+                    if k.lower() == keyword.text.lower()]
             expected = (
                 f"did you mean '{near[0]}'? keywords are case-sensitive"
                 if near
@@ -186,6 +192,19 @@ def _settings(lines: list[SettingLine], check: Checker) -> dict[str, SettingLine
             )
         seen[keyword.text] = setting
     return seen
+
+
+def _http(settings: dict[str, SettingLine], check: Checker) -> HttpConfig:
+    """The HTTP listener's settings; ``HTTPAllowOrigin`` takes one or more origins."""
+    def one(keyword: str) -> str | None:
+        setting = settings.get(keyword)
+        return _single(setting, check).text or None if setting is not None else None
+
+    origins = settings.get("HTTPAllowOrigin")
+    return HttpConfig(
+        address=one("HTTPPort"), token=one("HTTPToken"), user=one("HTTPUser"),
+        password=one("HTTPPassword"),
+        allow_origins=tuple(tok.text for tok in origins.values) if origins else ())
 
 
 def _single(setting: SettingLine, check: Checker) -> Tok:

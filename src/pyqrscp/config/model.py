@@ -108,6 +108,18 @@ class AEEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """pyqrscp's HTTP listener settings (extensions DCMTK does not know): ``HTTPPort``
+    (``[HOST:]PORT``), ``HTTPToken``, ``HTTPUser``/``HTTPPassword``, ``HTTPAllowOrigin``."""
+
+    address: str | None = None
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+    allow_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration, resolved; built only by :func:`pyqrscp.config.parse_config`."""
 
@@ -122,6 +134,7 @@ class Config:
     vendors: tuple[Vendor, ...]
     ae_table: tuple[AEEntry, ...]
     warnings: tuple[str, ...]
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def ae(self, ae_title: str) -> AEEntry | None:
         """The AETable row for a called AE title (exact match), or None."""

@@ -174,6 +174,9 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
     _value(("--bind",), "bind", str, "ADDRESS",
            "listen on this address only, e.g. 127.0.0.1 (default: every interface; "
            "pyqrscp only)"),
+    _value(("--http",), "http", str, "[HOST:]PORT",
+           "serve DICOMweb and the page on this address (host default 127.0.0.1; pyqrscp "
+           "only, see docs/dicomweb.md)"),
     _value(("-to", "--timeout"), "network_timeout", int, "SECONDS", "connection timeout"),
     _value(("-ta", "--acse-timeout"), "acse_timeout", int, "SECONDS", "ACSE timeout"),
     _value(("-td", "--dimse-timeout"), "dimse_timeout", int, "SECONDS", "DIMSE timeout"),
@@ -248,6 +251,7 @@ class Options:
     config: Path | None = None
     port: int | None = None
     bind: str | None = None
+    http: str | None = None
     single_process: bool = True
     require_find: bool = False
     no_parallel_store: bool = False

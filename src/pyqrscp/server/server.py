@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
@@ -40,6 +40,10 @@ from pyqrscp.server.acceptance import (
 from pyqrscp.server.notify import Watchdog, notify, watchdog_interval
 from pyqrscp.server.privileges import check_names, drop_privileges
 from pyqrscp.services import Services
+from pyqrscp.web.settings import WebSettings, settings_of
+
+if TYPE_CHECKING:
+    from pyqrscp.web.listener import WebListener
 
 LOGGER = logging.getLogger(__name__)
 
@@ -85,6 +89,8 @@ class ArchiveServer:
         self._store_associations: dict[str, int] = {}
         self._lock = threading.Lock()
         self.timeouts = ReadTimeouts.of(options)
+        self.web_settings: WebSettings | None = settings_of(options.http, config.http)
+        self.web: WebListener | None = None
 
     @property
     def port(self) -> int:
@@ -145,11 +151,15 @@ class ArchiveServer:
             where = f"{self.host}:{port}" if self.host else f"port {port}"
             raise ListenError(f"cannot listen on {where}: {error.strerror or error}") from error
         try:
+            self.web = self._bind_web()
             drop_privileges(self.config.user_name, self.config.group_name)
             prepare_storage_areas(self.config)
             self.services.open()
+            self._start_web()
         except BaseException:
             server.server_close()
+            if self.web is not None:
+                self.web.stop()
             self.services.close()
             raise
         server.allowance = UnassociatedAllowance(lambda: server.active_associations,
@@ -159,12 +169,53 @@ class ArchiveServer:
         serve_in_background(server)
         self._governor = IdleGovernor(lambda: server.active_associations)
         self._governor.start()
+        web = (f"; DICOMweb and the page on {self.web.scheme}://{_http_host(self.web)}/"
+               if self.web is not None else "")
         logging.getLogger(STARTUP_LOGGER).info(
-            "pyqrscp %s listening on port %d (%s) with AE titles %s; config %s", __version__,
+            "pyqrscp %s listening on port %d (%s) with AE titles %s%s; config %s", __version__,
             self.port, self.host or "all interfaces",
-            ", ".join(entry.ae_title for entry in self.config.ae_table) or "(none)",
+            ", ".join(entry.ae_title for entry in self.config.ae_table) or "(none)", web,
             self.config.path)
         self._announce_ready()
+
+    def _bind_web(self) -> WebListener | None:
+        """Bind the HTTP listener's socket (``--http``/``HTTPPort``), or None when it is off.
+
+        Raises
+        ------
+        StartupError
+            The web extra is not installed.
+        ListenError
+            The HTTP port cannot be bound.
+        """
+        if self.web_settings is None:
+            return None
+        try:
+            from pyqrscp.web.listener import WebListener  # an optional extra
+        except ImportError as error:
+            raise StartupError(f"--http/HTTPPort needs the web extra ({error.name} is "
+                               "missing): pip install 'pyqrscp[web]'") from error
+        listener = WebListener(self.web_settings, self.tls.server if self.tls else None)
+        listener.bind()
+        return listener
+
+    def _start_web(self) -> None:
+        if self.web is None or self.web_settings is None:
+            return
+        from pyqrscp.web.app import build_app  # present: _bind_web imported the extra
+        from pyqrscp.web.archive import WebArchive
+
+        entries = {entry.ae_title: entry for entry in self.config.ae_table}
+        archive = WebArchive(
+            entries, {title: self.services.area_for(entry) for title, entry in entries.items()},
+            self.web_settings, case_sensitive_pn=self.options.case_sensitive_pn,
+            uid_padding=self.options.uid_padding, max_store_size=self.options.max_store_size)
+        self.web.start(build_app(archive))
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP listener's real port, None when it is off."""
+        return self.web.port if self.web is not None else None
 
     def _announce_ready(self) -> None:
         """Under systemd (``Type=notify``): READY, and a watchdog fed by the accept loop."""
@@ -188,6 +239,9 @@ class ArchiveServer:
         if self._governor is not None:
             self._governor.stop()
         server.shutdown()
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         for assoc in list(server.active_associations):
             assoc.join(timeout=SHUTDOWN_GRACE_SECONDS)
             if assoc.is_alive():
@@ -318,6 +372,11 @@ class ArchiveServer:
         if ae_title is not None:
             with self._lock:
                 self._store_associations[ae_title] = 0
+
+
+def _http_host(web: WebListener) -> str:
+    host = web.settings.host
+    return f"[{host}]:{web.port}" if ":" in host else f"{host}:{web.port}"
 
 
 def _drop_unfinished(assoc: Any) -> None:

@@ -1,0 +1,55 @@
+"""What the web routes see of the archive: the AETable's areas by AE title, opened once.
+
+The DICOM server opens the storage areas; the web routes use the same :class:`StorageArea`
+objects (one lock and one index writer per area), so a STOW-RS and a C-STORE into one area
+serialise exactly as two C-STOREs do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+
+from pyqrscp.config import AEEntry
+from pyqrscp.archive.storage import StorageArea
+from pyqrscp.web.settings import WebSettings
+
+
+@dataclass(frozen=True, slots=True)
+class WebArchive:
+    """The areas by AE title, with their AETable rows, and the listener's settings."""
+
+    entries: Mapping[str, AEEntry]
+    areas: Mapping[str, StorageArea]
+    settings: WebSettings
+    case_sensitive_pn: bool = False
+    uid_padding: bool = False
+    max_store_size: int = 4 << 30
+
+    def entry(self, ae_title: str, *, read: bool = False, write: bool = False) -> AEEntry:
+        """The AETable row of ``ae_title``: 404 when there is none, 403 when its access lacks
+        what the request needs."""
+        entry = self.entries.get(ae_title)
+        if entry is None:
+            raise HTTPException(404, f"no AE title {ae_title!r} in the AETable")
+        if read and not entry.access.can_query:
+            raise HTTPException(403, f"{ae_title} is write-only")
+        if write and not entry.access.can_store:
+            raise HTTPException(403, f"{ae_title} is read-only")
+        return entry
+
+    def area(self, ae_title: str) -> StorageArea:
+        return self.areas[ae_title]
+
+    @contextmanager
+    def reader(self, ae_title: str) -> Iterator[sqlite3.Connection]:
+        """A fresh index connection of the area for one request."""
+        db = self.areas[ae_title].reader()
+        try:
+            yield db
+        finally:
+            db.close()
