@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 
 from pyqrscp.config import load_config
 from pyqrscp.config.options import Options
-from pyqrscp.server import ArchiveServer
+from pyqrscp.server.server import ArchiveServer
 
 
 @dataclass

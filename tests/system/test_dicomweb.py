@@ -14,10 +14,12 @@ from dicomweb_client.api import DICOMwebClient
 from dicomweb_server import WebServer, sample, split_multipart, web_server
 from helpers import have_dcmtk, make_ct
 from pydicom import dcmread
+from pydicom.encaps import generate_frames
 from query_tool import findscu
 
-from pyqrscp.errors import StartupError
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.cli import main as cli_main
+from pyqrscp.errors import StartupError
 
 needs_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 TIMEOUT = 60
@@ -290,3 +292,66 @@ def test_thumbnail_and_rendered(tmp_path: Path) -> None:
                                headers={"Accept": "image/webp"})
         assert refused.status_code == 406
         assert json.loads(json.dumps({"ok": True}))
+
+
+def _part_bodies(response: requests.Response) -> list[bytes]:
+    assert response.status_code == 200, response.text
+    return split_multipart(response)
+
+
+def test_metadata_frames_and_bulk_data(tmp_path: Path) -> None:
+    names = ("CT_small.dcm", "rtdose.dcm", "SC_rgb_rle_2frame.dcm")
+    datasets = [dcmread(sample(name)) for name in names]
+    with web_server(tmp_path) as web:
+        post(web.dicomweb() + "/studies", stow_body(*(sample(n).read_bytes() for n in names)))
+        client = DICOMwebClient(web.dicomweb())
+        for original in datasets:
+            study, series = original.StudyInstanceUID, original.SeriesInstanceUID
+            (found,) = client.retrieve_series_metadata(study, series)
+            expected = original.to_json_dict(bulk_data_threshold=1 << 40,
+                                             suppress_invalid_tags=True)
+            for key, value in expected.items():
+                if key != "7FE00010" and "InlineBinary" not in value:
+                    assert found[key] == value, key
+            pixels = requests.get(found["7FE00010"]["BulkDataURI"], timeout=TIMEOUT)
+            assert _part_bodies(pixels) == [original.PixelData]
+        study_level = requests.get(f"{web.dicomweb()}/studies/"
+                                   f"{datasets[0].StudyInstanceUID}/metadata", timeout=TIMEOUT)
+        assert [m["00080018"]["Value"][0] for m in study_level.json()] == [
+            datasets[0].SOPInstanceUID]
+        dose, rle = datasets[1], datasets[2]
+        frame_size = dose.Rows * dose.Columns * dose.BitsAllocated // 8
+        native = requests.get(
+            f"{web.dicomweb()}/studies/{dose.StudyInstanceUID}/series/"
+            f"{dose.SeriesInstanceUID}/instances/{dose.SOPInstanceUID}/frames/3,15",
+            timeout=TIMEOUT)
+        assert _part_bodies(native) == [dose.PixelData[2 * frame_size:3 * frame_size],
+                                        dose.PixelData[14 * frame_size:]]
+        encapsulated = requests.get(
+            f"{web.dicomweb()}/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}"
+            f"/instances/{rle.SOPInstanceUID}/frames/2", timeout=TIMEOUT)
+        assert 'type="image/dicom-rle"' in encapsulated.headers["content-type"]
+        assert _part_bodies(encapsulated) == [
+            list(generate_frames(rle.PixelData, number_of_frames=2))[1]]
+        frames_url = (f"{web.dicomweb()}/studies/{rle.StudyInstanceUID}/series/"
+                      f"{rle.SeriesInstanceUID}/instances/{rle.SOPInstanceUID}/frames/")
+        assert requests.get(frames_url + "3", timeout=TIMEOUT).status_code == 404
+        assert requests.get(frames_url + "x", timeout=TIMEOUT).status_code == 400
+
+
+def test_metadata_of_instances_stored_without_the_listener(tmp_path: Path) -> None:
+    """Indexed by ``pyqrscp index`` (no JSON then): made once from the file, then kept."""
+    ct = dcmread(sample("CT_small.dcm"))
+    with web_server(tmp_path) as web:
+        pass
+    assert cli_main(["index", "-c", str(tmp_path / "dcmqrscp.cfg"), "ARCHIVE",
+                     str(sample("CT_small.dcm"))]) == 0
+    with sqlite3.connect(web.areas["a"] / INDEX_FILE_NAME) as db:
+        assert db.execute("SELECT COUNT(*) FROM instance_metadata").fetchone()[0] == 0
+    with web_server(tmp_path) as web:
+        url = f"{web.dicomweb()}/studies/{ct.StudyInstanceUID}/series/" \
+              f"{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}/metadata"
+        (found,) = requests.get(url, timeout=TIMEOUT).json()
+        assert found["00100010"]["Value"] == [{"Alphabetic": str(ct.PatientName)}]
+    with sqlite3.connect(web.areas["a"] / INDEX_FILE_NAME) as db:
+        assert db.execute("SELECT COUNT(*) FROM instance_metadata").fetchone()[0] == 1

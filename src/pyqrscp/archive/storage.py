@@ -18,7 +18,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,8 @@ from pyqrscp.archive.areafiles import is_regular, open_regular, read_regular
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.index.database import IndexWriter, StoredInstance, connect, create_schema
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.metadata import create_table as create_metadata_table
+from pyqrscp.archive.metadata import keep as keep_metadata
 from pyqrscp.archive.quota import EvictionPlan, plan_eviction
 from pyqrscp.config import Quota
 from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
@@ -69,6 +71,8 @@ class StorageArea:
         self.index_path = root / INDEX_FILE_NAME
         self._db: sqlite3.Connection | None = None
         self._lock_file: int | None = None
+        self.describe: Callable[[bytes], bytes] | None = None
+        """Set (by the HTTP listener) to keep each instance's DICOM JSON with its row."""
 
     def open(self) -> None:
         """Share the area with other pyqrscp processes, open the index, remove leftovers.
@@ -83,6 +87,7 @@ class StorageArea:
         alone = filelock.try_lock(self._lock_file, exclusive=True)
         self._db = connect(self.index_path, flush_commits=False)  # see the module docstring
         create_schema(self._db)
+        create_metadata_table(self._db)
         if alone:
             self.settle_leftovers()
             filelock.unlock(self._lock_file)
@@ -184,19 +189,31 @@ class StorageArea:
             if spooled is not None:
                 _unlink_quietly(spooled)
             raise
+        metadata = self._described(header, data)
         if spooled is None:
             self._write_file(final_path, data)
         else:
             self._place_file(spooled, final_path)
         try:
             with self.lock:
-                plan, unused, replaced = self._index(header, file_name, len(data))
+                plan, unused, replaced = self._index(header, file_name, len(data), metadata)
         except BaseException:
             _unlink_quietly(final_path)
             self._flush_folder_quietly()  # a refused instance must not come back as a leftover
             raise
         self._remove_unused(unused)
         return StoreResult(file_name, plan.studies, plan.instances, replaced)
+
+    def _described(self, header: Header, data: bytes) -> bytes | None:
+        """The instance's DICOM JSON when it is kept; None (filled in later) if that fails."""
+        if self.describe is None:
+            return None
+        try:
+            return self.describe(data)
+        except PyqrscpError as error:
+            LOGGER.warning("%s: no metadata kept for %s: %s", self.root,
+                           header.sop_instance_uid, error)
+            return None
 
     def _flush_folder_quietly(self) -> None:
         if self.durable:
@@ -222,7 +239,7 @@ class StorageArea:
         for name in file_names:
             _unlink_quietly(self.path_of(name))
 
-    def _index(self, header: Header, file_name: str, size: int
+    def _index(self, header: Header, file_name: str, size: int, metadata: bytes | None = None
                ) -> tuple[EvictionPlan, list[str], bool]:
         """Plan and apply quota evictions and the new row in one write transaction.
 
@@ -245,6 +262,8 @@ class StorageArea:
                     unused.append(evicted.file_name)
                     writer.delete_instance(evicted_uid)
             writer.add_instance(header, file_name, size)
+            if metadata is not None:
+                keep_metadata(writer.db, header.sop_instance_uid, metadata)
         self._log_evictions(plan)
         return plan, unused, old is not None
 
@@ -321,6 +340,13 @@ class StorageArea:
             writer.prune_empty()
         self._remove_unused([str(row[1]) for row in rows])
         return len(rows), sum(int(row[2]) for row in rows)
+
+    def keep_metadata(self, rows: list[tuple[str, bytes]]) -> None:
+        """Keep the DICOM JSON of instances stored without it (``(SOP Instance UID, JSON)``)."""
+        writer = self.writer
+        with self.lock, _write_transaction(writer.db):
+            for sop_instance_uid, metadata in rows:
+                keep_metadata(writer.db, sop_instance_uid, metadata)
 
     def instance(self, sop_instance_uid: str) -> StoredInstance | None:
         with self.lock:

@@ -18,6 +18,7 @@ from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
 from pyqrscp import __version__
+from pyqrscp.archive.metadata import describe
 from pyqrscp.config import AEEntry, Config, prepare_storage_areas
 from pyqrscp.config.options import Options
 from pyqrscp.dimse.contexts import contexts_for, negotiation_lines
@@ -206,6 +207,8 @@ class ArchiveServer:
         from pyqrscp.web.archive import WebArchive
 
         entries = {entry.ae_title: entry for entry in self.config.ae_table}
+        for area in self.services.areas.values():
+            area.describe = describe  # /metadata answers from JSON kept at ingest
         archive = WebArchive(
             entries, {title: self.services.area_for(entry) for title, entry in entries.items()},
             self.web_settings, case_sensitive_pn=self.options.case_sensitive_pn,

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 
-from pyqrscp.web import page, qido, rendered, stow, wado
+from pyqrscp.web import frames, metadata, page, qido, rendered, stow, wado
 from pyqrscp.web.access import RequireCredentials
 from pyqrscp.web.archive import WebArchive
 
@@ -28,7 +28,8 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 def build_app(archive: WebArchive) -> Starlette:
     """The application over ``archive``; CORS only for the configured origins."""
-    dicomweb: list[BaseRoute] = [*qido.ROUTES, *stow.ROUTES, *rendered.ROUTES, *wado.ROUTES]
+    dicomweb: list[BaseRoute] = [*qido.ROUTES, *stow.ROUTES, *rendered.ROUTES, *metadata.ROUTES,
+                                 *frames.ROUTES, *wado.ROUTES]
     middleware = []
     if archive.settings.allow_origins:
         middleware.append(Middleware(

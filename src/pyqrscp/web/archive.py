@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
-from pyqrscp.config import AEEntry
 from pyqrscp.archive.storage import StorageArea
+from pyqrscp.config import AEEntry
 from pyqrscp.web.settings import WebSettings
 
 

@@ -27,8 +27,17 @@ def archive_of(request: Request) -> WebArchive:
 
 
 def base_url(request: Request, ae_title: str) -> str:
-    """The DICOMweb root of an AE title as the client reached it."""
-    return f"{str(request.base_url).rstrip('/')}/dicomweb/{ae_title}"
+    """The DICOMweb root of an AE title as the client reached it (its Host header).
+
+    A Host header naming this listener's own address without a port (dicomweb-client sends
+    one) gets the listener's port: the client did not connect to the default port.
+    """
+    root = str(request.base_url).rstrip("/")
+    server = request.scope.get("server")
+    host = request.headers.get("host", "")
+    if server and host == server[0] and request.url.port is None and server[1] not in (80, 443):
+        root = f"{request.url.scheme}://{host}:{server[1]}"
+    return f"{root}/dicomweb/{ae_title}"
 
 
 def check_accept(request: Request, accepted: tuple[str, ...] = _ACCEPTED) -> None:

@@ -19,7 +19,6 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from pyqrscp.errors import InvalidIdentifier
 from pyqrscp.archive.index.query import (
     LEVEL_ORDER,
     STUDY_ROOT,
@@ -28,6 +27,7 @@ from pyqrscp.archive.index.query import (
     run_query,
     text_to_value,
 )
+from pyqrscp.errors import InvalidIdentifier
 
 STUDY_DEFAULTS = ("StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy",
                   "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate",

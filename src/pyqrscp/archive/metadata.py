@@ -1,0 +1,106 @@
+"""Each instance's DICOM JSON (PS3.18 F.2), written once at ingest, for WADO-RS ``/metadata``.
+
+Kept in the area's index (table ``instance_metadata``, one row per instance, removed with it),
+so a series' metadata is one query and a concatenation: no file is parsed per request.  Bulk
+data (binary values past :data:`BULK_THRESHOLD` bytes: pixel data, overlays, curves) is
+referred to by a BulkDataURI made of :data:`BASE_MARKER` and the instance and tag; the web
+layer replaces the marker with its own URL when it answers.  Sequences are written inline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from io import BytesIO
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+
+from pyqrscp.errors import InvalidDataset
+
+LOGGER = logging.getLogger(__name__)
+
+BULK_THRESHOLD = 1024
+BASE_MARKER = "pyqrscp-bulkdata-base:"
+_BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+DDL = ("CREATE TABLE IF NOT EXISTS instance_metadata (instance_pk INTEGER PRIMARY KEY "
+       "REFERENCES instance(pk) ON DELETE CASCADE, json BLOB NOT NULL)")
+
+
+def describe(data: bytes) -> bytes:
+    """The DICOM JSON object of a Part-10 stream, as UTF-8.
+
+    Raises
+    ------
+    InvalidDataset
+        When pydicom cannot read the stream or turn an element into JSON.
+    """
+    try:
+        dataset = dcmread(BytesIO(data), defer_size=BULK_THRESHOLD)
+        sop_instance_uid = str(dataset.SOPInstanceUID)
+        result: dict[str, Any] = {}
+        for tag in dataset.keys():
+            try:
+                result[f"{int(tag):08X}"] = _element_json(dataset, tag, sop_instance_uid)
+            except Exception as error:  # noqa: BLE001 - one element pydicom cannot convert
+                LOGGER.warning("%s: element %08X left out of the metadata: %s",
+                               sop_instance_uid, int(tag), error)
+    except Exception as error:  # pydicom raises many kinds for what it cannot read
+        raise InvalidDataset(f"cannot describe the instance as JSON: {error}") from error
+    return json.dumps(result, separators=(",", ":")).encode()
+
+
+def _element_json(dataset: Dataset, tag: Any, sop_instance_uid: str) -> dict[str, Any]:
+    raw = dataset.get_item(tag)
+    vr = str(raw.VR or _dictionary_vr(tag))
+    length = getattr(raw, "length", None)
+    if length is None:
+        value = getattr(raw, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else 0
+    if vr in _BULK_VRS and (length > BULK_THRESHOLD or length == 0xFFFFFFFF):
+        return {"vr": vr,
+                "BulkDataURI": f"{BASE_MARKER}/bulkdata/{sop_instance_uid}/{int(tag):08X}"}
+    converted: dict[str, Any] = dataset[tag].to_json_dict(None, 1 << 62)
+    return converted
+
+
+def _dictionary_vr(tag: Any) -> str:
+    """The VR of an element read in an implicit syntax (``OB or OW`` counts as OB)."""
+    try:
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    except KeyError:
+        return "UN"
+
+
+def create_table(db: sqlite3.Connection) -> None:
+    db.execute(DDL)
+
+
+def keep(db: sqlite3.Connection, sop_instance_uid: str, metadata: bytes) -> None:
+    """Store an instance's JSON in the caller's write transaction (after its row)."""
+    db.execute("INSERT INTO instance_metadata (instance_pk, json) SELECT pk, ? FROM instance "
+               "WHERE sop_instance_uid = ? ON CONFLICT (instance_pk) DO UPDATE SET "
+               "json = excluded.json", (metadata, sop_instance_uid))
+
+
+def stored_metadata(db: sqlite3.Connection, study_uid: str, series_uid: str | None = None,
+                    instance_uid: str | None = None) -> list[tuple[str, str, bytes | None]]:
+    """``(SOP Instance UID, file name, JSON or None)`` of every instance of a study, series or
+    instance, series by series in the order they were stored."""
+    sql = ("SELECT i.sop_instance_uid, i.file_name, m.json FROM instance i "
+           "JOIN series r ON r.pk = i.series_pk JOIN study s ON s.pk = r.study_pk "
+           "LEFT JOIN instance_metadata m ON m.instance_pk = i.pk "
+           "WHERE s.study_instance_uid = ?")
+    args = [study_uid]
+    if series_uid is not None:
+        sql += " AND r.series_instance_uid = ?"
+        args.append(series_uid)
+    if instance_uid is not None:
+        sql += " AND i.sop_instance_uid = ?"
+        args.append(instance_uid)
+    rows = db.execute(sql + " ORDER BY r.pk, i.received", args).fetchall()
+    return [(str(uid), str(name), None if blob is None else bytes(blob))
+            for uid, name, blob in rows]
