@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
-from pyqrscp.dimse.part10 import file_header
+from pyqrscp.dimse.part10 import file_header, file_meta
 
 
 @pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -30,3 +30,18 @@ def test_header_round_trips(transfer_syntax: str, sop_uid: str) -> None:
     assert read.PatientName == "Doe^John"
     assert read.file_meta.FileMetaInformationGroupLength == len(data) - 132 - 12 - len(
         body)
+
+
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_file_meta_finds_the_syntax_and_the_dataset(transfer_syntax: str) -> None:
+    header = file_header(CTImageStorage, "1.2.3", transfer_syntax, "SCU")
+    assert file_meta(header + b"dataset") == (transfer_syntax, len(header))
+
+
+def test_file_meta_refuses_what_no_valid_file_has() -> None:
+    header = file_header(CTImageStorage, "1.2.3", ExplicitVRLittleEndian)
+    assert file_meta(b"\x00" * 128 + b"DICX" + header[132:]) is None
+    assert file_meta(header[:132] + header[132:136] + b"ZZ" + header[138:]) is None  # unknown VR
+    cut = header.index(b"OB") + 4  # the FileMetaInformationVersion header, cut short
+    assert file_meta(header[:cut]) is None
+

@@ -25,16 +25,13 @@ from pydicom.uid import UID
 from pydicom.values import convert_value
 
 from pyqrscp.archive.index.schema import level_of
+from pyqrscp.dimse.part10 import file_meta
+from pyqrscp.dimse.vrs import LONG_LENGTH_VR_CODES, SHORT_LENGTH_VR_CODES
 from pyqrscp.errors import InvalidDataset
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_TEXT_LENGTH = 1024
 _SKIPPED_VRS = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"})
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
-_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS",
-                        b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
-                        b"US"})
 _IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
@@ -219,12 +216,12 @@ def _element_at(data: bytes, offset: int, implicit: bool, order: str = "<"
         return group, element, b"", struct.unpack_from(order + "I", data, offset + 4)[0], \
             offset + 8
     vr = data[offset + 4:offset + 6]
-    if vr in _LONG_VRS:
+    if vr in LONG_LENGTH_VR_CODES:
         if offset + 12 > len(data):
             return group, element, vr, 0, offset + 12
         return group, element, vr, struct.unpack_from(order + "I", data, offset + 8)[0], \
             offset + 12
-    if vr in _SHORT_VRS:
+    if vr in SHORT_LENGTH_VR_CODES:
         return group, element, vr, struct.unpack_from(order + "H", data, offset + 6)[0], \
             offset + 8
     return None
@@ -313,18 +310,11 @@ def _fast_texts(data: bytes) -> dict[str, str] | None:
 
     ``tests/unit/test_dicomfile.py`` holds both paths equal over generated datasets.
     """
-    if data[128:132] != b"DICM":
+    meta = file_meta(data)
+    if meta is None:
         return None
-    offset, end = 132, len(data)
-    transfer_syntax = ""
-    while offset + 8 <= end and data[offset:offset + 2] == b"\x02\x00":
-        found = _element_at(data, offset, False)
-        if found is None or found[3] == 0xFFFFFFFF:
-            return None
-        _group, element, _vr, length, start = found
-        if element == 0x0010:
-            transfer_syntax = data[start:start + length].decode("ascii").rstrip("\x00 ")
-        offset = start + length
+    transfer_syntax, offset = meta
+    end = len(data)
     implicit = _walked_as_implicit(transfer_syntax)
     if implicit is None or offset + 8 > end:
         return None

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyqrscp.config.model import DEFAULT_MAX_PDU_SIZE
+
+DEFAULT_RESPONSE_TIMEOUT = 60
+"""Seconds pyqrscp waits for a DIMSE response or message when ``-td`` is not given."""
+
 
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
@@ -313,3 +318,14 @@ class Options:
     tls_write_seed_file: Path | None = None
     tls_peer_cert: str = "require"
     not_implemented: tuple[str, ...] = field(default=())
+
+    @property
+    def receive_pdu_size(self) -> int:
+        """The largest PDU pyqrscp receives and proposes: ``-pdu``, else 16384 as dcmqrscp."""
+        return self.max_pdu or DEFAULT_MAX_PDU_SIZE
+
+    @property
+    def response_timeout(self) -> int:
+        """How long pyqrscp's own services wait for a peer's DIMSE message: ``-td``, else
+        60 s (pynetdicom's association timer keeps ``-td`` as given: no limit without it)."""
+        return self.dimse_timeout or DEFAULT_RESPONSE_TIMEOUT

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pydicom.charset import convert_encodings, encode_string
 from pydicom.valuerep import PersonName
 
+from pyqrscp.dimse.vrs import LONG_LENGTH_VRS
+
 Element = tuple[int, str, str]
 """(tag as ``0xGGGGEEEE``, VR, value as the index's text: values joined by ``\\``)."""
 
@@ -25,8 +27,6 @@ _MULTI_TEXT = frozenset({"SH", "LO", "UC"})
 _SINGLE_TEXT = frozenset({"ST", "LT", "UT"})
 _LATIN1 = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"})
 _NUMBER_STRINGS = frozenset({"DS", "IS"})
-_LONG_LENGTH = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR",
-                          "UT", "UV"})
 _ASCII_PROBE = "".join(chr(code) for code in range(0x20, 0x7F)) + "\t\n\f\r"
 
 
@@ -53,7 +53,7 @@ def encode_identifier(elements: Sequence[Element], charsets: Sequence[str],
             return None
         if implicit_vr:
             parts.append(struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)))
-        elif vr in _LONG_LENGTH:
+        elif vr in LONG_LENGTH_VRS:
             parts.append(struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr.encode(),
                                      len(value)))
         elif len(value) <= 0xFFFF:

@@ -38,6 +38,7 @@ from pyqrscp.dimse.commands import command_text, command_us
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link.connections import ReadTimeouts, is_unassociated
 from pyqrscp.link.idle import ACTIVE_DELAY, polling
+from pyqrscp.link.titles import calling_aet
 
 LOGGER = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ class Channel:
 
     def peer(self) -> str:
         """``CALLING (address)`` for log lines."""
-        return f"{str(self.assoc.requestor.ae_title).strip()} ({self.assoc.requestor.address})"
+        return f"{calling_aet(self.assoc)} ({self.assoc.requestor.address})"
 
     # -- the holder's seat -----------------------------------------------------------------
 

@@ -100,7 +100,7 @@ class ArchiveServer:
 
     def build_ae(self) -> AE:
         ae = AE(ae_title="PYQRSCP")
-        ae.maximum_pdu_size = self.options.max_pdu or 16384
+        ae.maximum_pdu_size = self.options.receive_pdu_size
         # MaxAssociations is checked in EVT_REQUESTED, counting associations only; pynetdicom's
         # own check would count connections still waiting for their A-ASSOCIATE-RQ
         ae.maximum_associations = 1 << 30
@@ -279,7 +279,7 @@ class ArchiveServer:
         sock = assoc_socket.socket if assoc_socket else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Channel.install(event.assoc, max(1 << 20, self.options.max_pdu or 16384),
+            Channel.install(event.assoc, max(1 << 20, self.options.receive_pdu_size),
                             self.services.dataset_sink, self.timeouts)
         # the wait for the A-ASSOCIATE-RQ (pynetdicom waits the association's ACSE timeout)
         event.assoc.acse_timeout = self.timeouts.unassociated

@@ -27,6 +27,7 @@ from pyqrscp.dimse.part10 import file_header
 from pyqrscp.errors import PyqrscpError, ServiceFailed
 from pyqrscp.link.channel import Channel
 from pyqrscp.link.hostnames import HostLookup
+from pyqrscp.link.titles import called_aet, calling_aet
 from pyqrscp.loglines import log_context
 from pyqrscp.services import commit, echo, find, get, move, store
 from pyqrscp.services.commit import StorageCommitment
@@ -145,13 +146,13 @@ class Services:
 
     def entry_of(self, assoc: Any) -> AEEntry | None:
         """The AETable entry of the association's called AE title."""
-        return self.config.ae(str(assoc.acceptor.ae_title).strip())
+        return self.config.ae(called_aet(assoc))
 
     def entry_for(self, event: Any) -> AEEntry:
         entry = self.entry_of(event.assoc)
         if entry is None:
             raise PyqrscpError(
-                f"no AETable entry for {str(event.assoc.acceptor.ae_title).strip()!r}")
+                f"no AETable entry for {called_aet(event.assoc)!r}")
         return entry
 
     def area_for(self, entry: AEEntry) -> StorageArea:
@@ -180,7 +181,7 @@ class Services:
         if area.quota.max_bytes_per_study < limit:
             limit = area.quota.max_bytes_per_study
             limit_text = f"the per-study quota of {limit} bytes"
-        calling = str(assoc.requestor.ae_title).strip()
+        calling = calling_aet(assoc)
         prefix = file_header(_uid(sop_class_uid), _uid(sop_instance_uid), transfer_syntax,
                              calling)
         return ReceivedDataset(limit, limit_text, folder=area.root, prefix=prefix)

@@ -29,6 +29,7 @@ from pyqrscp.archive.commitments import (
 )
 from pyqrscp.config import resolve_move_destination
 from pyqrscp.dimse.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
+from pyqrscp.link.titles import calling_aet
 from pyqrscp.link.tls import client_tls_args
 from pyqrscp.services.common import area_key, peer
 from pyqrscp.status import Status
@@ -97,7 +98,7 @@ class StorageCommitment:
                    "per request")
             LOGGER.error("Storage Commitment request from %s refused: %s", peer(event), why)
             return _status(ActionStatus.RESOURCE_LIMITATION, why), None
-        requester_aet = str(event.assoc.requestor.ae_title).strip()
+        requester_aet = calling_aet(event.assoc)
         ledger = self.ledgers[area_key(entry)]
         try:
             pending = ledger.add(transaction_uid, requester_aet, entry.ae_title, references)
@@ -255,5 +256,5 @@ def sub_association_ae(options: Options, calling_aet: str) -> AE:
     ae.acse_timeout = options.acse_timeout
     ae.dimse_timeout = options.dimse_timeout if options.dimse_timeout is not None else 60
     ae.network_timeout = options.network_timeout if options.network_timeout is not None else 60
-    ae.maximum_pdu_size = options.max_pdu or 16384
+    ae.maximum_pdu_size = options.receive_pdu_size
     return ae

@@ -8,6 +8,7 @@ from typing import Any
 
 from pyqrscp.config import AEEntry
 from pyqrscp.link.channel import Channel
+from pyqrscp.link.titles import called_aet, calling_aet
 
 
 def area_key(entry: AEEntry) -> Path:
@@ -17,8 +18,8 @@ def area_key(entry: AEEntry) -> Path:
 
 def peer_of(assoc: Any) -> str:
     """``CALLING (address) -> CALLED`` of an association, for log lines."""
-    calling = str(assoc.requestor.ae_title).strip()
-    called = str(assoc.acceptor.ae_title).strip()
+    calling = calling_aet(assoc)
+    called = called_aet(assoc)
     return f"{calling} ({assoc.requestor.address}) -> {called}"
 
 

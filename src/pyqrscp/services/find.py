@@ -42,6 +42,7 @@ from pyqrscp.dimse.pdus import max_pdv
 from pyqrscp.errors import InvalidIdentifier, PyqrscpError
 from pyqrscp.link.channel import Channel
 from pyqrscp.link.idle import fast_polling
+from pyqrscp.link.titles import called_aet
 from pyqrscp.query.charset import TEXT_VRS, choose_charset, requested_charsets
 from pyqrscp.services.common import cancel_requested, peer_of
 from pyqrscp.services.negotiation import is_relational
@@ -74,11 +75,11 @@ _DRAIN_POLL = 0.0001  # while waiting for the DUL to send queued responses
 def serve(services: Services, assoc: Any, request: Any, context: Any,
           model: InformationModel) -> None:
     """Answer one C-FIND-RQ completely: pending responses, then the final one."""
-    responder = FindResponder(assoc, request, context, services.options.dimse_timeout or 60)
+    responder = FindResponder(assoc, request, context, services.options.response_timeout)
     who = peer_of(assoc)
     entry = services.entry_of(assoc)
     if entry is None or not entry.access.can_query:
-        called = str(assoc.acceptor.ae_title).strip()
+        called = called_aet(assoc)
         responder.final(Status.REFUSED_NOT_AUTHORIZED, f"{called} is write-only")
         return
     try:
@@ -105,7 +106,7 @@ def _answer(services: Services, area: StorageArea, responder: FindResponder,
         for response in identifiers(run_query(db, query, services.options.case_sensitive_pn),
                                     query, identifier, services.options,
                                     responder.transfer_syntax,
-                                    str(responder.assoc.acceptor.ae_title).strip()):
+                                    called_aet(responder.assoc)):
             if not responder.assoc.is_established:
                 LOGGER.error("Find from %s: association ended after %d responses", who, count)
                 return

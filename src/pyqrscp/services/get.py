@@ -59,7 +59,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
     with fast_polling(assoc.dul), held_channel(assoc) as held:
-        sender = _GetSender(assoc, services.options.dimse_timeout or 60, held)
+        sender = _GetSender(assoc, services.options.response_timeout, held)
         progress = run_sub_operations(selection, area, sender.send,
                                       responder.is_cancelled, responder.pending)
     if sender.timed_out:  # aborted only now: pynetdicom must read the socket to finish it

@@ -22,6 +22,7 @@ from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.link.hostnames import HostLookup, host_matches, peer_host_names
 from pyqrscp.link.sender import StoreAssociation, propose
+from pyqrscp.link.titles import called_aet, calling_aet
 from pyqrscp.services.common import peer_of
 from pyqrscp.services.retrieve import (
     Progress,
@@ -52,7 +53,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         return
     area, selection = prepared
     destination = allowed_destination(services.config, services.options, services.hosts,
-                                      str(assoc.requestor.ae_title).strip(),
+                                      calling_aet(assoc),
                                       str(assoc.requestor.address), destination_aet)
     if destination is None:
         LOGGER.error("Move from %s: destination %r unknown or not allowed", who, destination_aet)
@@ -72,14 +73,14 @@ def _move(services: Services, assoc: Any, request: Any, responder: Responder,
     options = services.options
     try:
         sub = StoreAssociation.open(
-            destination.host, destination.port, str(assoc.acceptor.ae_title).strip(),
+            destination.host, destination.port, called_aet(assoc),
             destination.ae_title, sub_association_contexts(selection, options),
-            max_pdu=options.max_pdu or 16384, acse_timeout=options.acse_timeout,
-            dimse_timeout=options.dimse_timeout or 60, ssl_context=services.client_tls)
+            max_pdu=options.receive_pdu_size, acse_timeout=options.acse_timeout,
+            dimse_timeout=options.response_timeout, ssl_context=services.client_tls)
     except PeerUnavailable as error:
         _destination_unavailable(assoc, responder, selection, destination, error)
         return
-    sender = _Sender(sub, destination.ae_title, str(assoc.requestor.ae_title).strip(),
+    sender = _Sender(sub, destination.ae_title, calling_aet(assoc),
                      int(request.MessageID), proposed_syntaxes(options.propose_transfer_syntax))
     try:
         progress = run_sub_operations(selection, area, sender.send, responder.is_cancelled,

@@ -8,7 +8,6 @@ association's own thread: no stored file is decoded unless the receiver needs an
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pyqrscp.archive.index.query import (
 )
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.dimse.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
+from pyqrscp.dimse.part10 import file_meta
 from pyqrscp.dimse.pdus import p_data_primitives
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
 from pyqrscp.link.channel import Channel, wait_for_dul_room
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 MAX_SUB_OPERATIONS = 65535  # the counts are US (PS3.4 C.4.2.1.4)
-_LONG_LENGTH_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC",
-                              b"UN", b"UR", b"UT", b"UV"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,20 +93,10 @@ def stored_dataset(path: Path) -> tuple[str, bytes]:
         data = read_regular(path)
     except OSError as error:
         raise SubOperationFailed(f"cannot read stored file {path.name}: {error}") from error
-    if data[128:132] != b"DICM":
+    meta = file_meta(data)
+    if meta is None:
         raise SubOperationFailed(f"stored file {path.name} is not a Part-10 file")
-    offset, transfer_syntax = 132, ""
-    while offset + 8 <= len(data):
-        group, element, vr = struct.unpack_from("<HH2s", data, offset)
-        if group != 0x0002:
-            break
-        if vr in _LONG_LENGTH_VRS:
-            length, start = struct.unpack_from("<I", data, offset + 8)[0], offset + 12
-        else:
-            length, start = struct.unpack_from("<H", data, offset + 6)[0], offset + 8
-        if element == 0x0010:
-            transfer_syntax = data[start:start + length].decode("ascii").rstrip("\x00 ")
-        offset = start + length
+    transfer_syntax, offset = meta
     if not transfer_syntax:
         raise SubOperationFailed(f"stored file {path.name} has no TransferSyntaxUID")
     return transfer_syntax, data[offset:]

@@ -27,6 +27,7 @@ from pyqrscp.dimse.commands import C_STORE_RQ, NO_DATASET, store_response
 from pyqrscp.errors import InvalidDataset, PeerUnavailable, PyqrscpError
 from pyqrscp.link.channel import Channel, MessageBroken, PushedBack, Received, held_channel
 from pyqrscp.link.idle import fast_polling
+from pyqrscp.link.titles import called_aet
 from pyqrscp.services.common import peer_of
 from pyqrscp.services.retrieve import send_message
 from pyqrscp.services.statuses import failure
@@ -142,7 +143,7 @@ def store(services: Services, assoc: Any, request: StoreRequest, transfer_syntax
     who = peer_of(assoc)
     entry = services.entry_of(assoc)
     if entry is None:
-        called = str(assoc.acceptor.ae_title).strip()
+        called = called_aet(assoc)
         return _failed(who, PyqrscpError(f"no AETable entry for {called!r}"))
     if not entry.access.can_store:
         LOGGER.warning("Store refused from %s: %s is read-only", who, entry.ae_title)
