@@ -327,17 +327,9 @@ class StorageArea:
         """Delete a study, series or instance: rows in one committed transaction, then files
         (as quota eviction does: a crash in between leaves files no row names, which the next
         start-up removes).  Returns (instances, bytes) deleted."""
-        column = {"study": "study.study_instance_uid", "series": "series.series_instance_uid",
-                  "instance": "instance.sop_instance_uid"}[level]
         writer = self.writer
         with self.lock, _write_transaction(writer.db):
-            rows = writer.db.execute(
-                "SELECT instance.sop_instance_uid, instance.file_name, instance.file_size "
-                "FROM instance JOIN series ON series.pk=instance.series_pk "
-                f"JOIN study ON study.pk=series.study_pk WHERE {column}=?", (uid,)).fetchall()
-            writer.db.executemany("DELETE FROM instance WHERE sop_instance_uid=?",
-                                  [(row[0],) for row in rows])
-            writer.prune_empty()
+            rows = writer.delete_under(level, uid)
         self._remove_unused([str(row[1]) for row in rows])
         return len(rows), sum(int(row[2]) for row in rows)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from pyqrscp.errors import InvalidIdentifier
 
@@ -463,3 +464,124 @@ def _combined_match(stored_date: str | None, stored_time: str | None, bounds: Bo
     return _within(_datetime_key(date, 0), bounds) and _within(
         _datetime_key(date, _DAY_END), bounds
     )
+
+
+# --- comparison forms: what an index may compare in SQL ---------------------------------------
+
+#: Width of the digit keys DA/TM/DT values are compared as (text order = time order).
+_KEY_WIDTH = {"DA": 8, "TM": 12, "DT": 20}
+#: Wildcard or list patterns past this many per key are left to the matcher alone.
+MAX_SQL_PATTERNS = 32
+#: Escape character of the LIKE patterns of :class:`KeyTerms`.
+LIKE_ESCAPE = "!"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTerms:
+    """One matching key as comparisons an index can run on :func:`index_values` forms.
+
+    A stored entity passes when any of its values equals one of ``exact``, or lies in one of
+    ``ranges`` (inclusive; ``None`` is open), or starts with a pattern's literal prefix and is
+    ``LIKE`` its pattern (``%``/``_`` for ``*``/``?``, escaped with `LIKE_ESCAPE`).  These are
+    a necessary condition of the key: every entity the matcher accepts passes (PN values are
+    case-folded on both sides whatever the case rule), so an index filters with them and the
+    matcher decides.
+    """
+
+    exact: tuple[str, ...] = ()
+    patterns: tuple[tuple[str, str], ...] = ()
+    ranges: tuple[tuple[str | None, str | None], ...] = ()
+
+
+def index_values(vr: str, text: str) -> list[str]:
+    """The comparison forms of a stored value, one per value: what :class:`KeyTerms` compare.
+
+    Padding is stripped, PN case-folded, DA/TM/DT turned into fixed-width digit keys (values
+    that do not parse are left out: they never match), UIDs split as list-of-UID matching does.
+    An empty result means the value matches no non-universal key.
+    """
+    if vr == "UI":
+        return list(dict.fromkeys(uid_list(text)))
+    if vr in RANGE_VRS:
+        points = (_point(vr, part, False) for part in text.split("\\"))
+        return list(dict.fromkeys(str(p).zfill(_KEY_WIDTH[vr]) for p in points
+                                  if p is not None))
+    parts = [text] if vr in SINGLE_VALUE_TEXT_VRS else text.split("\\")
+    normalised = (_normalise(part, vr == "PN") for part in parts)
+    return list(dict.fromkeys(value for value in normalised if value))
+
+
+def key_terms(keyword: str, vr: str, value: str) -> KeyTerms | None:
+    """The index comparisons of one matching key, or ``None`` when they cannot narrow it
+    (universal, a sequence, too many patterns): then only the matcher decides.
+
+    Raises
+    ------
+    InvalidIdentifier
+        If a DA, TM or DT value is malformed (as :func:`compile_element` does).
+    """
+    if vr == "SQ" or is_universal(value, vr):
+        return None
+    if vr == "UI":
+        return KeyTerms(exact=uid_list(value))
+    if vr in RANGE_VRS:
+        width = _KEY_WIDTH[vr]
+        bounds = [_query_bounds(keyword, vr, part) for part in value.split("\\")]
+        return KeyTerms(ranges=tuple(
+            (None if low is None else str(low).zfill(width),
+             None if high is None else str(high).zfill(width)) for low, high in bounds))
+    parts = [value] if vr in SINGLE_VALUE_TEXT_VRS else value.split("\\")
+    if any(is_universal(part, vr) for part in parts):
+        return None
+    queries = [_normalise(part, vr == "PN") for part in parts]
+    wildcards = vr not in NON_WILDCARD_VRS
+    patterns = [q for q in queries if wildcards and ("*" in q or "?" in q)]
+    if len(patterns) > MAX_SQL_PATTERNS:
+        return None
+    exact = tuple(dict.fromkeys(q for q in queries if q not in patterns))
+    return KeyTerms(exact=exact, patterns=tuple((_literal_prefix(p), _like_pattern(p))
+                                                for p in patterns))
+
+
+def narrowing_terms(keys: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, KeyTerms]]:
+    """``(keyword, VR, terms)`` for every key an index can narrow by, as
+    :func:`compile_identifier` would match them: of a combined date/time range pair only the
+    date's own range (a necessary condition of the combined range) is kept."""
+    by_keyword = {keyword: (vr, value) for keyword, vr, value in keys}
+    combined_times = {time_kw for date_kw, time_kw in DATE_TIME_PAIRS
+                      if _combined_check(by_keyword, date_kw, time_kw) is not None}
+    found: list[tuple[str, str, KeyTerms]] = []
+    for keyword, vr, value in keys:
+        terms = None if keyword in combined_times else key_terms(keyword, vr, value)
+        if terms is not None:
+            found.append((keyword, vr, terms))
+    return found
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The characters before the first wildcard: every match starts with them."""
+    cut = min((i for i in (pattern.find("*"), pattern.find("?")) if i >= 0), default=len(pattern))
+    return pattern[:cut]
+
+
+def _like_pattern(pattern: str) -> str:
+    """A ``*``/``?`` pattern as an SQL LIKE pattern escaped with `LIKE_ESCAPE`."""
+    out: list[str] = []
+    for char in pattern:
+        if char in (LIKE_ESCAPE, "%", "_"):
+            out.append(LIKE_ESCAPE + char)
+        else:
+            out.append({"*": "%", "?": "_"}.get(char, char))
+    return "".join(out)
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (code point
+    order, which is UTF-8 byte order), or ``None`` when there is none."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            following = last + 1 if last + 1 != 0xD800 else 0xE000
+            return "".join(chars) + chr(following)
+    return None

@@ -1,8 +1,8 @@
 """C-FIND on the index: identifier rules (PS3.4 C.4.1), candidate rows by SQL, matching in Python.
 
-SQL narrows by the indexed unique keys only; every key is then matched by
-:mod:`pyqrscp.query.matching`, the one home of matching semantics.  No DICOM file is opened to
-answer a query.
+SQL narrows by every key the index holds (:mod:`pyqrscp.index.sql`: value rows, UID columns,
+kept counts); every candidate row is then matched by :mod:`pyqrscp.query.matching`, the one home of
+matching semantics.  No DICOM file is opened to answer a query.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from pyqrscp.archive.dicomfile import element_text
-from pyqrscp.archive.index.schema import level_of
+from pyqrscp.archive.index.dialect import SQLITE, Dialect
+from pyqrscp.archive.index.schema import level_of, value_tag
+from pyqrscp.archive.index.sql import ALIASES, COUNT_COLUMNS, DEPTHS, conditions
 from pyqrscp.errors import InvalidIdentifier
-from pyqrscp.query.matching import check_value_count, compile_identifier, is_universal, uid_list
+from pyqrscp.query.matching import check_value_count, compile_identifier, is_universal
 
 LEVEL_ORDER = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _LEVEL_NAMES = {"patient": "PATIENT", "study": "STUDY", "series": "SERIES", "instance": "IMAGE"}
@@ -143,9 +145,8 @@ _FROM = {
 _ROW_PK = {"PATIENT": "p.pk", "STUDY": "s.pk", "SERIES": "r.pk", "IMAGE": "i.pk"}
 _ATTRS = (("patient", "p.attrs"), ("study", "s.attrs"), ("series", "r.attrs"),
           ("instance", "i.attrs"))
-_UID_COLUMNS = {"PatientID": "p.patient_id", "StudyInstanceUID": "s.study_instance_uid",
-                "SeriesInstanceUID": "r.series_instance_uid",
-                "SOPInstanceUID": "i.sop_instance_uid"}
+_COUNTS_AT = 8  # where the Number-of-Related columns start in a candidate row
+_BATCH = 200
 
 
 def _needed_levels(query: Query) -> frozenset[str]:
@@ -154,101 +155,95 @@ def _needed_levels(query: Query) -> frozenset[str]:
     return frozenset(level_of(k) for k in keywords if k not in COMPUTED)
 
 
-def candidate_sql(query: Query, levels: frozenset[str] | None = None) -> tuple[str, list[str]]:
-    """SQL for the rows at the query level, narrowed by exact/list unique keys only.
+def candidate_sql(query: Query, levels: frozenset[str] | None = None,
+                  dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
+    """SQL for the rows at the query level that the index says may match (:mod:`.sql`).
 
     Columns: the patient/study/series/instance attrs (NULL unless in ``levels``; None = all
-    available), the row's pk, then the pks of its patient, study and series.  A list of UIDs
-    travels as one JSON parameter (``json_each``), never as one SQL variable per UID, so its
-    length is bounded by the identifier rules and not by SQLite's variable limit.
+    available), the row's pk, the pks of its patient, study and series, then the
+    Number-of-Related counts of :data:`COUNT_COLUMNS` (NULL below the query level).
+
+    Raises
+    ------
+    InvalidIdentifier
+        If a DA, TM or DT value is malformed.
     """
     from_clause, owners = _FROM[query.level]
     depth = LEVEL_ORDER.index(query.level)
     blobs = [column if index <= depth and (levels is None or level in levels) else "NULL"
              for index, (level, column) in enumerate(_ATTRS)]
-    sql = f"SELECT {', '.join(blobs)}, {_ROW_PK[query.level]}, {', '.join(owners)} {from_clause}"
-    where: list[str] = []
-    args: list[str] = []
-    for keyword, _vr, value in query.keys:
-        column = _UID_COLUMNS.get(keyword)
-        if column is None or is_universal(value) or LEVEL_ORDER.index(
-                UNIQUE_LEVEL[keyword]) > depth or "*" in value or "?" in value:
-            continue
-        values = uid_list(value) if keyword != "PatientID" else (value.strip(),)
-        if len(values) == 1:
-            where.append(f"{column} = ?")
-            args.append(values[0])
-        else:
-            where.append(f"{column} IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(values))
+    counts = [column if DEPTHS[_LEVEL_OF_ALIAS[column[0]]] <= depth else "NULL"
+              for column in COUNT_COLUMNS.values()]
+    sql = (f"SELECT {', '.join(blobs)}, {_ROW_PK[query.level]}, {', '.join(owners)}, "
+           f"{', '.join(counts)} {from_clause}")
+    where, args = conditions(query.keys, depth, dialect)
     if where:
         sql += " WHERE " + " AND ".join(where)
     return sql, args
 
 
-UNIQUE_LEVEL = {keyword: level for level, keyword in UNIQUE_KEY.items()}
+_LEVEL_OF_ALIAS = {alias: level for level, alias in ALIASES.items()}
 
 
-def run_query(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
-              ) -> Iterator[dict[str, str]]:
-    """Yield the attributes of every matching entity at the query level (one per entity).
+def candidates(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False,
+               levels: frozenset[str] | None = None, dialect: Dialect = SQLITE
+               ) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(row pk, attributes)`` of every matching entity at the query level, streamed from
+    the database in batches: the index narrows (:func:`candidate_sql`), the matcher decides.
 
-    Only the levels the keys name are decoded; computed keys (counts, ModalitiesInStudy...)
-    take one grouped query per key for all candidate rows.
+    Attributes hold the levels in ``levels`` and every computed key the query names.
     """
     matcher = compile_identifier(query.keys, case_sensitive_pn=case_sensitive_pn)
     computed = [k for k in query.return_keys if k in COMPUTED]
-    sql, args = candidate_sql(query, _needed_levels(query))
-    rows = db.execute(sql, args).fetchall()
-    values = {keyword: computed_values(db, keyword, {row[5 + LEVEL_ORDER.index(
-        COMPUTED[keyword])] for row in rows}) for keyword in computed}
-    for row in rows:
-        attrs: dict[str, str] = {}
-        for blob in row[:4]:
-            if blob is not None:
-                attrs.update(json.loads(blob))
-        for keyword in computed:
-            attrs[keyword] = values[keyword].get(row[5 + LEVEL_ORDER.index(COMPUTED[keyword])],
-                                                 "" if keyword in _LISTS else "0")
-        if matcher(attrs):
-            yield attrs
+    lists = [k for k in computed if k in _LISTS]
+    sql, args = candidate_sql(query, levels, dialect)
+    cursor = db.execute(sql, args)
+    while rows := cursor.fetchmany(_BATCH):
+        values = {keyword: list_values(db, keyword, {int(row[6]) for row in rows})
+                  for keyword in lists}
+        for row in rows:
+            attrs: dict[str, str] = {}
+            for blob in row[:4]:
+                if blob is not None:
+                    attrs.update(json.loads(blob))
+            for keyword in computed:
+                if keyword in _LISTS:
+                    attrs[keyword] = values[keyword].get(int(row[6]), "")
+                else:
+                    count = row[_COUNTS_AT + list(COUNT_COLUMNS).index(keyword)]
+                    attrs[keyword] = "" if count is None else str(count)
+            if matcher(attrs):
+                yield int(row[4]), attrs
 
 
-_OWNER_OF = {"PATIENT": "s.patient_pk", "STUDY": "r.study_pk", "SERIES": "i.series_pk"}
-# (owner pk, value) rows for the owners in {}: one row per owner for counts, one per distinct
-# value (in order) for lists.
-_GROUPED_SQL = {
-    "NumberOfPatientRelatedStudies": "SELECT s.patient_pk, COUNT(*) FROM study s WHERE {} "
-                                     "GROUP BY 1",
-    "NumberOfPatientRelatedSeries": "SELECT s.patient_pk, COUNT(*) FROM series r JOIN study s ON "
-                                    "s.pk=r.study_pk WHERE {} GROUP BY 1",
-    "NumberOfPatientRelatedInstances": "SELECT s.patient_pk, COUNT(*) FROM instance i JOIN "
-                                       "series r ON r.pk=i.series_pk JOIN study s ON "
-                                       "s.pk=r.study_pk WHERE {} GROUP BY 1",
-    "NumberOfStudyRelatedSeries": "SELECT r.study_pk, COUNT(*) FROM series r WHERE {} GROUP BY 1",
-    "NumberOfStudyRelatedInstances": "SELECT r.study_pk, COUNT(*) FROM instance i JOIN series r "
-                                     "ON r.pk=i.series_pk WHERE {} GROUP BY 1",
-    "NumberOfSeriesRelatedInstances": "SELECT i.series_pk, COUNT(*) FROM instance i WHERE {} "
-                                      "GROUP BY 1",
-    "ModalitiesInStudy": "SELECT DISTINCT r.study_pk, r.modality FROM series r WHERE {} AND "
-                         "r.modality != '' ORDER BY 1, 2",
-    "SOPClassesInStudy": "SELECT DISTINCT r.study_pk, i.sop_class_uid FROM instance i JOIN "
-                         "series r ON r.pk=i.series_pk WHERE {} ORDER BY 1, 2",
-}
-_LISTS = frozenset({"ModalitiesInStudy", "SOPClassesInStudy"})
+def run_query(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False,
+              dialect: Dialect = SQLITE) -> Iterator[dict[str, str]]:
+    """Yield the attributes of every matching entity at the query level (one per entity),
+    as the rows arrive: memory stays flat however many match.
+
+    The entry point of every query (C-FIND, DICOMweb): the caller closes ``db`` when done.
+    """
+    for _pk, attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query),
+                                 dialect):
+        yield attrs
+
+
+_LISTS = {"ModalitiesInStudy": value_tag("ModalitiesInStudy"),
+          "SOPClassesInStudy": value_tag("SOPClassesInStudy")}
 _CHUNK = 500
 
 
-def computed_values(db: sqlite3.Connection, keyword: str, pks: set[int]) -> dict[int, str]:
-    """Counts and lists (ModalitiesInStudy...) from the index for many entities at once;
-    entities without rows are absent (count 0, empty list)."""
-    owner = _OWNER_OF[COMPUTED[keyword]]
+def list_values(db: sqlite3.Connection, keyword: str, study_pks: set[int]) -> dict[int, str]:
+    """ModalitiesInStudy or SOPClassesInStudy of many studies at once, from the rows the
+    writer keeps: each sorted, ``\\``-joined; studies without any are absent."""
     found: dict[int, list[str]] = {}
-    ordered = sorted(pks)
+    ordered = sorted(study_pks)
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start:start + _CHUNK]
-        condition = f"{owner} IN ({', '.join('?' * len(chunk))})"
-        for pk, value in db.execute(_GROUPED_SQL[keyword].format(condition), chunk):
+        for pk, value in db.execute(
+                "SELECT owner, value FROM study_value WHERE tag = ? AND owner IN "
+                f"({', '.join('?' * len(chunk))}) ORDER BY owner, value",
+                [_LISTS[keyword], *chunk]):
             found.setdefault(int(pk), []).append(str(value))
     return {pk: "\\".join(values) for pk, values in found.items()}
 
@@ -305,22 +300,14 @@ _INSTANCES_UNDER = {
 }
 
 
-def matching_instances(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
-                       ) -> list[tuple[str, str, str, str]]:
+def matching_instances(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False,
+                       dialect: Dialect = SQLITE) -> list[tuple[str, str, str, str]]:
     """``(SOPInstanceUID, SOPClassUID, TransferSyntaxUID, file name)`` of every instance below
     the entities a C-MOVE/C-GET identifier selects, in the order they were stored."""
-    sql, args = candidate_sql(query)
-    matcher = compile_identifier(query.keys, case_sensitive_pn=case_sensitive_pn)
     found: list[tuple[str, str, str, str]] = []
-    for row in db.execute(sql, args).fetchall():
-        attrs: dict[str, str] = {}
-        for blob in row[:4]:
-            if blob is not None:
-                attrs.update(json.loads(blob))
-        if not matcher(attrs):
-            continue
+    for pk, _attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query), dialect):
         found.extend(db.execute(
             "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.file_name "
             f"FROM instance i {_INSTANCES_UNDER[query.level]} ORDER BY i.received",
-            (int(row[4]),)).fetchall())
+            (pk,)).fetchall())
     return found
