@@ -6,9 +6,9 @@ Each key that the index holds becomes one condition on the entity's alias (``p``
 * UIDs with a column of their own (StudyInstanceUID...): ``s.study_instance_uid = ?``, or one
   list parameter through :meth:`Dialect.value_list`;
 * Number-of-Related keys: the count kept on the row (``s.n_instances = ?``);
-* every other key with value rows (:mod:`pyqrscp.archive.index.schema`): ``s.pk IN (SELECT owner FROM
-  study_value WHERE tag = ? AND (...))`` with exact values, literal-prefix ranges beside a
-  ``LIKE``, and DA/TM/DT key ranges, all on the comparison forms of
+* every other key with value rows (:mod:`pyqrscp.archive.index.schema`):
+  ``s.pk IN (SELECT owner FROM study_value WHERE tag = ? AND (...))`` with exact values,
+  literal-prefix ranges beside a ``LIKE``, and DA/TM/DT key ranges, all on the forms of
   :func:`pyqrscp.query.matching.index_values`.
 
 Conditions are necessary, not sufficient (:class:`pyqrscp.query.matching.KeyTerms`): the caller runs
