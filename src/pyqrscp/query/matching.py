@@ -472,6 +472,9 @@ def _combined_match(stored_date: str | None, stored_time: str | None, bounds: Bo
 _KEY_WIDTH = {"DA": 8, "TM": 12, "DT": 20}
 #: Wildcard or list patterns past this many per key are left to the matcher alone.
 MAX_SQL_PATTERNS = 32
+#: Longest LIKE pattern, and most ``*`` in one, an index is asked to match.
+MAX_LIKE_LENGTH = 256
+MAX_LIKE_STARS = 4
 #: Escape character of the LIKE patterns of :class:`KeyTerms`.
 LIKE_ESCAPE = "!"
 
@@ -482,14 +485,14 @@ class KeyTerms:
 
     A stored entity passes when any of its values equals one of ``exact``, or lies in one of
     ``ranges`` (inclusive; ``None`` is open), or starts with a pattern's literal prefix and is
-    ``LIKE`` its pattern (``%``/``_`` for ``*``/``?``, escaped with `LIKE_ESCAPE`).  These are
-    a necessary condition of the key: every entity the matcher accepts passes (PN values are
-    case-folded on both sides whatever the case rule), so an index filters with them and the
-    matcher decides.
+    ``LIKE`` its pattern when it has one (``%``/``_`` for ``*``/``?``, escaped with
+    `LIKE_ESCAPE`).  These are a necessary condition of the key: every entity the matcher
+    accepts passes (PN values are case-folded on both sides whatever the case rule), so an
+    index filters with them and the matcher decides.
     """
 
     exact: tuple[str, ...] = ()
-    patterns: tuple[tuple[str, str], ...] = ()
+    patterns: tuple[tuple[str, str | None], ...] = ()
     ranges: tuple[tuple[str | None, str | None], ...] = ()
 
 
@@ -539,8 +542,10 @@ def key_terms(keyword: str, vr: str, value: str) -> KeyTerms | None:
     if len(patterns) > MAX_SQL_PATTERNS:
         return None
     exact = tuple(dict.fromkeys(q for q in queries if q not in patterns))
-    return KeyTerms(exact=exact, patterns=tuple((_literal_prefix(p), _like_pattern(p))
-                                                for p in patterns))
+    terms = tuple((_literal_prefix(p), _like_pattern(p)) for p in patterns)
+    if any(not prefix and like is None for prefix, like in terms):
+        return None
+    return KeyTerms(exact=exact, patterns=terms)
 
 
 def narrowing_terms(keys: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, KeyTerms]]:
@@ -564,8 +569,13 @@ def _literal_prefix(pattern: str) -> str:
     return pattern[:cut]
 
 
-def _like_pattern(pattern: str) -> str:
-    """A ``*``/``?`` pattern as an SQL LIKE pattern escaped with `LIKE_ESCAPE`."""
+def _like_pattern(pattern: str) -> str | None:
+    """A ``*``/``?`` pattern as an SQL LIKE pattern escaped with `LIKE_ESCAPE`, or ``None``
+    when it is too long or has too many ``*`` for a database to match in good time (SQLite's
+    LIKE backtracks at each ``%``): the matcher, which never backtracks, alone decides it."""
+    pattern = re.sub(r"\*+", "*", pattern)
+    if len(pattern) > MAX_LIKE_LENGTH or pattern.count("*") > MAX_LIKE_STARS:
+        return None
     out: list[str] = []
     for char in pattern:
         if char in (LIKE_ESCAPE, "%", "_"):

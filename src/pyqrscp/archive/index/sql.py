@@ -103,7 +103,7 @@ def _one_of(column: str, values: Sequence[object], dialect: Dialect
     return dialect.value_list(column), [dialect.list_param(values)]
 
 
-def _pattern(prefix: str, pattern: str) -> tuple[str, list[object]]:
+def _pattern(prefix: str, pattern: str | None) -> tuple[str, list[object]]:
     """A wildcard value: the range of its literal prefix (an index range), then LIKE."""
     parts: list[str] = []
     args: list[object] = []
@@ -114,6 +114,7 @@ def _pattern(prefix: str, pattern: str) -> tuple[str, list[object]]:
         if successor is not None:
             parts.append("value < ?")
             args.append(successor)
-    parts.append(f"value LIKE ? ESCAPE '{LIKE_ESCAPE}'")
-    args.append(pattern)
+    if pattern is not None:
+        parts.append(f"value LIKE ? ESCAPE '{LIKE_ESCAPE}'")
+        args.append(pattern)
     return "(" + " AND ".join(parts) + ")", args
