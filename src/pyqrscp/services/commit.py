@@ -32,6 +32,7 @@ from pyqrscp.dimse.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_synta
 from pyqrscp.link.titles import calling_aet
 from pyqrscp.link.tls import client_tls_args
 from pyqrscp.services.common import area_key, peer
+from pyqrscp.services.statuses import DECODING_ERRORS
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class StorageCommitment:
             return int(ActionStatus.NO_SUCH_SOP_INSTANCE), None
         try:
             transaction_uid, references = parse_request(event.action_information)
-        except (ValueError, AttributeError, KeyError, TypeError) as error:
+        except DECODING_ERRORS as error:
             LOGGER.error("Storage Commitment request from %s is invalid: %s", peer(event), error)
             return int(ActionStatus.INVALID_ARGUMENT_VALUE), None
         if len(references) > MAX_REFERENCES_PER_REQUEST:

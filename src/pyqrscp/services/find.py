@@ -47,7 +47,7 @@ from pyqrscp.query.charset import TEXT_VRS, choose_charset, requested_charsets
 from pyqrscp.services.common import cancel_requested, peer_of
 from pyqrscp.services.negotiation import is_relational
 from pyqrscp.services.retrieve import log_ignored_keys, read_identifier, send_message
-from pyqrscp.services.statuses import failure
+from pyqrscp.services.statuses import IDENTIFIER_ERRORS, failure, status_of
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -86,9 +86,9 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
         identifier = read_identifier(request, responder.transfer_syntax)
         query = parse_identifier(identifier, model, services.options.check_find,
                                  is_relational(assoc, responder.sop_class))
-    except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
+    except IDENTIFIER_ERRORS as error:
         LOGGER.error("Find failed from %s: %s", who, error)
-        responder.final(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(error))
+        responder.final(status_of(error, in_identifier=True), str(error))
         return
     LOGGER.info("Received Find Request (%s, %s) from %s", query.model.name, query.level, who)
     LOGGER.debug("Find identifier:\n%s", identifier)
@@ -120,13 +120,12 @@ def _answer(services: Services, area: StorageArea, responder: FindResponder,
                 return
             responder.pending(response)
             count += 1
-    except InvalidIdentifier as error:
-        LOGGER.error("Find failed from %s: %s", who, error)
-        responder.final(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(error))
-        return
     except Exception as error:  # one failed query must not end the association silently
-        LOGGER.exception("Find from %s failed", who)
-        responder.final(Status.UNABLE_TO_PROCESS, str(error))
+        if isinstance(error, InvalidIdentifier):
+            LOGGER.error("Find failed from %s: %s", who, error)
+        else:
+            LOGGER.exception("Find from %s failed", who)
+        responder.final(status_of(error), str(error))
         return
     finally:
         db.close()

@@ -34,6 +34,7 @@ from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFaile
 from pyqrscp.link.channel import Channel, wait_for_dul_room
 from pyqrscp.services.common import cancel_requested, peer_of
 from pyqrscp.services.negotiation import is_relational
+from pyqrscp.services.statuses import IDENTIFIER_ERRORS, status_of
 from pyqrscp.status import Status
 
 if TYPE_CHECKING:
@@ -255,9 +256,9 @@ def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
                            services.options.case_sensitive_pn,
                            is_relational(assoc, str(request.AffectedSOPClassUID)),
                            peer_of(assoc))
-    except (InvalidIdentifier, ValueError, KeyError, AttributeError, TypeError) as error:
+    except IDENTIFIER_ERRORS as error:
         LOGGER.error("%s failed from %s: %s", verb, peer_of(assoc), error)
-        responder.send(Status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, error_comment=str(error))
+        responder.send(status_of(error, in_identifier=True), error_comment=str(error))
         return None
     if len(selection.instances) > MAX_SUB_OPERATIONS:
         responder.send(Status.UNABLE_TO_PROCESS, error_comment="more than 65535 sub-operations")
