@@ -8,13 +8,40 @@ from __future__ import annotations
 
 import struct
 
-C_STORE_RQ, C_STORE_RSP, C_CANCEL_RQ = 0x0001, 0x8001, 0x0FFF
-C_FIND_RSP, C_GET_RSP, C_MOVE_RSP = 0x8020, 0x8010, 0x8021
+# CommandField values (PS3.7 Annex E).
+C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
+C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
+C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
+C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
+N_ACTION_RQ = 0x0130
+C_CANCEL_RQ = 0x0FFF
+
+# CommandDataSetType values.
 DATASET_PRESENT, NO_DATASET = 0x0000, 0x0101
+
+COMMAND_GROUP = 0x0000
+
+# The command group's elements (0000,eeee) by keyword (PS3.7 Table E.1-1): element numbers.
+COMMAND_GROUP_LENGTH = 0x0000
+AFFECTED_SOP_CLASS_UID = 0x0002
+COMMAND_FIELD = 0x0100
+MESSAGE_ID = 0x0110
+MESSAGE_ID_BEING_RESPONDED_TO = 0x0120
+PRIORITY = 0x0700
+COMMAND_DATA_SET_TYPE = 0x0800
+STATUS = 0x0900
+ERROR_COMMENT = 0x0902
+AFFECTED_SOP_INSTANCE_UID = 0x1000
+NUMBER_OF_REMAINING_SUBOPERATIONS = 0x1020
+NUMBER_OF_COMPLETED_SUBOPERATIONS = 0x1021
+NUMBER_OF_FAILED_SUBOPERATIONS = 0x1022
+NUMBER_OF_WARNING_SUBOPERATIONS = 0x1023
+MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE = 0x1030
+MOVE_ORIGINATOR_MESSAGE_ID = 0x1031
 
 
 def _element(element: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+    return struct.pack("<HHI", COMMAND_GROUP, element, len(value)) + value
 
 
 def _padded(text: str, pad: bytes) -> bytes:
@@ -28,21 +55,25 @@ def _us(value: int) -> bytes:
 
 def _command(elements: list[bytes]) -> bytes:
     body = b"".join(elements)
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+    return _element(COMMAND_GROUP_LENGTH, struct.pack("<I", len(body))) + body
 
 
 def store_request(sop_class: str, sop_instance: str, message_id: int,
                   originator_aet: str = "", originator_message_id: int | None = None) -> bytes:
     """A C-STORE-RQ (PS3.7 9.3.1.1), with the Move Originator when sent for a C-MOVE."""
     elements = [
-        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(C_STORE_RQ)),
-        _element(0x0110, _us(message_id)), _element(0x0700, _us(0)),
-        _element(0x0800, _us(DATASET_PRESENT)), _element(0x1000, _padded(sop_instance, b"\x00")),
+        _element(AFFECTED_SOP_CLASS_UID, _padded(sop_class, b"\x00")),
+        _element(COMMAND_FIELD, _us(C_STORE_RQ)),
+        _element(MESSAGE_ID, _us(message_id)),
+        _element(PRIORITY, _us(0)),
+        _element(COMMAND_DATA_SET_TYPE, _us(DATASET_PRESENT)),
+        _element(AFFECTED_SOP_INSTANCE_UID, _padded(sop_instance, b"\x00")),
     ]
     if originator_aet:
-        elements.append(_element(0x1030, _padded(originator_aet, b" ")))
+        elements.append(_element(MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+                                 _padded(originator_aet, b" ")))
     if originator_message_id is not None:
-        elements.append(_element(0x1031, _us(originator_message_id)))
+        elements.append(_element(MOVE_ORIGINATOR_MESSAGE_ID, _us(originator_message_id)))
     return _command(elements)
 
 
@@ -50,13 +81,14 @@ def _response(command_field: int, sop_class: str, message_id: int, status: int,
               error_comment: str, has_identifier: bool = False) -> list[bytes]:
     """The elements every DIMSE-C response starts with (PS3.7 9.3), in tag order."""
     elements = [
-        _element(0x0002, _padded(sop_class, b"\x00")), _element(0x0100, _us(command_field)),
-        _element(0x0120, _us(message_id)),
-        _element(0x0800, _us(DATASET_PRESENT if has_identifier else NO_DATASET)),
-        _element(0x0900, _us(status)),
+        _element(AFFECTED_SOP_CLASS_UID, _padded(sop_class, b"\x00")),
+        _element(COMMAND_FIELD, _us(command_field)),
+        _element(MESSAGE_ID_BEING_RESPONDED_TO, _us(message_id)),
+        _element(COMMAND_DATA_SET_TYPE, _us(DATASET_PRESENT if has_identifier else NO_DATASET)),
+        _element(STATUS, _us(status)),
     ]
     if error_comment:
-        elements.append(_element(0x0902, _padded(error_comment[:64], b" ")))
+        elements.append(_element(ERROR_COMMENT, _padded(error_comment[:64], b" ")))
     return elements
 
 
@@ -64,7 +96,7 @@ def store_response(sop_class: str, sop_instance: str, message_id: int, status: i
                    error_comment: str = "") -> bytes:
     """A C-STORE-RSP (PS3.7 9.3.1.2)."""
     elements = _response(C_STORE_RSP, sop_class, message_id, status, error_comment)
-    elements.append(_element(0x1000, _padded(sop_instance, b"\x00")))
+    elements.append(_element(AFFECTED_SOP_INSTANCE_UID, _padded(sop_instance, b"\x00")))
     return _command(elements)
 
 
@@ -78,9 +110,10 @@ def retrieve_response(command_field: int, sop_class: str, message_id: int, statu
     if counts is not None:
         remaining, completed, failed, warning = counts
         if remaining is not None:
-            elements.append(_element(0x1020, _us(remaining)))
-        elements += [_element(0x1021, _us(completed)), _element(0x1022, _us(failed)),
-                     _element(0x1023, _us(warning))]
+            elements.append(_element(NUMBER_OF_REMAINING_SUBOPERATIONS, _us(remaining)))
+        elements += [_element(NUMBER_OF_COMPLETED_SUBOPERATIONS, _us(completed)),
+                     _element(NUMBER_OF_FAILED_SUBOPERATIONS, _us(failed)),
+                     _element(NUMBER_OF_WARNING_SUBOPERATIONS, _us(warning))]
     return _command(elements)
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pynetdicom.pdu_primitives import P_DATA
 
-from pyqrscp.dimse.commands import NO_DATASET, command_us, parse_command
+from pyqrscp.dimse.commands import COMMAND_DATA_SET_TYPE, NO_DATASET, command_us, parse_command
 from pyqrscp.errors import PeerUnavailable
 
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -258,7 +258,7 @@ class MessageAssembler:
     def has_dataset(self) -> bool:
         """CommandDataSetType (0000,0800) other than 0x0101."""
         return (self.command is not None
-                and command_us(self.command, 0x0800, NO_DATASET) != NO_DATASET)
+                and command_us(self.command, COMMAND_DATA_SET_TYPE, NO_DATASET) != NO_DATASET)
 
     @property
     def dataset(self) -> bytes | DatasetSink | None:

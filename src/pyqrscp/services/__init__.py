@@ -22,7 +22,7 @@ from pyqrscp.archive.spool import ReceivedDataset
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.config.options import Options
-from pyqrscp.dimse.commands import C_STORE_RQ
+from pyqrscp.dimse.commands import C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ, N_ACTION_RQ
 from pyqrscp.dimse.part10 import file_header
 from pyqrscp.errors import PyqrscpError, ServiceFailed
 from pyqrscp.link.channel import Channel
@@ -37,8 +37,8 @@ from pyqrscp.status import Status
 
 LOGGER = logging.getLogger(__name__)
 
-_REQUEST_PARTS = {0x0020: "identifier", 0x0021: "identifier", 0x0010: "identifier",
-                  0x0130: "action information"}
+_REQUEST_PARTS = {C_FIND_RQ: "identifier", C_MOVE_RQ: "identifier", C_GET_RQ: "identifier",
+                  N_ACTION_RQ: "action information"}
 """What a request's dataset is called (C-FIND, C-MOVE, C-GET; N-ACTION), in refusals."""
 
 

@@ -23,7 +23,16 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from pyqrscp.archive.dicomfile import read_header
 from pyqrscp.archive.spool import ReceivedDataset
-from pyqrscp.dimse.commands import C_STORE_RQ, NO_DATASET, store_response
+from pyqrscp.dimse.commands import (
+    AFFECTED_SOP_CLASS_UID,
+    AFFECTED_SOP_INSTANCE_UID,
+    C_STORE_RQ,
+    COMMAND_DATA_SET_TYPE,
+    COMMAND_FIELD,
+    MESSAGE_ID,
+    NO_DATASET,
+    store_response,
+)
 from pyqrscp.errors import InvalidDataset, PeerUnavailable, PyqrscpError
 from pyqrscp.link.channel import Channel, MessageBroken, PushedBack, Received, held_channel
 from pyqrscp.link.idle import fast_polling
@@ -66,7 +75,8 @@ class StoreRequest:
     @classmethod
     def of_received(cls, received: Received) -> StoreRequest:
         dataset = received.dataset
-        return cls(received.us(0x0110), received.text(0x0002), received.text(0x1000),
+        return cls(received.us(MESSAGE_ID), received.text(AFFECTED_SOP_CLASS_UID),
+                   received.text(AFFECTED_SOP_INSTANCE_UID),
                    dataset if isinstance(dataset, (bytes, ReceivedDataset)) else b"")
 
 
@@ -204,9 +214,10 @@ def _ours_command(assoc: Any, context_id: int, command: dict[int, bytes]) -> boo
     """:func:`_ours` for a command read from a held channel: a C-STORE-RQ with a dataset and
     the identifying fields pynetdicom requires."""
     received = Received(context_id, command, None)
-    return (received.us(0x0100) == C_STORE_RQ and 0x0110 in command
-            and bool(received.text(0x1000)) and received.us(0x0800) != NO_DATASET
-            and _storage_request(assoc, context_id, received.text(0x0002)))
+    return (received.us(COMMAND_FIELD) == C_STORE_RQ and MESSAGE_ID in command
+            and bool(received.text(AFFECTED_SOP_INSTANCE_UID))
+            and received.us(COMMAND_DATA_SET_TYPE) != NO_DATASET
+            and _storage_request(assoc, context_id, received.text(AFFECTED_SOP_CLASS_UID)))
 
 
 def _storage_request(assoc: Any, context_id: int, sop_class_uid: str) -> bool:
