@@ -46,7 +46,6 @@ SERIES_KEYWORDS = frozenset({
     "DeviceSerialNumber", "SoftwareVersions", "FrameOfReferenceUID",
     "PositionReferenceIndicator", "SeriesType", "Units",
 })
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 
 
 def level_of(keyword: str) -> str:
