@@ -199,6 +199,23 @@ def wait_for_log(server: RunningServer, *parts: str, timeout: float = POLL_DEADL
         raise AssertionError(f"{error}:\n{server.log_text()}") from None
 
 
+def still_open(sock: socket.socket) -> bool:
+    """Is the server keeping this silent connection open (nothing sent, not closed)?  Asked
+    without blocking, so a test orders "served others" before "gave up on this one" instead of
+    timing either."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    return False
+
+
 def identifier(level: str, **keys: str) -> Dataset:
     """A C-FIND/C-MOVE/C-GET identifier: the level and each keyword's value."""
     ds = Dataset()

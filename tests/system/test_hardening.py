@@ -18,12 +18,22 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import RunningServer, have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import (
+    POLL_DEADLINE,
+    RunningServer,
+    have_dcmtk,
+    make_ct,
+    pyqrscp_process,
+    run_tool,
+    still_open,
+    write_config,
+)
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage
@@ -38,7 +48,9 @@ pytestmark = [pytest.mark.dcmtk,
 INDEX = "pyqrscp-index.sqlite3"
 TEMP_PREFIX = ".pyqrscp-tmp-"
 A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07
-ECHO_LIMIT = 1.0
+UNASSOCIATED_WAIT = 300
+"""--unassociated-timeout far beyond any deadline here: silent clients are dropped within the
+tests' deadlines only by ``-ta``."""
 
 # -- PDUs by hand (PS3.8 9.3) ----------------------------------------------------------------
 
@@ -151,36 +163,41 @@ def archive_config(base: Path, extra_globals: str = "") -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     config, area = archive_config(tmp_path_factory.mktemp("hardening"))
-    with pyqrscp_process(config, "-ta", "2") as server:
+    with pyqrscp_process(config, "-ta", "2", "--unassociated-timeout",
+                         str(UNASSOCIATED_WAIT)) as server:
         yield Archive(server, area)
 
 
-def echo(port: int) -> float:
-    """Seconds one echoscu took; fails the test if the echo did not succeed."""
-    started = time.monotonic()
+def echo(port: int) -> None:
+    """One echoscu; fails the test if the echo did not succeed."""
     result = run_tool("echoscu", "-aec", "ARCHIVE", "localhost", str(port), timeout=30)
     assert result.returncode == 0, result.stderr
-    return time.monotonic() - started
 
 
 class EchoLoop:
-    """echoscu again and again from another thread, recording each duration or failure."""
+    """echoscu again and again from another thread (at least once), recording each failure."""
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.durations: list[float] = []
+        self.answered = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            result = run_tool("echoscu", "-aec", "ARCHIVE", "localhost", str(self.port),
-                              timeout=30)
-            self.durations.append(time.monotonic() - started)
-            if result.returncode != 0:
-                self.failures.append(result.stderr)
+        while True:
+            try:
+                result = run_tool("echoscu", "-aec", "ARCHIVE", "localhost", str(self.port),
+                                  timeout=30)
+            except subprocess.TimeoutExpired:
+                self.failures.append("no answer within 30 s")
+            else:
+                if result.returncode != 0:
+                    self.failures.append(result.stderr)
+                else:
+                    self.answered += 1
+            if self._stop.is_set():
+                return
 
     def __enter__(self) -> EchoLoop:
         self._thread.start()
@@ -200,7 +217,7 @@ def test_garbage_is_answered_and_the_server_keeps_serving(archive: Archive,
         answer = exchange(archive.port, garbage)
         echo(archive.port)
     assert answer in garbage.expected
-    assert loop.durations and not loop.failures
+    assert loop.answered and not loop.failures
     assert archive.server.process.poll() is None
 
 
@@ -246,21 +263,39 @@ def closed_by_peer(sock: socket.socket) -> bool:
         return False
 
 
-def test_slow_clients_neither_block_others_nor_stay_forever(archive: Archive) -> None:
-    idle = [socket.create_connection(("127.0.0.1", archive.port)) for _ in range(5)]
-    half_header = socket.create_connection(("127.0.0.1", archive.port))
+@contextmanager
+def slow_clients(port: int) -> Iterator[list[socket.socket]]:
+    """Five connections that never speak and one that stops inside a PDU header."""
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    half_header = socket.create_connection(("127.0.0.1", port))
     half_header.sendall(b"\x01\x00\x00")
     try:
-        durations = [echo(archive.port) for _ in range(3)]
-        assert max(durations) < ECHO_LIMIT, durations
-        started = time.monotonic()
-        for sock in [*idle, half_header]:
-            sock.settimeout(max(0.1, started + 10 - time.monotonic()))
-            assert closed_by_peer(sock), "the server kept a silent client beyond -ta 2"
-        assert time.monotonic() - started < 10
+        yield [*idle, half_header]
     finally:
         for sock in [*idle, half_header]:
             sock.close()
+
+
+def test_slow_clients_do_not_block_others(tmp_path: Path) -> None:
+    """Echoes are answered while the server still waits for every slow client (``-ta`` and
+    the unassociated limit far away): a server serving them one after another would answer
+    only after giving up on them."""
+    config, _area = archive_config(tmp_path)
+    with pyqrscp_process(config, "-ta", str(UNASSOCIATED_WAIT), "--unassociated-timeout",
+                         str(UNASSOCIATED_WAIT)) as server, slow_clients(server.port) as slow:
+        for _ in range(3):
+            echo(server.port)
+        assert all(still_open(sock) for sock in slow), "echoes waited for the slow clients"
+
+
+def test_slow_clients_do_not_stay_forever(archive: Archive) -> None:
+    """-ta 2 drops them although --unassociated-timeout allows far longer than the test
+    waits."""
+    with slow_clients(archive.port) as slow:
+        for sock in slow:
+            sock.settimeout(POLL_DEADLINE)
+            assert closed_by_peer(sock), "the server kept a silent client beyond -ta 2"
+        echo(archive.port)
 
 
 # -- C-STORE abuse ---------------------------------------------------------------------------
@@ -465,8 +500,9 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
         yield Archive(server, area)
 
 
-def timed_find(port: int, patient_name: str) -> tuple[float, int, int]:
-    """(seconds, matches, final status) of one PATIENT-level C-FIND through pynetdicom."""
+def find_patients(port: int, patient_name: str) -> tuple[int, int]:
+    """(matches, final status) of one PATIENT-level C-FIND through pynetdicom; a C-FIND the
+    archive does not answer within the client's DIMSE timeout (30 s) has final status -1."""
     query = Dataset()
     query.QueryRetrieveLevel = "PATIENT"
     with warnings.catch_warnings():
@@ -476,16 +512,15 @@ def timed_find(port: int, patient_name: str) -> tuple[float, int, int]:
     assoc = client_ae(PatientRootQueryRetrieveInformationModelFind).associate(
         "127.0.0.1", port, ae_title="ARCHIVE")
     assert assoc.is_established
-    started = time.monotonic()
     matches, final = 0, -1
     try:
         for status, identifier in assoc.send_c_find(
                 query, PatientRootQueryRetrieveInformationModelFind):
-            final = int(status.Status)
+            final = int(status.get("Status", -1))
             matches += identifier is not None and final in (0xFF00, 0xFF01)
     finally:
         assoc.release()
-    return time.monotonic() - started, matches, final
+    return matches, final
 
 
 @pytest.mark.parametrize("pattern, expected", [
@@ -496,13 +531,13 @@ def timed_find(port: int, patient_name: str) -> tuple[float, int, int]:
 ], ids=["60k-stars-then-letters", "60k-alternating", "nine-stars-then-B", "nine-stars-match"])
 def test_pathological_wildcards_answer_fast(crowded: Archive, pattern: str,
                                             expected: int) -> None:
+    """Answered within the client's DIMSE timeout (30 s, a bound only a backtracking matcher
+    reaches; the linear one takes milliseconds) while other associations keep being served."""
     with EchoLoop(crowded.port) as loop:
-        seconds, matches, final = timed_find(crowded.port, pattern)
+        matches, final = find_patients(crowded.port, pattern)
     assert final == 0x0000
     assert matches == expected
-    assert seconds < 2.0, f"C-FIND took {seconds:.2f} s"
-    assert not loop.failures
-    assert max(loop.durations, default=0.0) < ECHO_LIMIT + 1.0, loop.durations
+    assert loop.answered and not loop.failures
 
 
 # -- graceful shutdown -----------------------------------------------------------------------
@@ -647,7 +682,7 @@ def test_full_disk_refuses_with_a700_and_recovers(tmp_path: Path, small_tmpfs: P
         assert archive.stray_files() == []
         assert all(archive.indexed(dcmread(p).SOPInstanceUID) for p, s in statuses[:-1])
         echo(server.port)
-        assert timed_find(server.port, "*")[2] == 0x0000
+        assert find_patients(server.port, "*")[1] == 0x0000
         filler.unlink()
         assert store_file(server.port, path, monkeypatch).Status == 0x0000
         assert _stored_pixels(archive, dcmread(path).SOPInstanceUID) == bytes(

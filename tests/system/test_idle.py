@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from helpers import write_config
+from helpers import poll_until, write_config
 from pynetdicom import AE
 
 from pyqrscp.config import load_config
@@ -16,32 +15,23 @@ from pyqrscp.link.idle import ACTIVE_DELAY, IDLE_AFTER, IDLE_DELAY
 from pyqrscp.server.server import ArchiveServer
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_idle_association_polls_slower_until_a_request_arrives(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, ["ARCHIVE area RW (10, 1gb) ANY"]))
     server = ArchiveServer(config, dataclasses.replace(Options(), port=0), host="127.0.0.1")
     server.start()
     client = AE()
     client.add_requested_context("1.2.840.10008.1.1")
+    started = time.monotonic()  # before the association: load can only lengthen what is seen
     assoc = client.associate("127.0.0.1", server.port, ae_title="ARCHIVE")
     try:
         assert assoc.is_established
         accepted = server._server.active_associations
         assert len(accepted) == 1
         dul = accepted[0].dul
-        started = time.monotonic()
-        assert _wait_for(lambda: dul._run_loop_delay == IDLE_DELAY)
+        poll_until(lambda: dul._run_loop_delay == IDLE_DELAY, "the idle poll delay")
         assert time.monotonic() - started >= IDLE_AFTER * 0.5
         assert assoc.send_c_echo().Status == 0
-        assert _wait_for(lambda: dul._run_loop_delay == ACTIVE_DELAY, seconds=2.0)
+        poll_until(lambda: dul._run_loop_delay == ACTIVE_DELAY, "the active poll delay")
     finally:
         assoc.release()
         server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from hypothesis import given
@@ -418,13 +417,15 @@ PATHOLOGICAL = [
 ]
 
 
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize(("pattern", "text"), PATHOLOGICAL)
 def test_wildcard_matching_is_not_exponential(pattern: str, text: str) -> None:
+    """A backtracking matcher does not finish these in hours, the linear one takes
+    milliseconds: the 30 s limit (pytest-timeout fails the test) is a deadline only such a
+    regression reaches, never a loaded machine."""
     predicate = compile_element("PatientName", "PN", pattern)
     assert predicate is not None
-    started = time.perf_counter()
     predicate(text)
-    assert time.perf_counter() - started < 1.0
 
 
 def reference_match(pattern: str, text: str) -> bool:
