@@ -125,11 +125,27 @@ def test_a_substring_pattern_is_filtered_in_the_database(db: sqlite3.Connection)
     assert len(rows) == 11  # Adams^1 and Adams^10..19: only matching rows leave the database
 
 
-def test_hierarchical_series_query_searches_the_study_first(db: sqlite3.Connection) -> None:
-    query = parse_identifier(identifier("SERIES", StudyInstanceUID="1.2.7.3", Modality="CT"),
-                             STUDY_ROOT)
-    assert "SEARCH s USING INDEX sqlite_autoindex_study_1" in plan(db, query)
-    assert [r["SeriesInstanceUID"] for r in run_query(db, query)] == ["1.2.8.3"]
+@pytest.mark.parametrize(("level", "keys", "start"), [
+    ("SERIES", {"StudyInstanceUID": "1.2.7.3", "Modality": "CT"},
+     "SEARCH s USING INDEX sqlite_autoindex_study_1"),
+    ("IMAGE", {"StudyInstanceUID": "1.2.7.3", "SeriesInstanceUID": "1.2.8.3",
+               "InstanceNumber": "2"}, "SEARCH r USING INDEX sqlite_autoindex_series_1"),
+    ("STUDY", {"AccessionNumber": "A3", "ModalitiesInStudy": "CT", "StudyDate": "20240101-"},
+     "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)\nLIST SUBQUERY 2\nSEARCH study_value USING "
+     "COVERING INDEX sqlite_autoindex_study_value_1 (tag=? AND value=?)"),
+])
+def test_the_most_selective_key_drives_and_the_others_probe_their_entity(
+        db: sqlite3.Connection, level: str, keys: dict[str, str], start: str) -> None:
+    """A common value (every CT series, every instance numbered 2) is never gathered from the
+    whole archive: the query starts from the UID or the exact value and probes the other keys
+    of each row it reaches."""
+    query = parse_identifier(identifier(level, **keys), STUDY_ROOT)
+    text = plan(db, query)
+    assert text.startswith(start), text
+    assert text.count("LIST SUBQUERY") <= (level == "STUDY"), text
+    probes = [line for line in text.splitlines() if line.startswith("SEARCH v ")]
+    assert probes and all("owner=?" in line for line in probes), text
+    assert len(list(run_query(db, query))) == 1
 
 
 # -- the property: SQL narrowing never changes a result ----------------------------------------

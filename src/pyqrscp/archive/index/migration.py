@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 
-from pyqrscp.archive.index.dialect import SQLITE, Dialect
+from pyqrscp.archive.index.dialect import SQLITE, Dialect, dialect_of
 from pyqrscp.archive.index.schema import (
     DDL,
     META_DDL,
@@ -27,7 +27,7 @@ LOGGER = logging.getLogger(__name__)
 _BATCH = 1000
 
 
-def create_schema(db: sqlite3.Connection, dialect: Dialect = SQLITE) -> None:
+def create_schema(db: sqlite3.Connection, dialect: Dialect | None = None) -> None:
     """Create the tables of a new index, or upgrade an older one; refuse a newer one.
 
     Runs in one write transaction, so two processes opening one new area at once do not
@@ -38,6 +38,7 @@ def create_schema(db: sqlite3.Connection, dialect: Dialect = SQLITE) -> None:
     RuntimeError
         When the index was written by a newer pyqrscp.
     """
+    dialect = dialect or dialect_of(db)
     db.execute(META_DDL)
     db.execute("BEGIN IMMEDIATE")
     try:

@@ -16,7 +16,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from pyqrscp.archive.dicomfile import element_text
-from pyqrscp.archive.index.dialect import SQLITE, Dialect
+from pyqrscp.archive.index.dialect import SQLITE, Dialect, dialect_of
 from pyqrscp.archive.index.schema import level_of, value_tag
 from pyqrscp.archive.index.sql import ALIASES, COUNT_COLUMNS, DEPTHS, conditions
 from pyqrscp.errors import InvalidIdentifier
@@ -186,8 +186,7 @@ _LEVEL_OF_ALIAS = {alias: level for level, alias in ALIASES.items()}
 
 
 def candidates(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False,
-               levels: frozenset[str] | None = None, dialect: Dialect = SQLITE
-               ) -> Iterator[tuple[int, dict[str, str]]]:
+               levels: frozenset[str] | None = None) -> Iterator[tuple[int, dict[str, str]]]:
     """``(row pk, attributes)`` of every matching entity at the query level, streamed from
     the database in batches: the index narrows (:func:`candidate_sql`), the matcher decides.
 
@@ -196,7 +195,7 @@ def candidates(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = F
     matcher = compile_identifier(query.keys, case_sensitive_pn=case_sensitive_pn)
     computed = [k for k in query.return_keys if k in COMPUTED]
     lists = [k for k in computed if k in _LISTS]
-    sql, args = candidate_sql(query, levels, dialect)
+    sql, args = candidate_sql(query, levels, dialect_of(db))
     cursor = db.execute(sql, args)
     while rows := cursor.fetchmany(_BATCH):
         values = {keyword: list_values(db, keyword, {int(row[6]) for row in rows})
@@ -216,15 +215,14 @@ def candidates(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = F
                 yield int(row[4]), attrs
 
 
-def run_query(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False,
-              dialect: Dialect = SQLITE) -> Iterator[dict[str, str]]:
+def run_query(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
+              ) -> Iterator[dict[str, str]]:
     """Yield the attributes of every matching entity at the query level (one per entity),
     as the rows arrive: memory stays flat however many match.
 
     The entry point of every query (C-FIND, DICOMweb): the caller closes ``db`` when done.
     """
-    for _pk, attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query),
-                                 dialect):
+    for _pk, attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query)):
         yield attrs
 
 
@@ -300,12 +298,12 @@ _INSTANCES_UNDER = {
 }
 
 
-def matching_instances(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False,
-                       dialect: Dialect = SQLITE) -> list[tuple[str, str, str, str]]:
+def matching_instances(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
+                       ) -> list[tuple[str, str, str, str]]:
     """``(SOPInstanceUID, SOPClassUID, TransferSyntaxUID, file name)`` of every instance below
     the entities a C-MOVE/C-GET identifier selects, in the order they were stored."""
     found: list[tuple[str, str, str, str]] = []
-    for pk, _attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query), dialect):
+    for pk, _attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query)):
         found.extend(db.execute(
             "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.file_name "
             f"FROM instance i {_INSTANCES_UNDER[query.level]} ORDER BY i.received",

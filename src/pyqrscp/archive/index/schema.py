@@ -111,7 +111,7 @@ _VALUE_TABLE = (
     "CREATE TABLE IF NOT EXISTS {level}_value (tag INTEGER NOT NULL, value {text} NOT NULL, "
     "owner BIGINT NOT NULL REFERENCES {level}(pk) ON DELETE CASCADE, "
     "PRIMARY KEY (tag, value, owner))",
-    "CREATE INDEX IF NOT EXISTS {level}_value_owner ON {level}_value(owner, tag)",
+    "CREATE INDEX IF NOT EXISTS {level}_value_owner ON {level}_value(owner, tag, value)",
 )
 VALUE_TABLES_DDL = tuple(statement.replace("{level}", level)
                          for level in TABLES for statement in _VALUE_TABLE)

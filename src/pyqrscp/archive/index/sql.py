@@ -20,6 +20,7 @@ Placeholders are ``?`` throughout; literals never appear in the SQL text.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pyqrscp.archive.index.dialect import Dialect
 from pyqrscp.archive.index.schema import UID_COLUMNS, level_of, value_level, value_tag, value_vr
@@ -46,30 +47,60 @@ def conditions(keys: Sequence[tuple[str, str, str]], depth: int, dialect: Dialec
     InvalidIdentifier
         If a DA, TM or DT value is malformed.
     """
+    found = [condition for keyword, vr, terms in narrowing_terms(keys)
+             if (condition := key_condition(keyword, vr, terms, depth, dialect)) is not None]
+    driver = min(range(len(found)), key=lambda n: found[n].rank, default=-1)
     where: list[str] = []
     args: list[object] = []
-    for keyword, vr, terms in narrowing_terms(keys):
-        found = key_condition(keyword, vr, terms, depth, dialect)
-        if found is not None:
-            where.append(found[0])
-            args.extend(found[1])
+    for index, condition in enumerate(found):
+        where.append(condition.sql(drives=index == driver))
+        args.extend(condition.args)
     return where, args
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One key's condition.  A key on value rows reads either as ``pk IN (rows with the value)``
+    (it drives: the database starts from the matching value rows) or as ``EXISTS`` (a probe
+    of the row's own values through the owner index), so that one query reads the index of
+    its most selective key and probes the others, however common their values are."""
+
+    rank: int
+    """How selective it looks: 0 a UID, 1 exact values, 2 prefixes or ranges, 3 patterns
+    with no literal prefix (scanned), 9 a kept count (never drives)."""
+    args: tuple[object, ...]
+    plain: str = ""
+    table: str = ""
+    alias: str = ""
+    test: str = ""
+
+    def sql(self, drives: bool) -> str:
+        if self.plain:
+            return self.plain
+        if drives:
+            return (f"{self.alias}.pk IN (SELECT owner FROM {self.table} WHERE tag = ? AND "
+                    f"({self.test}))")
+        return (f"EXISTS (SELECT 1 FROM {self.table} v WHERE v.owner = {self.alias}.pk AND "
+                f"v.tag = ? AND ({self.test}))")
+
+
 def key_condition(keyword: str, vr: str, terms: KeyTerms, depth: int, dialect: Dialect
-                  ) -> tuple[str, list[object]] | None:
-    """One key's condition and parameters, or ``None`` when the index cannot narrow it."""
+                  ) -> Condition | None:
+    """One key's condition, or ``None`` when the index cannot narrow it."""
     if keyword in COUNT_COLUMNS:
         column = COUNT_COLUMNS[keyword]
         if DEPTHS[_LEVEL_OF_ALIAS[column[0]]] > depth or terms.patterns or terms.ranges:
             return None
         counts = [int(text) for text in terms.exact if text.isdigit() and str(int(text)) == text]
-        return _one_of(column, counts, dialect) if counts else ("1 = 0", [])
+        sql, values = _one_of(column, counts, dialect) if counts else ("1 = 0", [])
+        return Condition(9, tuple(values), plain=sql)
     if keyword in UID_COLUMNS:
         level = level_of(keyword)
         if vr != "UI" or DEPTHS[level] > depth:
             return None
-        return _one_of(f"{ALIASES[level]}.{UID_COLUMNS[keyword]}", list(terms.exact), dialect)
+        sql, values = _one_of(f"{ALIASES[level]}.{UID_COLUMNS[keyword]}", list(terms.exact),
+                              dialect)
+        return Condition(0 if keyword != "SOPClassUID" else 9, tuple(values), plain=sql)
     level = value_level(keyword)
     if value_vr(keyword) != vr or DEPTHS[level] > depth:
         return None
@@ -88,9 +119,10 @@ def key_condition(keyword: str, vr: str, terms: KeyTerms, depth: int, dialect: D
         parts.append("(" + " AND ".join(f"value {op} ?" for op, v in bounds if v is not None)
                      + ")")
         args.extend(v for _, v in bounds if v is not None)
-    sql = (f"{ALIASES[level]}.pk IN (SELECT owner FROM {level}_value WHERE tag = ? AND "
-           f"({' OR '.join(parts)}))")
-    return sql, args
+    rank = (3 if any(not prefix for prefix, _ in terms.patterns) else
+            2 if terms.patterns or terms.ranges else 1)
+    return Condition(rank, tuple(args), table=f"{level}_value", alias=ALIASES[level],
+                     test=" OR ".join(parts))
 
 
 _LEVEL_OF_ALIAS = {alias: level for level, alias in ALIASES.items()}
