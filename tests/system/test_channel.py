@@ -24,9 +24,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from pyqrscp.dimse.acse import ProposedContext
 from pyqrscp.dimse.commands import store_request
 from pyqrscp.dimse.pdus import ABORT, P_DATA_TF, RELEASE_RQ, p_data, pdu_header
-from pyqrscp.link.sender import ProposedContext, StoreAssociation
+from pyqrscp.link.sender import StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")

@@ -38,9 +38,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
+from pyqrscp.dimse.acse import ProposedContext
 from pyqrscp.dimse.commands import command_us, parse_command
 from pyqrscp.dimse.pdus import P_DATA_TF, message, pdvs, read_pdu
-from pyqrscp.link.sender import ProposedContext, StoreAssociation
+from pyqrscp.link.sender import StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
 AE = "PYQRSCP"

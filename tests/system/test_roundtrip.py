@@ -48,8 +48,9 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
 
 from pyqrscp.archive.dicomfile import read_header
+from pyqrscp.dimse.acse import ProposedContext
 from pyqrscp.dimse.part10 import file_header
-from pyqrscp.link.sender import ProposedContext, StoreAssociation
+from pyqrscp.link.sender import StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
 pytestmark = [pytest.mark.dcmtk,

@@ -18,10 +18,11 @@ from helpers import DCMTK_ENV, free_port, make_ct, run_tool
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, evt
 
+from pyqrscp.dimse.acse import MAX_CONTEXTS, propose
 from pyqrscp.dimse.contexts import UNCOMPRESSED
 from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
-from pyqrscp.link.sender import MAX_CONTEXTS, StoreAssociation, propose
+from pyqrscp.link.sender import StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
 

@@ -17,11 +17,12 @@ from pydicom.uid import UID
 from pyqrscp.archive.index.query import InformationModel
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Config, Peer, resolve_move_destination
+from pyqrscp.dimse.acse import propose
 from pyqrscp.dimse.contexts import UNCOMPRESSED, proposed_syntaxes
 from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.link.hostnames import HostLookup, host_matches, peer_host_names
-from pyqrscp.link.sender import StoreAssociation, propose
+from pyqrscp.link.sender import StoreAssociation
 from pyqrscp.link.titles import called_aet, calling_aet
 from pyqrscp.services.common import peer_of
 from pyqrscp.services.retrieve import (
