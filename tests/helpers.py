@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,12 @@ from typing import TypeVar
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from pyqrscp.cli.command import parse_flags, resolve_options
+from pyqrscp.cli.logs import LEVELS
+from pyqrscp.config import load_config
+from pyqrscp.loglines import DcmtkFormatter
+from pyqrscp.server.server import ArchiveServer, validate_options
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 TOOL_TIMEOUT = 60
@@ -154,6 +161,54 @@ def pyqrscp_process(config: Path, *extra: str, port: int = 0) -> Iterator[Runnin
             process.stderr.close()
 
 
+@dataclass
+class ServerInProcess:
+    """The archive served by this test process (port 0), its log lines as pyqrscp prints them."""
+    server: ArchiveServer
+    port: int
+    log: list[str]
+
+    def log_text(self) -> str:
+        return "\n".join(self.log)
+
+
+class _LogLines(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+        self.setFormatter(DcmtkFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def pyqrscp_in_process(config: Path, *extra: str) -> Iterator[ServerInProcess]:
+    """The server ``pyqrscp -v -c CONFIG EXTRA... 0`` would run (same flags, config and option
+    resolution), started in this process on port 0: yields once it listens, always stops it.
+    For service tests that need no process boundary (no signals, exit codes, log files)."""
+    flags = parse_flags(["-v", "-c", str(config), *extra, "0"])
+    loaded = load_config(config)
+    options = resolve_options(flags, loaded)
+    validate_options(options)
+    log: list[str] = []
+    handler = _LogLines(log)
+    logger = logging.getLogger("pyqrscp")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:] = [handler]
+    logger.setLevel(LEVELS[flags.get("log_level", "warn")])
+    logger.propagate = False
+    server = ArchiveServer(loaded, options, host=options.bind or "")
+    try:
+        server.start()
+        try:
+            yield ServerInProcess(server, server.port, log)
+        finally:
+            server.stop()
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
 def run_tool(*args: str, timeout: int = TOOL_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK command-line tool and capture what it prints."""
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
@@ -187,7 +242,7 @@ def poll_until(probe: Callable[[], T | None], what: str,
         pause.wait(0.05)
 
 
-def wait_for_log(server: RunningServer, *parts: str, timeout: float = POLL_DEADLINE) -> str:
+def wait_for_log(server: RunningServer | ServerInProcess, *parts: str, timeout: float = POLL_DEADLINE) -> str:
     """The first log line holding every part; fails the test with the whole log when none
     appears in time (the log is read by another thread)."""
     def line() -> str | None:
