@@ -1,4 +1,5 @@
-"""C-FIND against the installed ``pyqrscp``, asked by DCMTK's findscu (responses read with pydicom).
+"""C-FIND against pyqrscp served in-process on port 0, asked by DCMTK's findscu (responses read
+with pydicom).
 
 One server and one data set (stored with storescu) serve most queries; the expected values come
 from what the fixture stored, never from the server.

@@ -1,4 +1,5 @@
-"""C-MOVE and C-GET against the installed ``pyqrscp``, with DCMTK's movescu, getscu and storescp.
+"""C-MOVE and C-GET against pyqrscp served in-process on port 0, with DCMTK's movescu, getscu
+and storescp.
 
 One archive (one config, one storage folder shared by several AE titles) and one ``storescp``
 destination serve the module; what arrives is compared with what was stored, dataset by dataset.
@@ -16,11 +17,11 @@ import pydicom
 import pytest
 from helpers import (
     DCMTK_ENV,
-    RunningServer,
+    ServerInProcess,
     free_port,
     have_dcmtk,
     make_ct,
-    pyqrscp_process,
+    pyqrscp_in_process,
     run_tool,
 )
 from helpers import write_config as write_dcmqrscp_config
@@ -38,7 +39,7 @@ LAYOUT = {1: ("P1", ((1, 2), (2, 1))), 2: ("P2", ((1, 1),)), 3: ("P1", ((1, 1),)
 
 @dataclass(frozen=True)
 class Archive:
-    server: RunningServer
+    server: ServerInProcess
     config: Path
     stored: dict[str, Path]  # SOP instance UID -> the file storescu sent
     acme_port: int  # the port of acme1 = (ACME1, localhost, PORT2)
@@ -105,7 +106,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
             stdout=log, stderr=subprocess.STDOUT, env=DCMTK_ENV)
     try:
         _wait_for_echo(destination, dest_port, "DEST")
-        with pyqrscp_process(config) as server:
+        with pyqrscp_in_process(config) as server:
             sent = run_tool("storescu", "-aec", "ARCHIVE", "localhost", str(server.port),
                             *(str(path) for path in stored.values()))
             assert sent.returncode == 0, sent.stderr
@@ -281,7 +282,7 @@ def test_destination_down_fails_every_sub_operation_and_server_keeps_serving(
 
 def test_move_aetitle_restriction(archive_clean: Archive) -> None:
     keys = ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={ROOT}.2"]
-    with pyqrscp_process(archive_clean.config, "-ZA") as server:
+    with pyqrscp_in_process(archive_clean.config, "-ZA") as server:
         foreign = movescu(server.port, "-S", keys, extra=["-aet", "MOVESCU"])
         assert foreign.final_status == MOVE_DESTINATION_UNKNOWN
         assert archive_clean.received() == {}
@@ -312,7 +313,7 @@ def test_read_only_area_refuses_store(archive: Archive, tmp_path: Path) -> None:
 
 
 def test_disable_get(archive: Archive, tmp_path: Path) -> None:
-    with pyqrscp_process(archive.config, "--disable-get") as server:
+    with pyqrscp_in_process(archive.config, "--disable-get") as server:
         result = getscu(server.port, ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={ROOT}.1"],
                         tmp_path)
         moved_still = run_tool("echoscu", "-aec", "ARCHIVE", "localhost", str(server.port))

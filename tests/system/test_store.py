@@ -1,4 +1,5 @@
-"""C-STORE with the real DCMTK tools against the real ``pyqrscp`` process.
+"""C-STORE with the real DCMTK tools against pyqrscp served in-process on port 0 (the crash test
+kills the real ``pyqrscp`` process).
 
 Outcomes are read where they land: tool output and exit codes, the files in the storage area,
 and the SQLite index itself.
@@ -16,11 +17,13 @@ from pathlib import Path
 import pytest
 from helpers import (
     DCMTK_ENV,
-    RunningServer,
+    ServerInProcess,
     have_dcmtk,
     make_ct,
+    pyqrscp_in_process,
     pyqrscp_process,
     run_tool,
+    wait_for_log,
     write_config,
 )
 from pydicom import dcmread
@@ -55,7 +58,7 @@ class Archive:
     """One running pyqrscp with its config folder."""
 
     root: Path
-    server: RunningServer
+    server: ServerInProcess
 
     @property
     def port(self) -> str:
@@ -81,7 +84,7 @@ class Archive:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     root = tmp_path_factory.mktemp("archive")
-    with pyqrscp_process(write_config(root, AE_ROWS)) as server:
+    with pyqrscp_in_process(write_config(root, AE_ROWS)) as server:
         yield Archive(root, server)
 
 
@@ -156,7 +159,7 @@ def test_write_only_area_stores_but_refuses_find(archive: Archive, sources: Path
 def test_max_associations_rejects_transient_when_full(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["STORE store RW (10, 1mb) ANY"],
                           extra_globals="MaxAssociations = 1")
-    with pyqrscp_process(config) as server:
+    with pyqrscp_in_process(config) as server:
         ae = AE(ae_title="HOLDER")
         ae.add_requested_context(VERIFICATION)
         held = ae.associate("127.0.0.1", server.port, ae_title="STORE")
@@ -240,7 +243,7 @@ def test_duplicate_keeps_one_row_with_the_second_content(archive: Archive,
                           (sop_uid,)).fetchone()[0] == 1
     assert_same_dataset(second, archive.stored("store", sop_uid))
     assert str(dcmread(archive.stored("store", sop_uid)).PatientName) == "Second^Copy"
-    assert "replaced older copy" in archive.server.log_text()
+    wait_for_log(archive.server, "replaced older copy")
     files_and_rows_agree(archive.area("store"))
 
 
@@ -287,7 +290,7 @@ def test_byte_quota_evicts_the_oldest_instance_and_refuses_a_too_large_one(
 def test_ignore_answers_success_and_stores_nothing(tmp_path: Path, sources: Path) -> None:
     config = write_config(tmp_path, ["STORE store RW (10, 1mb) ANY"])
     paths = [make_ct(sources) for _ in range(3)]
-    with pyqrscp_process(config, "--ignore") as server:
+    with pyqrscp_in_process(config, "--ignore") as server:
         result = run_tool("storescu", "-v", "-aec", "STORE", "127.0.0.1", str(server.port),
                           *map(str, paths))
     assert result.returncode == 0, result.stderr
