@@ -1,4 +1,5 @@
-"""C-MOVE (and C-GET cancel) outcomes against the installed ``pyqrscp``: cancel, partial
+"""C-MOVE (and C-GET cancel) outcomes against pyqrscp served in-process on port 0 (the SIGTERM
+test runs the real ``pyqrscp`` process): cancel, partial
 failure, unreachable destination, and a long move under CPU load (pynetdicom's sender lost
 C-STORE-RSPs there, see docs/performance.md)."""
 
@@ -25,6 +26,7 @@ from helpers import (
     have_dcmtk,
     make_ct,
     poll_until,
+    pyqrscp_in_process,
     pyqrscp_process,
     run_tool,
 )
@@ -80,9 +82,10 @@ class Archive:
 
 @contextmanager
 def archive(tmp_path: Path, count: int, rows: int = 8, *server_flags: str,
-            max_associations: int = 16) -> Iterator[Archive]:
+            max_associations: int = 16, real_process: bool = False) -> Iterator[Archive]:
     """An ARCHIVE area holding one study of ``count`` instances (registered with
-    ``pyqrscp index``), served by the real pyqrscp; DEST is a free port, DOWN a closed one."""
+    ``pyqrscp index``), served in-process on port 0 (by the real ``pyqrscp`` process with
+    ``real_process``); DEST is a free port, DOWN a closed one."""
     files = tmp_path / "files"
     files.mkdir()
     uids = [f"{STUDY}.1.{n}" for n in range(1, count + 1)]
@@ -100,9 +103,13 @@ def archive(tmp_path: Path, count: int, rows: int = 8, *server_flags: str,
                               "ARCHIVE", str(files)], capture_output=True, text=True,
                              timeout=300)
     assert indexed.returncode == 0, indexed.stderr
-    with pyqrscp_process(config, *server_flags) as server:
-        yield Archive(server.port, tmp_path / "area", uids, destination_port, server.process,
-                      server.log)
+    if real_process:
+        with pyqrscp_process(config, *server_flags) as running:
+            yield Archive(running.port, tmp_path / "area", uids, destination_port,
+                          running.process, running.log)
+        return
+    with pyqrscp_in_process(config, *server_flags) as server:
+        yield Archive(server.port, tmp_path / "area", uids, destination_port, None, server.log)
 
 
 @dataclass
@@ -344,7 +351,8 @@ def test_sigterm_during_a_held_get_stops_after_the_grace_period(tmp_path: Path) 
         release.wait(timeout=60)  # and hangs in its first sub-operation
         return 0x0000
 
-    with archive(tmp_path, 1, 8, "-td", "60", "-ta", str(LONG_ACSE_TIMEOUT)) as arc:
+    with archive(tmp_path, 1, 8, "-td", "60", "-ta", str(LONG_ACSE_TIMEOUT),
+                 real_process=True) as arc:
         process = arc.process
         assert process is not None
 
