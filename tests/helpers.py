@@ -242,7 +242,8 @@ def poll_until(probe: Callable[[], T | None], what: str,
         pause.wait(0.05)
 
 
-def wait_for_log(server: RunningServer | ServerInProcess, *parts: str, timeout: float = POLL_DEADLINE) -> str:
+def wait_for_log(server: RunningServer | ServerInProcess, *parts: str,
+                 timeout: float = POLL_DEADLINE) -> str:
     """The first log line holding every part; fails the test with the whole log when none
     appears in time (the log is read by another thread)."""
     def line() -> str | None:
