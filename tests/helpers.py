@@ -183,11 +183,12 @@ class _LogLines(logging.Handler):
 
 
 @contextmanager
-def pyqrscp_in_process(config: Path, *extra: str) -> Iterator[ServerInProcess]:
-    """The server ``pyqrscp -v -c CONFIG EXTRA... 0`` would run (same flags, config and option
-    resolution), started in this process on port 0: yields once it listens, always stops it.
-    For service tests that need no process boundary (no signals, exit codes, log files)."""
-    flags = parse_flags(["-v", "-c", str(config), *extra, "0"])
+def pyqrscp_in_process(config: Path, *extra: str, port: int = 0) -> Iterator[ServerInProcess]:
+    """The server ``pyqrscp -v -c CONFIG EXTRA... PORT`` would run (same flags, config and
+    option resolution), started in this process (port 0 unless told): yields once it listens,
+    always stops it.  For service tests that need no process boundary (no signals, exit codes,
+    log files, memory of the process)."""
+    flags = parse_flags(["-v", "-c", str(config), *extra, str(port)])
     loaded = load_config(config)
     options = resolve_options(flags, loaded)
     validate_options(options)

@@ -1,6 +1,6 @@
 """The held channel (``channel.py``): after the first C-STORE of a stream pyqrscp reads the
-association's socket itself and pushes back whatever it does not serve.  These tests drive the
-installed ``pyqrscp`` with pynetdicom and with hand-made PDUs (pyqrscp's own SCU, whose socket we
+association's socket itself and pushes back whatever it does not serve.  These tests drive
+pyqrscp served in-process on port 0 with pynetdicom and with hand-made PDUs (pyqrscp's own SCU, whose socket we
 write to directly) at the seams: other services between stores, two messages in one PDU, an
 abort or a malformed PDU inside a held message, an oversized PDU."""
 
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import have_dcmtk, make_ct, pyqrscp_in_process, run_tool, write_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -38,7 +38,7 @@ STUDY = "1.2.826.0.1.3680043.9.7781.1"
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
     config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'area'} RW (10, 10gb) ANY"])
-    with pyqrscp_process(config) as running:
+    with pyqrscp_in_process(config) as running:
         yield running.port, tmp_path / "area", running.log
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import free_port, make_ct, pyqrscp_process, write_config
+from helpers import free_port, make_ct, pyqrscp_in_process, wait_for_log, write_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
@@ -265,7 +265,7 @@ def test_damaged_file_is_not_committed(setup: Setup) -> None:
 
 def test_requester_gone_gets_report_on_new_association(setup: Setup) -> None:
     setup.requester.listen()
-    with pyqrscp_process(setup.config, "-ll", "info") as server:
+    with pyqrscp_in_process(setup.config, "-ll", "info") as server:
         setup.requester.store(server.port, list((setup.base / "in").iterdir()))
         status, transaction_uid, _ = setup.requester.request(
             server.port, setup.stored, in_band=False)
@@ -278,7 +278,7 @@ def test_requester_gone_gets_report_on_new_association(setup: Setup) -> None:
     assert report.event_type == 1
     assert report.information.TransactionUID == transaction_uid
     assert sorted(committed(report)) == sorted(uid for _, uid in setup.stored)
-    assert "Sent Storage Commitment report to MODALITY" in server.log_text()
+    wait_for_log(server, "Sent Storage Commitment report to MODALITY")
 
 
 @leaks_refused_socket

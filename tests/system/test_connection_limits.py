@@ -19,7 +19,14 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import (
+    have_dcmtk,
+    make_ct,
+    pyqrscp_process,
+    run_tool,
+    wait_for_log,
+    write_config,
+)
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -179,11 +186,10 @@ def test_a_peer_stopping_inside_a_pdu_after_association_is_dropped(
             assert closed_within(sock, 30), "the server kept a peer stalled inside a PDU"
         assert run_tool("echoscu", "-aec", "ARCHIVE", "localhost",
                         str(server.port)).returncode == 0
-        log = server.log_text()
-    assert "sent part of a PDU and then nothing for 2.0 s" in log
-    assert "HOSTILE (127.0.0.1)" in log
-    # pynetdicom's own error records come through, in pyqrscp's format
-    assert "E: Connection closed before the entire PDU was received" in log
+        wait_for_log(server, "sent part of a PDU and then nothing for 2.0 s")
+        wait_for_log(server, "HOSTILE (127.0.0.1)")
+        # pynetdicom's own error records come through, in pyqrscp's format
+        wait_for_log(server, "E: Connection closed before the entire PDU was received")
 
 
 # -- connections without an A-ASSOCIATE-RQ ---------------------------------------------------------
@@ -219,9 +225,8 @@ def test_unassociated_connections_have_their_own_bounded_allowance(tmp_path: Pat
                 assert closed_within(extra, 30)
         assert run_tool("echoscu", "-aec", "ARCHIVE", "localhost",
                         str(server.port)).returncode == 0
-        log = server.log_text()
-    assert "connection from 127.0.0.1 closed" in log
-    assert "--max-unassociated-per-host 3" in log
+        wait_for_log(server, "connection from 127.0.0.1 closed")
+        wait_for_log(server, "--max-unassociated-per-host 3")
 
 
 def test_a_connection_without_a_request_is_closed_after_the_unassociated_timeout(

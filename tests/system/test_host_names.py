@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import have_dcmtk, pyqrscp_process, run_tool, write_config
+from helpers import have_dcmtk, poll_until, pyqrscp_process, run_tool, wait_for_log, write_config
 
 HOSTS = Path("/etc/hosts")
 HOSTS_LOCK = Path("/tmp/pyqrscp-tests-etc-hosts.lock")
@@ -68,7 +67,5 @@ def test_a_peer_whose_name_resolves_later_is_accepted_without_restart(tmp_path: 
     with pyqrscp_process(config) as server:
         assert not echo(server.port)  # the name does not resolve (yet): rejected
         with hosts_line(f"127.0.0.1 {name}"):
-            deadline = time.monotonic() + 30
-            while not echo(server.port):
-                assert time.monotonic() < deadline, "the failed lookup was never retried"
-        assert "not a peer of PRIVATE" in server.log_text()
+            poll_until(lambda: echo(server.port), "the failed lookup to be retried")
+        wait_for_log(server, "not a peer of PRIVATE")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import RunningServer, pyqrscp_process, write_config
+from helpers import RunningServer, poll_until, pyqrscp_process, wait_for_log, write_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -236,6 +236,8 @@ def test_endless_dataset_is_aborted_past_the_limit_with_bounded_memory(
     assert sent < ENDLESS_CAP or answer == 0x07, "the server let the dataset go on"
     assert archive.peak_growth_mib(before) < MEMORY_BOUND_MIB
     assert echo_works(archive.port)
+    poll_until(lambda: archive.server.log_text().count("Aborting the association") > aborts,
+               "the abort's log line")
     assert archive.server.log_text().count("Aborting the association") == aborts + 1
     assert archive.leftovers("small") == []
 
@@ -345,7 +347,7 @@ def test_identifier_past_max_request_size_gets_a900(strict: Archive, service: st
             assert [int(s.Status) for s in _statuses(assoc.send_c_find(short, model))] == [0]
     finally:
         assoc.release()
-    assert "identifier exceeds --max-request-size (100000 bytes)" in strict.server.log_text()
+    wait_for_log(strict.server, "identifier exceeds --max-request-size (100000 bytes)")
 
 
 def test_storage_commitment_past_max_request_size_gets_0213(strict: Archive) -> None:
@@ -368,5 +370,5 @@ def test_storage_commitment_past_max_request_size_gets_0213(strict: Archive) -> 
     finally:
         assoc.release()
     assert status.Status == 0x0213
-    assert "Storage Commitment request from PEER" in strict.server.log_text()
-    assert "action information exceeds --max-request-size" in strict.server.log_text()
+    wait_for_log(strict.server, "Storage Commitment request from PEER")
+    wait_for_log(strict.server, "action information exceeds --max-request-size")

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import free_port, have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import free_port, have_dcmtk, make_ct, pyqrscp_in_process, run_tool, write_config
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 
@@ -19,7 +19,7 @@ def test_move_into_own_area_completes(tmp_path: Path) -> None:
     incoming.mkdir()
     files = [make_ct(incoming, study_uid="1.2.826.0.1.99.1", series_uid="1.2.826.0.1.99.1.1",
                      instance_number=i) for i in range(5)]
-    with pyqrscp_process(config, port=port) as server:
+    with pyqrscp_in_process(config, port=port) as server:
         stored = run_tool("storescu", "-aet", "MODALITY", "-aec", "COMMON", "localhost",
                           str(server.port), *map(str, files))
         assert stored.returncode == 0, stored.stderr
