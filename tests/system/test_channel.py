@@ -1,8 +1,8 @@
 """The held channel (``channel.py``): after the first C-STORE of a stream pyqrscp reads the
 association's socket itself and pushes back whatever it does not serve.  These tests drive
-pyqrscp served in-process on port 0 with pynetdicom and with hand-made PDUs (pyqrscp's own SCU, whose socket we
-write to directly) at the seams: other services between stores, two messages in one PDU, an
-abort or a malformed PDU inside a held message, an oversized PDU."""
+pyqrscp served in-process on port 0 with pynetdicom and with hand-made PDUs (pyqrscp's own SCU,
+whose socket we write to directly) at the seams: other services between stores, two messages in
+one PDU, an abort or a malformed PDU inside a held message, an oversized PDU."""
 
 from __future__ import annotations
 
