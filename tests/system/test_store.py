@@ -7,6 +7,7 @@ and the SQLite index itself.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -329,6 +330,9 @@ def test_dataset_uid_differing_from_the_command_is_refused(
 # -- crash safety -----------------------------------------------------------------------------
 
 def test_sigkill_mid_burst_loses_nothing_acknowledged(tmp_path: Path, sources: Path) -> None:
+    """storescu's output goes through a one-page pipe read unbuffered: it blocks a dozen files
+    ahead of what the test has read, however slowly the test runs, so the kill lands mid-burst
+    (with the usual 64 KiB pipe a loaded test could read the 20th answer after the 60th)."""
     config = write_config(tmp_path, ["STORE store RW (100, 100mb) ANY"])
     paths = [make_ct(sources, study_uid=f"1.2.826.0.1.77.{n % 3}") for n in range(60)]
     acknowledged: list[str] = []
@@ -337,10 +341,11 @@ def test_sigkill_mid_burst_loses_nothing_acknowledged(tmp_path: Path, sources: P
         with subprocess.Popen(
                 ["storescu", "-v", "-aec", "STORE", "127.0.0.1", str(server.port),
                  *map(str, paths)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                text=True, env=DCMTK_ENV) as sender:
+                bufsize=0, env=DCMTK_ENV) as sender:
             assert sender.stderr is not None
+            fcntl.fcntl(sender.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
             sending = ""
-            for line in sender.stderr:
+            for line in map(bytes.decode, iter(sender.stderr.readline, b"")):
                 if "Sending file:" in line:
                     sending = line.split("Sending file:", 1)[1].strip()
                 elif "Received Store Response (Success)" in line:
