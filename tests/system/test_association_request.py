@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    RunningServer,
+    ServerInProcess,
     free_port,
-    pyqrscp_process,
+    pyqrscp_in_process,
     run_tool,
     wait_for_log,
     write_config,
@@ -61,10 +61,10 @@ def answer(port: int, pdu: bytes) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInProcess]:
     base = tmp_path_factory.mktemp("association-request")
     config = write_config(base, [f"ARCHIVE {base / 'db'} RW (100, 64mb) ANY"])
-    with pyqrscp_process(config) as server:
+    with pyqrscp_in_process(config) as server:
         yield server
 
 
@@ -73,7 +73,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
     (b"ARCHIVE\x00" + b" " * 8, b"NULPAD2\x00       "),
     (b"ARCHIVE\x00junk\x00\x00\x00\x00", b"NULPAD3\x00\x01\x02"),
 ])
-def test_ae_titles_padded_with_nul_are_accepted(archive: RunningServer, called: bytes,
+def test_ae_titles_padded_with_nul_are_accepted(archive: ServerInProcess, called: bytes,
                                                 calling: bytes) -> None:
     assert answer(archive.port, associate_rq(called, calling)) == A_ASSOCIATE_AC
     name = calling.split(b"\x00")[0].decode()
@@ -91,14 +91,14 @@ def test_ae_titles_padded_with_nul_are_accepted(archive: RunningServer, called: 
      "Association Rejected 127.0.0.1: UNKNOWN -> NOSUCHAE"),
 ])
 def test_every_refused_request_is_logged_with_peer_titles_and_reason(
-        archive: RunningServer, called: bytes, calling: bytes, version: int, answered: int,
+        archive: ServerInProcess, called: bytes, calling: bytes, version: int, answered: int,
         logged: str) -> None:
     assert answer(archive.port, associate_rq(called, calling, version)) == answered
     assert wait_for_log(archive, logged).startswith("W: ")
     assert echo_still_served(archive)
 
 
-def echo_still_served(archive: RunningServer) -> bool:
+def echo_still_served(archive: ServerInProcess) -> bool:
     return answer(archive.port, associate_rq(b"ARCHIVE", b"AFTER")) == A_ASSOCIATE_AC
 
 

@@ -1,4 +1,4 @@
-"""Identifiers listing very many values per key, against the installed ``pyqrscp``.
+"""Identifiers listing very many values per key, against pyqrscp served in-process on port 0.
 
 A key lists at most ``MAX_VALUES_PER_KEY`` values; past it C-FIND, C-MOVE and C-GET answer
 0xA900 with an ErrorComment and one log line, and the association goes on.  Up to the bound, UID
@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from helpers import (
-    RunningServer,
+    ServerInProcess,
     have_dcmtk,
     identifier,
     make_ct,
-    pyqrscp_process,
+    pyqrscp_in_process,
     run_tool,
     wait_for_log,
     write_config,
@@ -47,7 +47,7 @@ IDENTIFIER_DOES_NOT_MATCH = 0xA900
 
 @dataclass
 class Archive:
-    server: RunningServer
+    server: ServerInProcess
 
     @property
     def port(self) -> int:
@@ -62,7 +62,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
         make_ct(base / "in", study_uid=STUDY_UID, series_uid=f"{STUDY_UID}.1", sop_uid=sop_uid,
                 instance_number=number, rows=2)
     config = write_config(base, [f"ARCHIVE {base / 'db'} RW (100, 64mb) ANY"])
-    with pyqrscp_process(config) as server:
+    with pyqrscp_in_process(config) as server:
         stored = run_tool("storescu", "-aec", "ARCHIVE", "localhost", str(server.port), "+sd",
                           str(base / "in"))
         assert stored.returncode == 0, stored.stderr

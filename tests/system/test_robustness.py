@@ -7,7 +7,14 @@ import warnings
 from pathlib import Path
 
 import pytest
-from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import (
+    have_dcmtk,
+    make_ct,
+    pyqrscp_in_process,
+    pyqrscp_process,
+    run_tool,
+    write_config,
+)
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -22,7 +29,7 @@ STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 def test_non_ascii_level_gets_a_failure_response_not_silence(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["ARCHIVE area RW (10, 1gb) ANY"])
-    with pyqrscp_process(config) as server:
+    with pyqrscp_in_process(config) as server:
         client = AE()
         client.dimse_timeout = 10
         client.add_requested_context(STUDY_ROOT_FIND)
@@ -42,7 +49,7 @@ def test_non_ascii_level_gets_a_failure_response_not_silence(tmp_path: Path) -> 
 def test_deflated_store_is_kept(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["ARCHIVE area RW (10, 1gb) ANY"])
     source = make_ct(tmp_path)
-    with pyqrscp_process(config, "+xd") as server:
+    with pyqrscp_in_process(config, "+xd") as server:
         stored = run_tool("storescu", "-xd", "-aec", "ARCHIVE", "localhost", str(server.port),
                           str(source))
     assert stored.returncode == 0, stored.stderr
@@ -70,7 +77,7 @@ def test_rebuild_refuses_an_area_a_server_is_using(tmp_path: Path,
 def test_two_spellings_of_one_folder_share_one_area(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["ONE area RW (10, 1gb) ANY", "TWO ./area/. RW (10, 1gb) ANY"])
     source = make_ct(tmp_path)
-    with pyqrscp_process(config) as server:
+    with pyqrscp_in_process(config) as server:
         for called in ("ONE", "TWO"):
             stored = run_tool("storescu", "-aec", called, "localhost", str(server.port),
                               str(source))
