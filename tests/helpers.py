@@ -31,6 +31,12 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 TOOL_TIMEOUT = 60
 
 
+def stored_files(area: Path) -> set[str]:
+    """The ``.dcm`` files of a storage area, in either layout (flat, or in hash folders), by
+    their names relative to the area (as the index holds them)."""
+    return {p.relative_to(area).as_posix() for p in area.rglob("*.dcm")}
+
+
 def have_dcmtk() -> bool:
     return shutil.which("echoscu") is not None and shutil.which("storescu") is not None
 

@@ -14,7 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import have_dcmtk, make_ct, pyqrscp_in_process, run_tool, write_config
+from helpers import (
+    have_dcmtk,
+    make_ct,
+    pyqrscp_in_process,
+    run_tool,
+    stored_files,
+    write_config,
+)
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -171,8 +178,8 @@ def test_an_abort_inside_a_held_message_keeps_nothing_of_it(
         server_closes(assoc.sock)
     assert run_tool("echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(port)).returncode == 0
     assert stored_uids(area) == {str(dcmread(first).SOPInstanceUID)}
-    assert [name for name in (p.name for p in area.iterdir()) if name.endswith(".dcm")] \
-        == [stored_file(area, str(dcmread(first).SOPInstanceUID)).name]
+    assert stored_files(area) == {
+        stored_file(area, str(dcmread(first).SOPInstanceUID)).relative_to(area).as_posix()}
     assert any("Association Aborted" in line for line in log)
 
 

@@ -224,7 +224,7 @@ def test_malformed_stow_bodies_get_4xx_and_write_nothing(tmp_path: Path) -> None
         assert "quoted" in cases["unquoted type"].text
         assert indexed(web.areas["a"]) == 0
         assert leftovers(web.areas["a"]) == []
-        assert [p.name for p in web.areas["a"].glob("*.dcm")] == []
+        assert [p.name for p in web.areas["a"].rglob("*.dcm")] == []
 
 
 def test_stow_past_the_per_study_quota_is_refused(tmp_path: Path) -> None:

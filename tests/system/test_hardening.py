@@ -32,6 +32,7 @@ from helpers import (
     pyqrscp_process,
     run_tool,
     still_open,
+    stored_files,
     write_config,
 )
 from pydicom import dcmread
@@ -144,9 +145,8 @@ class Archive:
     def stray_files(self) -> list[str]:
         """Temp files, and data files that no index row names (half-written or orphaned)."""
         known = self.file_names()
-        return sorted(name for name in os.listdir(self.area)
-                      if name.startswith(TEMP_PREFIX)
-                      or (name.endswith(".dcm") and name not in known))
+        return sorted([name for name in os.listdir(self.area) if name.startswith(TEMP_PREFIX)]
+                      + [name for name in stored_files(self.area) if name not in known])
 
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.server.process.pid}/status").read_text()

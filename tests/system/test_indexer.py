@@ -14,7 +14,7 @@ from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
 from pydicom import dcmread
 
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
-from pyqrscp.archive.storage import GENERATED_NAME
+from pyqrscp.archive.layout import GENERATED_NAME
 from pyqrscp.cli.index import main
 
 AE_ROWS = [
@@ -78,7 +78,7 @@ def test_bad_files_are_reported_and_skipped(config: Path, sources: Path,
     for path in (sources / "notes.txt", truncated, missing):
         assert f"skipped {path}" in err
     assert set(index_of(config.parent / "archive")) == {sop_uid(good)}
-    assert len(list((config.parent / "archive").glob("*.dcm"))) == 1
+    assert len(list((config.parent / "archive").rglob("*.dcm"))) == 1
 
 
 def test_quotas_apply_as_for_c_store(config: Path, sources: Path,
@@ -106,7 +106,7 @@ def test_a_duplicate_replaces_the_earlier_copy(config: Path, sources: Path) -> N
     assert main(["-c", str(config), "ARCHIVE", str(sources / "old"), str(newer)]) == 0
     area = config.parent / "archive"
     assert (area / index_of(area)[uid]).read_bytes() == newer.read_bytes()
-    assert len(list(area.glob("*.dcm"))) == 1
+    assert len(list(area.rglob("*.dcm"))) == 1
 
 
 def test_files_inside_the_area_are_not_copied_onto_themselves(
@@ -125,7 +125,7 @@ def test_files_inside_the_area_are_not_copied_onto_themselves(
     assert str(area) not in err
     after = index_of(area)
     assert set(after) == set(before)  # the source file was indexed again, nothing else
-    assert {p.name for p in area.glob("*.dcm")} == set(after.values())
+    assert {p.relative_to(area).as_posix() for p in area.rglob("*.dcm")} == set(after.values())
 
 
 def test_rebuild_after_the_index_file_was_deleted(config: Path, sources: Path,
@@ -174,7 +174,7 @@ def test_rebuild_keeps_the_order_quotas_evict_in(config: Path, sources: Path) ->
     assert main(["-c", str(config), "TWO", str(sources / "s0")]) == 0
     assert main(["-c", str(config), "TWO", str(sources / "s1")]) == 0
     area = config.parent / "two"
-    oldest, newest = sorted(area.glob("*.dcm"), key=lambda p: p.stat().st_mtime_ns)
+    oldest, newest = sorted(area.rglob("*.dcm"), key=lambda p: p.stat().st_mtime_ns)
     os.utime(oldest, ns=(1_000_000_000, 1_000_000_000))  # unambiguous, whatever the clock
     (area / INDEX_FILE_NAME).unlink()
     assert main(["-c", str(config), "TWO", "--rebuild"]) == 0
@@ -199,7 +199,7 @@ def test_usage_errors_exit_2(config: Path, capsys: pytest.CaptureFixture[str],
                              argv: list[str], message: str) -> None:
     assert main(["-c", str(config), *argv]) == 2
     assert message in capsys.readouterr().err
-    assert not list((config.parent / "archive").glob("*.dcm"))
+    assert not list((config.parent / "archive").rglob("*.dcm"))
 
 
 def test_config_errors_exit_2_with_location(tmp_path: Path,
@@ -253,4 +253,60 @@ def test_progress_is_shown_on_a_terminal(config: Path, sources: Path) -> None:
         assert process.wait(timeout=60) == 0
     finally:
         os.close(controller)
-    assert b"\rindexing 3/3 file(s)" in shown
+    assert b"\rindexing:" in shown and b"/3 [" in shown and b" files/s]" in shown  # rate, ETA
+
+
+def test_rebuild_finds_files_in_either_layout_and_they_are_served(
+        config: Path, sources: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study_uid = "1.2.826.0.1.60"
+    for _ in range(4):
+        make_ct(sources, study_uid=study_uid)
+    assert main(["-c", str(config), "ARCHIVE", str(sources)]) == 0
+    area = config.parent / "archive"
+    nested = index_of(area)
+    assert all(name.count("/") == 2 for name in nested.values())
+    flat = {}  # two files as an earlier version kept them: flat in the area's own folder
+    for uid in sorted(nested)[:2]:
+        flat[uid] = nested[uid].rpartition("/")[2]
+        (area / nested[uid]).rename(area / flat[uid])
+    for name in (INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm"):
+        (area / name).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["-c", str(config), "ARCHIVE", "--rebuild"]) == 0
+    assert "4 file(s) indexed, 0 skipped" in capsys.readouterr().out
+    assert index_of(area) == {**nested, **flat}
+    if not have_dcmtk():
+        return
+    out = tmp_path / "out"
+    out.mkdir()
+    with pyqrscp_process(config) as server:
+        got = run_tool("getscu", "-S", "-aec", "ARCHIVE", "-od", str(out), "localhost",
+                       str(server.port), "-k", "QueryRetrieveLevel=STUDY",
+                       "-k", f"StudyInstanceUID={study_uid}")
+        assert got.returncode == 0, got.stderr
+        assert {sop_uid(path) for path in out.iterdir()} == set(nested)
+        flat_uid = sorted(flat)[0]
+        removed = subprocess.run([sys.executable, "-m", "pyqrscp", "rm", "-c", str(config),
+                                  "ARCHIVE", "--instance", flat_uid], capture_output=True,
+                                 text=True, timeout=60)
+        assert removed.returncode == 0, removed.stderr
+    assert not (area / flat[flat_uid]).exists()
+    assert set(index_of(area)) == set(nested) - {flat_uid}
+
+
+def test_files_that_are_not_dicom_are_summed_up_in_one_line(
+        config: Path, sources: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_ct(sources)
+    for n in range(5):
+        (sources / f"notes{n}.txt").write_text(f"not DICOM {n}")
+    fake = sources / "fake.dcm"  # "DICM", then an element whose VR pydicom warns about
+    fake.write_bytes(b"\0" * 128 + b"DICM" + bytes.fromhex("e0178a4d0102") + b"\xff" * 40)
+    assert main(["-c", str(config), "ARCHIVE", str(sources)]) == 1
+    out, err = capsys.readouterr()
+    assert "1 file(s) indexed, 6 skipped" in out
+    lines = err.splitlines()
+    assert len(lines) == 2, err  # the summary and the one DICOM-looking file; no warnings
+    assert lines[0].startswith(f"pyqrscp index: skipped {fake}: ")
+    assert lines[1] == (f"pyqrscp index: skipped 5 files that are not DICOM (no DICOM file "
+                        f"meta information): {sources / 'notes0.txt'}, {sources / 'notes1.txt'}, "
+                        f"{sources / 'notes2.txt'} and 2 more")

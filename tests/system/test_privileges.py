@@ -24,7 +24,7 @@ from helpers import have_dcmtk, make_ct, poll_until, pyqrscp_process, run_tool, 
 from query_tool import findscu
 
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
-from pyqrscp.archive.storage import LOCK_FILE_NAME
+from pyqrscp.archive.layout import LOCK_FILE_NAME
 from pyqrscp.cli.index import main as index_main
 
 PLANTED_NAME = "CT_0123456789abcdef.dcm"  # named like a file pyqrscp generates
@@ -196,7 +196,9 @@ def test_a_stored_file_replaced_by_a_link_is_not_served(machine: Machine) -> Non
     with pyqrscp_process(config) as server:
         stored = run_tool("storescu", "-aec", "A", "localhost", str(server.port), str(source))
         assert stored.returncode == 0, stored.stdout + stored.stderr
-        (stored_file,) = area.glob("*.dcm")
+        (stored_file,) = area.rglob("*.dcm")
+        # the hash folder is root's (the server runs as root): hand it to the user who plants
+        os.chown(stored_file.parent, machine.user.pw_uid, machine.group.gr_gid)
         machine.plant_link(machine.secret, stored_file)
         got = getscu(server.port, "A", study_uid, machine.base / "out")
     assert received(machine.base / "out") == []
@@ -240,7 +242,7 @@ def _patient_ids(config: Path, ae_title: str) -> list[str]:
 def test_index_skips_links_into_another_area(machine: Machine,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     config, _a, b = _two_areas(machine)
-    (b_file,) = b.glob("*.dcm")
+    (b_file,) = b.rglob("*.dcm")
     incoming = machine.user_folder("incoming")
     machine.plant_link(b_file, incoming / "file.dcm")
     machine.plant_link(b, incoming / "folder")

@@ -13,6 +13,7 @@ from helpers import (
     pyqrscp_in_process,
     pyqrscp_process,
     run_tool,
+    stored_files,
     write_config,
 )
 from pydicom import dcmread
@@ -85,4 +86,4 @@ def test_two_spellings_of_one_folder_share_one_area(tmp_path: Path) -> None:
     assert "leftovers kept" not in server.log_text()
     with sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME) as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 1
-    assert len(list((tmp_path / "area").glob("*.dcm"))) == 1
+    assert len(stored_files(tmp_path / "area")) == 1

@@ -6,7 +6,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import free_port, have_dcmtk, make_ct, pyqrscp_in_process, run_tool, write_config
+from helpers import (
+    free_port,
+    have_dcmtk,
+    make_ct,
+    pyqrscp_in_process,
+    run_tool,
+    stored_files,
+    write_config,
+)
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 
@@ -35,4 +43,4 @@ def test_move_into_own_area_completes(tmp_path: Path) -> None:
     assert echo.returncode == 0
     with sqlite3.connect(tmp_path / "area" / "pyqrscp-index.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 5
-    assert len(list((tmp_path / "area").glob("*.dcm"))) == 5
+    assert len(stored_files(tmp_path / "area")) == 5

@@ -24,6 +24,7 @@ from helpers import (
     pyqrscp_in_process,
     pyqrscp_process,
     run_tool,
+    stored_files,
     wait_for_log,
     write_config,
 )
@@ -38,7 +39,7 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
-from pyqrscp.archive.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX
+from pyqrscp.archive.layout import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -106,7 +107,7 @@ def files_and_rows_agree(area: Path) -> None:
     """Every row names a file, every generated file has a row, no temp file is left."""
     with sqlite3.connect(area / INDEX_FILE_NAME) as db:
         indexed = [row[0] for row in db.execute("SELECT file_name FROM instance")]
-    present = {p.name for p in area.iterdir() if GENERATED_NAME.match(p.name)}
+    present = {name for name in stored_files(area) if GENERATED_NAME.match(name)}
     assert sorted(indexed) == sorted(present)
     assert not [p for p in area.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
@@ -142,7 +143,7 @@ def test_read_only_area_refuses_storage_but_echoes(archive: Archive, sources: Pa
     assert "No Acceptable Presentation Contexts" in stored.stderr
     assert echo.returncode == 0, echo.stderr
     assert archive.index("ronly") == {}
-    assert not list(archive.area("ronly").glob("*.dcm"))
+    assert not stored_files(archive.area("ronly"))
 
 
 def test_write_only_area_stores_but_refuses_find(archive: Archive, sources: Path) -> None:
@@ -296,7 +297,7 @@ def test_ignore_answers_success_and_stores_nothing(tmp_path: Path, sources: Path
                           *map(str, paths))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("Received Store Response (Success)") == 3
-    assert not list((tmp_path / "store").glob("*.dcm"))
+    assert not stored_files(tmp_path / "store")
     with sqlite3.connect(tmp_path / "store" / INDEX_FILE_NAME) as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 0
 
@@ -367,5 +368,6 @@ def test_sigkill_mid_burst_loses_nothing_acknowledged(tmp_path: Path, sources: P
     for sop_uid, name in index.items():
         assert_same_dataset(sources / f"{sop_uid}.dcm", area / name)
     files_and_rows_agree(area)
-    assert {p.name for p in area.iterdir()} - set(index.values()) <= {
+    every_file = {p.relative_to(area).as_posix() for p in area.rglob("*") if p.is_file()}
+    assert every_file - set(index.values()) <= {
         INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm", LOCK_FILE_NAME}

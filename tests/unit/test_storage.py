@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,8 @@ from helpers import make_ct
 
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
-from pyqrscp.archive.storage import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX, StorageArea
+from pyqrscp.archive.layout import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX
+from pyqrscp.archive.storage import StorageArea, StoreResult
 from pyqrscp.config import Quota
 from pyqrscp.errors import InvalidDataset, QuotaExceeded, StorageFailure
 
@@ -61,13 +67,36 @@ def studies(area: StorageArea) -> set[str]:
 
 
 def dicom_files(area: StorageArea) -> set[str]:
-    return {p.name for p in area.root.iterdir() if p.name.endswith(".dcm")}
+    """Every ``.dcm`` file of the area (either layout), by its name relative to the area."""
+    return {p.relative_to(area.root).as_posix() for p in area.root.rglob("*.dcm")}
+
+
+def area_entries(area: StorageArea) -> set[str]:
+    """Every file of the area but its index and lock file, relative to the area."""
+    return {p.relative_to(area.root).as_posix() for p in area.root.rglob("*")
+            if not p.is_dir() and not p.name.startswith(INDEX_FILE_NAME)
+            and p.name != LOCK_FILE_NAME}
+
+
+@contextmanager
+def stopped_uncleanly(area: StorageArea) -> Iterator[sqlite3.Connection]:
+    """What a killed process leaves behind: its index connection never closed, so the index's
+    WAL file is still there when the area opens next."""
+    db = sqlite3.connect(area.index_path)
+    try:
+        db.execute("SELECT COUNT(*) FROM instance").fetchone()
+        yield db
+    finally:
+        db.close()
 
 
 def test_store_writes_the_bytes_and_one_index_row(area: StorageArea, sources: Path) -> None:
     header, data = instance(sources, sop_uid="1.2.826.0.1.1")
     result = area.store(header, data)
-    assert GENERATED_NAME.match(result.file_name) and result.file_name.startswith("CT_")
+    assert GENERATED_NAME.match(result.file_name)
+    folders, _, own_name = result.file_name.rpartition("/")
+    series_hash = hashlib.sha256(header.series_instance_uid.encode()).hexdigest()
+    assert own_name.startswith("CT_") and folders == f"{series_hash[:2]}/{series_hash[2:4]}"
     assert (area.root / result.file_name).read_bytes() == data
     assert rows(area) == {"1.2.826.0.1.1": result.file_name}
     assert dicom_files(area) == {result.file_name}
@@ -163,21 +192,65 @@ def test_leftovers_are_removed_when_the_area_opens(tmp_path: Path, sources: Path
     area.close()
     (area.root / f"{TEMP_PREFIX}0123456789abcdef").write_bytes(b"half a file")
     (area.root / "CT_0123456789abcdef.dcm").write_bytes(b"renamed, never indexed")
+    (area.root / "01" / "23").mkdir(parents=True)
+    (area.root / "01/23/CT_0123456789abcdee.dcm").write_bytes(b"renamed, never indexed")
     (area.root / "notes.txt").write_text("not ours")
     (area.root / "ct_0123456789abcdef.dcm").write_text("not a generated name")
+    with stopped_uncleanly(area):
+        reopened = open_area(area.root)
+        reopened.close()
+    assert area_entries(area) == {kept, "notes.txt", "ct_0123456789abcdef.dcm"}
+
+
+def test_a_clean_start_removes_temp_files_and_lists_no_hash_folder(tmp_path: Path,
+                                                                   sources: Path) -> None:
+    """Start-up work must not grow with the archive: after a clean stop only the area's own
+    folder is listed (for temp files); the files of the hash folders are not looked at."""
+    area = open_area(tmp_path / "area")
+    kept = area.store(*instance(sources)).file_name
+    area.close()
+    assert not (area.root / f"{INDEX_FILE_NAME}-wal").exists()
+    (area.root / f"{TEMP_PREFIX}0123456789abcdef").write_bytes(b"half a file")
+    (area.root / "01" / "23").mkdir(parents=True)
+    (area.root / "01/23/CT_0123456789abcdee.dcm").write_bytes(b"not looked at")
     reopened = open_area(area.root)
     reopened.close()
-    remaining = {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)
-                 and p.name != LOCK_FILE_NAME}
-    assert remaining == {kept, "notes.txt", "ct_0123456789abcdef.dcm"}
+    assert area_entries(area) == {kept, "01/23/CT_0123456789abcdee.dcm"}
 
 
-def lose_rows(area: StorageArea, *sop_instance_uids: str) -> None:
+def test_a_process_killed_between_rename_and_index_leaves_a_file_the_next_start_indexes(
+        tmp_path: Path, sources: Path) -> None:
+    """A real kill: the index's WAL file survives it, and that is what makes the next start
+    search the hash folders."""
+    area = open_area(tmp_path / "area")
+    area.close()
+    header, data = instance(sources)
+    (sources / "data.dcm").write_bytes(data)
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from pyqrscp.config import Quota\n"
+        "from pyqrscp.archive.durable import place, write_temp\n"
+        "from pyqrscp.archive.storage import StorageArea\n"
+        "area = StorageArea(Path(sys.argv[1]), Quota(100, 1 << 30))\n"
+        "area.open()\n"
+        "place(area.root, write_temp(area.root, Path(sys.argv[2]).read_bytes(), True),\n"
+        "      '0a/0b/CT_0a0b000000000001.dcm', True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", script, str(area.root),
+                             str(sources / "data.dcm")], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    reopened = open_area(area.root)
+    reopened.close()
+    assert rows(area) == {header.sop_instance_uid: "0a/0b/CT_0a0b000000000001.dcm"}
+
+
+def lose_rows(db: sqlite3.Connection, *sop_instance_uids: str) -> None:
     """What a power loss does to commits that were not flushed yet: the rows are gone."""
-    with sqlite3.connect(area.index_path) as db:
-        db.execute("PRAGMA foreign_keys=ON")
-        for uid in sop_instance_uids:
-            db.execute("DELETE FROM instance WHERE sop_instance_uid=?", (uid,))
+    db.execute("PRAGMA foreign_keys=ON")
+    for uid in sop_instance_uids:
+        db.execute("DELETE FROM instance WHERE sop_instance_uid=?", (uid,))
+    db.commit()
 
 
 def test_files_whose_rows_were_lost_are_indexed_again_when_the_area_opens(
@@ -188,11 +261,12 @@ def test_files_whose_rows_were_lost_are_indexed_again_when_the_area_opens(
     first_name = area.store(first_header, first).file_name
     second_name = area.store(second_header, second).file_name
     area.close()
-    lose_rows(area, first_header.sop_instance_uid, second_header.sop_instance_uid)
-    assert rows(area) == {}
-    reopened = open_area(area.root)
-    assert reopened.settle_leftovers() == ([], [])  # nothing left to settle the second time
-    reopened.close()
+    with stopped_uncleanly(area) as db:
+        lose_rows(db, first_header.sop_instance_uid, second_header.sop_instance_uid)
+        assert rows(area) == {}
+        reopened = open_area(area.root)
+        assert reopened.settle_leftovers() == ([], [])  # nothing left to settle the second time
+        reopened.close()
     assert rows(area) == {first_header.sop_instance_uid: first_name,
                           second_header.sop_instance_uid: second_name}
     assert (area.root / first_name).read_bytes() == first
@@ -206,8 +280,9 @@ def test_a_leftover_copy_of_an_indexed_instance_is_removed_not_indexed(
     area.close()
     stale = "CT_00000000000000ff.dcm"  # a replaced copy whose removal a crash interrupted
     (area.root / stale).write_bytes(data)
-    reopened = open_area(area.root)
-    reopened.close()
+    with stopped_uncleanly(area):
+        reopened = open_area(area.root)
+        reopened.close()
     assert rows(area) == {header.sop_instance_uid: kept}
     assert dicom_files(area) == {kept}
 
@@ -219,9 +294,10 @@ def test_leftovers_are_indexed_under_the_quota(tmp_path: Path, sources: Path) ->
     area.store(old_header, old)
     new_name = area.store(new_header, new).file_name  # evicts study 1.2.3.1
     area.close()
-    lose_rows(area, new_header.sop_instance_uid)
-    reopened = open_area(area.root, Quota(1, 100 * MB))
-    reopened.close()
+    with stopped_uncleanly(area) as db:
+        lose_rows(db, new_header.sop_instance_uid)
+        reopened = open_area(area.root, Quota(1, 100 * MB))
+        reopened.close()
     assert rows(area) == {new_header.sop_instance_uid: new_name}
     assert studies(area) == {"1.2.3.2"}
 
@@ -233,15 +309,16 @@ def test_a_file_that_cannot_be_indexed_now_is_kept_not_deleted(tmp_path: Path,
     header, data = instance(sources)
     name = area.store(header, data).file_name
     area.close()
-    lose_rows(area, header.sop_instance_uid)
-    with sqlite3.connect(area.index_path) as db:
+    with stopped_uncleanly(area) as db:
+        lose_rows(db, header.sop_instance_uid)
         db.execute("CREATE TRIGGER refuse BEFORE INSERT ON instance "
                    "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
-    reopened = open_area(area.root)
-    reopened.close()
-    assert (area.root / name).read_bytes() == data
-    with sqlite3.connect(area.index_path) as db:
+        reopened = open_area(area.root)
+        reopened.close()
+        assert (area.root / name).read_bytes() == data
         db.execute("DROP TRIGGER refuse")
+    # the stop was clean now, but the file still waits: the next start sweeps again
+    assert not (area.root / f"{INDEX_FILE_NAME}-wal").exists()
     again = open_area(area.root)
     again.close()
     assert rows(area) == {header.sop_instance_uid: name}
@@ -255,10 +332,11 @@ def test_leftovers_are_read_with_the_servers_uid_padding(tmp_path: Path, sources
     header = read_header(data, uid_padding=True)
     name = area.store(header, data).file_name
     area.close()
-    lose_rows(area, header.sop_instance_uid)
-    reopened = StorageArea(area.root, ROOMY, durable=False, uid_padding=True)
-    reopened.open()
-    reopened.close()
+    with stopped_uncleanly(area) as db:
+        lose_rows(db, header.sop_instance_uid)
+        reopened = StorageArea(area.root, ROOMY, durable=False, uid_padding=True)
+        reopened.open()
+        reopened.close()
     assert rows(area) == {"1.2.3.4.5": name}
 
 
@@ -270,9 +348,7 @@ def test_a_failing_index_write_leaves_no_file(area: StorageArea, sources: Path) 
                    "BEGIN SELECT RAISE(ABORT, 'simulated disk full'); END")
     with pytest.raises(StorageFailure, match="simulated disk full"):
         area.store(*instance(sources))
-    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)
-                 and p.name != LOCK_FILE_NAME} \
-        == {kept}
+    assert area_entries(area) == {kept}
     assert rows(area) == {kept_header.sop_instance_uid: kept}
     # A failed store of a duplicate keeps the old copy.
     with pytest.raises(StorageFailure):
@@ -287,9 +363,7 @@ def test_a_closed_index_fails_the_store_and_leaves_no_file(tmp_path: Path,
     area._db.close()  # the connection dies under the area (as on an I/O error)
     with pytest.raises(StorageFailure):
         area.store(*instance(sources))
-    assert {p.name for p in area.root.iterdir() if not p.name.startswith(INDEX_FILE_NAME)
-                 and p.name != LOCK_FILE_NAME} \
-        == set()
+    assert area_entries(area) == set()
 
 
 @pytest.mark.parametrize("modality", ["../../x", "..\\..\\x", "/etc/passwd", "", "A" * 40])
@@ -308,9 +382,12 @@ def test_a_malicious_modality_never_escapes_the_area(tmp_path: Path, sources: Pa
 
 
 def test_path_of_refuses_names_that_are_not_plain(area: StorageArea) -> None:
-    for name in ("../x.dcm", "a/b.dcm", "..", "", "a\\b"):
+    for name in ("../x.dcm", "a/b.dcm", "..", "", "a\\b", "ab/cd/..", "ab/../x.dcm",
+                 "/etc/passwd", "ab/cd/ef/x.dcm", "AB/cd/x.dcm", "ab/cd/", "ab/cd/a\\b"):
         with pytest.raises(StorageFailure):
             area.path_of(name)
+    for name in ("ab/cd/CT_abcd000000000000.dcm", "CT_abcd000000000000.dcm"):
+        assert area.path_of(name) == area.root / name
 
 
 @pytest.mark.parametrize("field,uid", [
@@ -426,12 +503,21 @@ def test_a_fifo_or_link_named_like_a_stored_file_is_left_alone(tmp_path: Path,
     root.mkdir()
     os.mkfifo(root / "CT_0000000000000001.dcm")
     (root / "CT_0000000000000002.dcm").symlink_to(make_ct(sources))
+    (root / "00" / "00").mkdir(parents=True)
+    os.mkfifo(root / "00/00/CT_0000000000000003.dcm")
+    (root / "00/00/CT_0000000000000004.dcm").symlink_to(make_ct(sources))
+    (root / "11").symlink_to(sources)  # a linked hash folder is never entered
+    make_ct(sources).rename(sources / "CT_1100000000000005.dcm")
     area = open_area(root)
-    try:
-        assert rows(area) == {}
-    finally:
-        area.close()
+    area.close()
+    with stopped_uncleanly(area):
+        area = open_area(root)
+        try:
+            assert rows(area) == {}
+        finally:
+            area.close()
     assert (root / "CT_0000000000000002.dcm").is_symlink()
+    assert (root / "00/00/CT_0000000000000004.dcm").is_symlink()
 
 
 @pytest.mark.parametrize("name", [LOCK_FILE_NAME, INDEX_FILE_NAME])
@@ -443,3 +529,122 @@ def test_a_linked_lock_file_or_index_stops_the_area_from_opening(tmp_path: Path,
     with pytest.raises(StorageFailure, match="a symbolic link"):
         open_area(root)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_batch_stores_every_instance_durably_in_hash_folders(area: StorageArea,
+                                                                sources: Path) -> None:
+    items = [instance(sources, study_uid=f"1.2.8.{n % 3}") for n in range(30)]
+    results = area.store_batch(items)
+    assert all(isinstance(result, StoreResult) for result in results)
+    stored = {header.sop_instance_uid: result.file_name
+              for (header, _), result in zip(items, results, strict=True)
+              if isinstance(result, StoreResult)}
+    assert rows(area) == stored
+    assert dicom_files(area) == set(stored.values())
+    for (_, data), result in zip(items, results, strict=True):
+        assert isinstance(result, StoreResult) and GENERATED_NAME.match(result.file_name)
+        assert (area.root / result.file_name).read_bytes() == data
+    assert not [p for p in area.root.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_a_refused_instance_costs_only_itself_in_a_batch(tmp_path: Path, sources: Path) -> None:
+    good = [instance(sources, rows=4, study_uid="1.2.8.50") for _ in range(3)]
+    too_large = instance(sources, rows=64, study_uid="1.2.8.50")
+    refused_by_index = instance(sources, rows=4, study_uid="1.2.8.50", sop_uid="1.2.826.0.1.99")
+    area = open_area(tmp_path / "area", Quota(10, len(good[0][1]) * 2 + 200))
+    with sqlite3.connect(area.index_path) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON instance WHEN "
+                   "NEW.sop_instance_uid='1.2.826.0.1.99' "
+                   "BEGIN SELECT RAISE(ABORT, 'simulated refusal'); END")
+    results = area.store_batch([good[0], too_large, good[1], refused_by_index, good[2]])
+    area.close()
+    assert isinstance(results[1], QuotaExceeded)
+    assert isinstance(results[3], StorageFailure) and "simulated refusal" in str(results[3])
+    stored = [result for result in results if isinstance(result, StoreResult)]
+    assert len(stored) == 3
+    assert stored[2].evicted_instances == (good[0][0].sop_instance_uid,)  # per-study bytes
+    assert rows(area) == {header.sop_instance_uid: result.file_name
+                          for (header, _), result in zip(good[1:], stored[1:], strict=True)}
+    assert area_entries(area) == {result.file_name for result in stored[1:]}
+
+
+def test_a_duplicate_within_a_batch_replaces_the_earlier_copy(area: StorageArea,
+                                                              sources: Path) -> None:
+    first = instance(sources, sop_uid="1.2.826.0.1.98", patient_name="First")
+    second = instance(sources, sop_uid="1.2.826.0.1.98", patient_name="Second")
+    results = area.store_batch([first, second])
+    assert isinstance(results[1], StoreResult) and results[1].replaced
+    assert rows(area) == {"1.2.826.0.1.98": results[1].file_name}
+    assert area_entries(area) == {results[1].file_name}
+    assert (area.root / results[1].file_name).read_bytes() == second[1]
+
+
+def test_a_batch_evicts_studies_by_the_quota_in_store_order(tmp_path: Path,
+                                                            sources: Path) -> None:
+    area = open_area(tmp_path / "area", Quota(2, MB))
+    items = [instance(sources, study_uid=f"1.2.9.{n}") for n in range(4)]
+    results = area.store_batch(items)
+    area.close()
+    assert [r.evicted_studies for r in results if isinstance(r, StoreResult)] == [
+        (), (), ("1.2.9.0",), ("1.2.9.1",)]
+    assert studies(area) == {"1.2.9.2", "1.2.9.3"}
+    assert area_entries(area) == set(rows(area).values())
+
+
+def flatten(area: StorageArea) -> None:
+    """Make the area what an earlier version wrote: every file flat in the area's folder."""
+    with sqlite3.connect(area.index_path) as db:
+        for name in [row[0] for row in db.execute("SELECT file_name FROM instance")]:
+            flat = name.rpartition("/")[2]
+            (area.root / name).rename(area.root / flat)
+            db.execute("UPDATE instance SET file_name=? WHERE file_name=?", (flat, name))
+    for folder in sorted(area.root.glob("*/*")) + sorted(area.root.glob("*")):
+        if folder.is_dir():
+            folder.rmdir()
+
+
+def test_an_area_of_flat_files_keeps_working(tmp_path: Path, sources: Path) -> None:
+    """Files of an earlier version stay where they are: found, replaced, evicted and deleted
+    through their index rows, while new files go into hash folders."""
+    area = open_area(tmp_path / "area", Quota(2, MB))
+    old = {study: area.store(*instance(sources, study_uid=study, sop_uid=f"{study}.1"))
+           for study in ("1.2.10.1", "1.2.10.2")}
+    area.close()
+    flatten(area)
+    assert dicom_files(area) == {r.file_name.rpartition("/")[2] for r in old.values()}
+    area = open_area(area.root, Quota(2, MB))
+    flat_names = set(rows(area).values())
+    again = instance(sources, study_uid="1.2.10.2", sop_uid="1.2.10.2.1")
+    replaced = area.store(*again)
+    assert replaced.replaced and "/" in replaced.file_name
+    evicting = area.store(*instance(sources, study_uid="1.2.10.3"))
+    assert evicting.evicted_studies == ("1.2.10.1",)
+    assert dicom_files(area) == {replaced.file_name, evicting.file_name}
+    assert not flat_names & dicom_files(area)
+    area.close()
+
+    flatten(area)
+    area = open_area(area.root, Quota(2, MB))
+    assert area.delete("study", "1.2.10.2") == (1, len(again[1]))
+    assert dicom_files(area) == set(rows(area).values()) and len(rows(area)) == 1
+    area.close()
+
+
+def test_a_sweep_after_an_unclean_stop_finds_flat_and_nested_files(tmp_path: Path,
+                                                                   sources: Path) -> None:
+    area = open_area(tmp_path / "area")
+    flat_header, flat_data = instance(sources)
+    nested_header, nested_data = instance(sources)
+    area.store(flat_header, flat_data)
+    area.close()
+    flatten(area)
+    area = open_area(area.root)
+    nested = area.store(nested_header, nested_data).file_name
+    area.close()
+    flat = rows(area)[flat_header.sop_instance_uid]
+    with stopped_uncleanly(area) as db:
+        lose_rows(db, flat_header.sop_instance_uid, nested_header.sop_instance_uid)
+        reopened = open_area(area.root)
+        reopened.close()
+    assert rows(area) == {flat_header.sop_instance_uid: flat,
+                          nested_header.sop_instance_uid: nested}

@@ -4,110 +4,140 @@ Two modes, both meant for a stopped server (opening an area removes leftovers of
 another process may still be doing):
 
 * :func:`add_files` copies every file found (folders recursively) through
-  :meth:`StorageArea.store`, so file names are generated and quotas apply as for C-STORE;
-* :func:`rebuild` recreates the index rows from the area's own files in one transaction,
-  keeping every file where it is.
+  :meth:`StorageArea.store_batch`, so file names are generated and quotas apply as for C-STORE.
+  Files go in by batches: each batch's files are flushed together, then its index rows are
+  committed and flushed at once, and only then counted as in.  That is what makes a bulk import
+  run at thousands of small files a second instead of one flush-bound file at a time.
+* :func:`rebuild` recreates the index rows from the area's own files (in either layout, see
+  :mod:`pyqrscp.archive.layout`) in one transaction, keeping every file where it is.
 
-A file that cannot go in is reported and skipped, never fatal.  The command
-(``pyqrscp index``) is :mod:`pyqrscp.cli.index`.
+A file that cannot go in is reported and skipped, never fatal; what is reported and how (lines,
+progress bar) is the caller's :class:`ImportReport`.  The command (``pyqrscp index``) is
+:mod:`pyqrscp.cli.index`.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol
 
 from pyqrscp.archive.areafiles import is_regular, read_regular
-from pyqrscp.archive.dicomfile import read_header
+from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.index.database import IndexWriter, connect, create_schema
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
-from pyqrscp.archive.storage import LOCK_FILE_NAME, TEMP_PREFIX, StorageArea, lock_area_file
+from pyqrscp.archive.layout import LOCK_FILE_NAME, stored_entries
+from pyqrscp.archive.storage import StorageArea, StoreResult, lock_area_file
 from pyqrscp.config import AEEntry
 from pyqrscp.errors import PyqrscpError
 from pyqrscp.loglines import log_context
 
 IGNORED_NAMES = frozenset({"DICOMDIR"})
-_INDEX_FILES = frozenset({INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm",
-                          f"{INDEX_FILE_NAME}-journal"})
+BATCH_FILES = 500
+"""Files stored per batch: one index commit and one flush of each folder per batch."""
+BATCH_BYTES = 64 << 20
+"""A batch ends early past this many bytes (large files are held in memory until stored)."""
 
 
-@dataclass(slots=True)
-class Report:
-    """What one run did, printed as it goes; ``skipped`` decides the exit code."""
+class ImportReport(Protocol):
+    """Where a run reports what it does (the command prints it, with a progress bar)."""
 
-    err: TextIO
-    total: int = 0
-    indexed: int = 0
-    skipped: list[str] = field(default_factory=list)
-    show_progress: bool = False
+    def begin(self, total: int) -> None:
+        """``total`` files were found and will be handled."""
 
-    not_dicom: list[str] = field(default_factory=list)
+    def advance(self, count: int) -> None:
+        """``count`` more files were handled (went in or skipped)."""
 
     def skip(self, path: Path, reason: str) -> None:
-        """One line per file that is DICOM but cannot go in; non-DICOM files are summed up."""
-        self.skipped.append(str(path))
-        if _NOT_DICOM in reason:
-            self.not_dicom.append(str(path))
-            return
-        self._clear_progress()
-        print(f"pyqrscp index: skipped {path}: {reason}", file=self.err)
+        """One file did not go in."""
 
-    def progress(self, done: int) -> None:
-        if self.show_progress:
-            print(f"\rindexing {done}/{self.total} file(s)", end="", file=self.err, flush=True)
-
-    def _clear_progress(self) -> None:
-        if self.show_progress:
-            print("\r\033[K", end="", file=self.err, flush=True)
-
-    def finish(self, what: str) -> int:
-        self._clear_progress()
-        if len(self.not_dicom) == 1:
-            print(f"pyqrscp index: skipped {self.not_dicom[0]}: not DICOM (no DICOM file meta "
-                  "information)", file=self.err)
-        elif self.not_dicom:
-            print(f"pyqrscp index: skipped {len(self.not_dicom)} file(s) that are not DICOM "
-                  f"(no DICOM file meta information), e.g. {self.not_dicom[0]}", file=self.err)
-        print(f"{what}: {self.indexed} file(s) indexed, {len(self.skipped)} skipped")
-        return 1 if self.skipped else 0
+    def indexed(self, count: int) -> None:
+        """``count`` more files went in, durably."""
 
 
-_NOT_DICOM = "File is missing DICOM File Meta Information"
-
-
-def add_files(entry: AEEntry, paths: Sequence[Path], report: Report,
-              areas: Sequence[Path] = (), follow_links: bool = False) -> int:
-    """Copy every DICOM file under ``paths`` into ``entry``'s area through the normal store.
+def add_files(entry: AEEntry, paths: Sequence[Path], report: ImportReport,
+              areas: Sequence[Path] = (), follow_links: bool = False) -> None:
+    """Copy every DICOM file under ``paths`` into ``entry``'s area, by batches.
 
     Nothing inside a storage area (``entry``'s or one of ``areas``) is copied.  Links found in
     folders are skipped unless ``follow_links``; a followed link never leads into an area.
     """
     roots = tuple({area.resolve() for area in (entry.storage_area, *areas)})
     files = list(_files_under(paths, roots, follow_links, report))
-    report.total = len(files)
+    report.begin(len(files))
     area = StorageArea(entry.storage_area, entry.quota)
     area.open()
     try:
-        for done, (path, follow) in enumerate(files, 1):
-            try:
-                data = path.read_bytes() if follow else read_regular(path)
-                with log_context(str(path)):
-                    area.store(read_header(data), data)
-            except (OSError, PyqrscpError) as error:
-                report.skip(path, getattr(error, "strerror", None) or str(error))
-            else:
-                report.indexed += 1
-            report.progress(done)
+        # one batch is stored (mostly waiting for the disk) while the next one is read
+        with ThreadPoolExecutor(1, thread_name_prefix="pyqrscp-store") as storer:
+            storing: tuple[list[Path], Future[list[StoreResult | PyqrscpError]]] | None = None
+            for batch in _batches(files, report):
+                if storing is not None:
+                    _report(*storing, report)
+                storing = ([path for path, _header, _data in batch], storer.submit(
+                    area.store_batch, [(header, data) for _path, header, data in batch]))
+            if storing is not None:
+                _report(*storing, report)
     finally:
         area.close()
-    return report.finish(f"{entry.ae_title} ({entry.storage_area})")
+
+
+def _batches(files: Sequence[tuple[Path, bool]], report: ImportReport
+             ) -> Iterator[list[tuple[Path, Header, bytes]]]:
+    """The readable DICOM files, ``(path, header, bytes)``, by batches."""
+    batch: list[tuple[Path, Header, bytes]] = []
+    size = 0
+    for path, follow in files:
+        item = _read(path, follow, report)
+        if item is not None:
+            batch.append(item)
+            size += len(item[2])
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _read(path: Path, follow: bool, report: ImportReport
+          ) -> tuple[Path, Header, bytes] | None:
+    """The file's header and bytes, or None (reported as skipped).  Library warnings about a
+    file are shown only when it goes on to be stored: a skipped file gets one line, its
+    reason."""
+    try:
+        data = path.read_bytes() if follow else read_regular(path)
+        with log_context(str(path)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                header = read_header(data)
+            for warning in caught:
+                warnings.showwarning(warning.message, warning.category, warning.filename,
+                                     warning.lineno)
+    except (OSError, PyqrscpError) as error:
+        report.skip(path, getattr(error, "strerror", None) or str(error))
+        report.advance(1)
+        return None
+    return path, header, data
+
+
+def _report(paths: list[Path], storing: Future[list[StoreResult | PyqrscpError]],
+            report: ImportReport) -> None:
+    """Wait for a batch to be stored, durably, and report it."""
+    stored = 0
+    for path, result in zip(paths, storing.result(), strict=True):
+        if isinstance(result, StoreResult):
+            stored += 1
+        else:
+            report.skip(path, str(result))
+    report.indexed(stored)
+    report.advance(len(paths))
 
 
 def _files_under(paths: Sequence[Path], areas: tuple[Path, ...], follow_links: bool,
-                 report: Report) -> Iterator[tuple[Path, bool]]:
+                 report: ImportReport) -> Iterator[tuple[Path, bool]]:
     """``(file, whether to follow it)`` for every file to copy, in path order.
 
     A path named on the command line is followed (as ``find -H`` does); links inside folders
@@ -124,8 +154,9 @@ def _files_under(paths: Sequence[Path], areas: tuple[Path, ...], follow_links: b
             yield path, True
 
 
-def _folder_files(folder: Path, areas: tuple[Path, ...], follow_links: bool, report: Report,
-                  seen: set[tuple[int, int]]) -> Iterator[tuple[Path, bool]]:
+def _folder_files(folder: Path, areas: tuple[Path, ...], follow_links: bool,
+                  report: ImportReport, seen: set[tuple[int, int]]
+                  ) -> Iterator[tuple[Path, bool]]:
     info = folder.stat()
     if (info.st_dev, info.st_ino) in seen:  # a followed link back up the tree
         return
@@ -156,7 +187,7 @@ def _inside(path: Path, areas: tuple[Path, ...]) -> bool:
     return any(path.is_relative_to(area) for area in areas)
 
 
-def rebuild(entry: AEEntry, report: Report) -> int:
+def rebuild(entry: AEEntry, report: ImportReport) -> None:
     """Drop every index row and index the area's own files again, in one transaction."""
     root = entry.storage_area
     index_path = root / INDEX_FILE_NAME
@@ -165,7 +196,7 @@ def rebuild(entry: AEEntry, report: Report) -> int:
             (root / stale).unlink(missing_ok=True)
     lock = lock_area_file(root / LOCK_FILE_NAME)
     files = _area_files(root, report)
-    report.total = len(files)
+    report.begin(len(files))
     db = connect(index_path)
     try:
         create_schema(db)
@@ -174,7 +205,7 @@ def rebuild(entry: AEEntry, report: Report) -> int:
         try:
             for table in ("instance", "series", "study", "patient"):
                 db.execute(f"DELETE FROM {table}")
-            _index_in_place(writer, files, report)
+            count = _index_in_place(writer, root, files, report)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -182,12 +213,16 @@ def rebuild(entry: AEEntry, report: Report) -> int:
     finally:
         db.close()
         os.close(lock)
-    return report.finish(f"{entry.ae_title} ({root}) rebuilt")
+    report.indexed(count)
 
 
-def _index_in_place(writer: IndexWriter, files: Sequence[Path], report: Report) -> None:
-    seen: dict[str, Path] = {}
-    for done, path in enumerate(files, 1):
+def _index_in_place(writer: IndexWriter, root: Path, files: Sequence[str],
+                    report: ImportReport) -> int:
+    """Index each file under its name relative to the area; return how many are indexed (a
+    file whose SOP Instance UID a newer file has too is reported, not counted)."""
+    count = 0
+    for name in files:
+        path = root / name
         try:
             data = read_regular(path)
             with log_context(str(path)):
@@ -195,26 +230,25 @@ def _index_in_place(writer: IndexWriter, files: Sequence[Path], report: Report) 
         except (OSError, PyqrscpError) as error:
             report.skip(path, getattr(error, "strerror", None) or str(error))
         else:
-            earlier = seen.get(header.sop_instance_uid)
+            earlier = writer.instance(header.sop_instance_uid)
             if earlier is not None:
-                report.skip(earlier, f"same SOP Instance UID as the newer {path.name}")
-                report.indexed -= 1
-            writer.add_instance(header, path.name, len(data))
-            seen[header.sop_instance_uid] = path
-            report.indexed += 1
-        report.progress(done)
+                report.skip(root / earlier.file_name,
+                            f"same SOP Instance UID as the newer {name}")
+                count -= 1
+            writer.add_instance(header, name, len(data))
+            count += 1
+        report.advance(1)
+    return count
 
 
-def _area_files(root: Path, report: Report) -> list[Path]:
-    """The area's own files, oldest first (so that quota eviction order survives a rebuild);
-    anything that is not a regular file (a link, a FIFO) is reported, never followed."""
-    found: list[tuple[int, str, Path]] = []
-    for item in os.scandir(root):
-        if (item.name in _INDEX_FILES or item.name == LOCK_FILE_NAME
-                or item.name.startswith(TEMP_PREFIX) or item.is_dir(follow_symlinks=False)):
-            continue
+def _area_files(root: Path, report: ImportReport) -> list[str]:
+    """The area's own files in either layout, oldest first (so that quota eviction order
+    survives a rebuild), by their names relative to the area; anything that is not a regular
+    file (a link, a FIFO) is reported, never followed."""
+    found: list[tuple[int, str]] = []
+    for name, item in stored_entries(root):
         if not is_regular(item):
-            report.skip(Path(item.path), "not a regular file (links are never followed)")
+            report.skip(root / name, "not a regular file (links are never followed)")
             continue
-        found.append((item.stat(follow_symlinks=False).st_mtime_ns, item.name, Path(item.path)))
-    return [path for _, _, path in sorted(found)]
+        found.append((item.stat(follow_symlinks=False).st_mtime_ns, name))
+    return [name for _, name in sorted(found)]

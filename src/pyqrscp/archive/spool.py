@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pyqrscp.archive.storage import TEMP_PREFIX
+from pyqrscp.archive.layout import TEMP_PREFIX
 from pyqrscp.errors import PyqrscpError, QuotaExceeded, StorageFailure
 
 SPOOL_THRESHOLD = 1 << 20

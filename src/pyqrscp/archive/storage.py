@@ -1,33 +1,51 @@
 """A storage area: generated file names, crash-safe writes, and the index, under one lock.
 
-Store order: write a temp file, fsync it, rename it to its generated name, fsync the folder,
-then index it in one transaction; remove the file when indexing fails.  A file under a
-generated name is therefore always complete and durable, and the instance is safe once the
-folder is flushed: the index commits without a flush of its own (SQLite WAL,
-``synchronous=NORMAL``: atomic and consistent, though a power loss may take the last rows).
-Opening the area puts such files back into the index (:meth:`StorageArea.settle_leftovers`).
-Rows whose commit removes a file (a replaced copy, a quota eviction) are flushed before the file
-goes.  This saves one of three flushes per stored instance.
+Store order: write a temp file, fsync it, rename it to its generated name (in its hash folders,
+see :mod:`pyqrscp.archive.layout`), fsync the folder, then index it in one transaction; remove
+the file when indexing fails.  A file under a generated name is therefore always complete and
+durable, and the instance is safe once the folder is flushed: the index commits without a flush
+of its own (SQLite WAL, ``synchronous=NORMAL``: atomic and consistent, though a power loss may
+take the last rows).  Opening the area after an unclean stop puts such files back into the index
+(:meth:`StorageArea.settle_leftovers`).  Rows whose commit removes a file (a replaced copy, a
+quota eviction) are flushed before the file goes.  This saves one of three flushes per stored
+instance.  The bulk import stores a batch at once (:meth:`StorageArea.store_batch`): the same
+order, each step done for the whole batch, the index commit flushed at its end.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyqrscp.archive import filelock
-from pyqrscp.archive.areafiles import is_regular, open_regular, read_regular
+from pyqrscp.archive.areafiles import open_regular, read_regular
 from pyqrscp.archive.dicomfile import Header, read_header
+from pyqrscp.archive.durable import (
+    flush_pool,
+    fsync_path,
+    place,
+    place_all,
+    unlink_quietly,
+    write_temp,
+    write_temps,
+)
 from pyqrscp.archive.index.database import IndexWriter, StoredInstance, connect, create_schema
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.indexing import index_instance, log_evictions
+from pyqrscp.archive.layout import (
+    LOCK_FILE_NAME,
+    SWEEP_MARKER_NAME,
+    generated_file_name,
+    is_safe_relative_name,
+)
+from pyqrscp.archive.leftovers import settle
 from pyqrscp.archive.metadata import create_table as create_metadata_table
 from pyqrscp.archive.metadata import keep as keep_metadata
 from pyqrscp.archive.quota import EvictionPlan, plan_eviction
@@ -35,11 +53,6 @@ from pyqrscp.config import Quota
 from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
 
 LOGGER = logging.getLogger(__name__)
-
-TEMP_PREFIX = ".pyqrscp-tmp-"
-LOCK_FILE_NAME = ".pyqrscp.lock"
-GENERATED_NAME = re.compile(r"^[A-Z0-9]{1,8}_[0-9a-f]{16}\.dcm$")
-_MODALITY_CHARS = re.compile(r"[^A-Z0-9]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +63,6 @@ class StoreResult:
     evicted_studies: tuple[str, ...]
     evicted_instances: tuple[str, ...]
     replaced: bool
-
-
-def generated_file_name(modality: str) -> str:
-    """dcmqrscp's ``<Modality>_<random>.dcm`` scheme; the peer's text never reaches the path."""
-    prefix = _MODALITY_CHARS.sub("", modality.upper())[:8] or "XX"
-    return f"{prefix}_{secrets.token_hex(8)}.dcm"
 
 
 class StorageArea:
@@ -71,31 +78,41 @@ class StorageArea:
         self.index_path = root / INDEX_FILE_NAME
         self._db: sqlite3.Connection | None = None
         self._lock_file: int | None = None
+        self._flush_pool: ThreadPoolExecutor | None = None
         self.describe: Callable[[bytes], bytes] | None = None
         """Set (by the HTTP listener) to keep each instance's DICOM JSON with its row."""
 
     def open(self) -> None:
         """Share the area with other pyqrscp processes, open the index, remove leftovers.
 
-        Leftovers (files no index row names) are removed only by a process that finds the area
-        unused: with another server or ``pyqrscp index`` at work, such a file may be one it has
-        written and is about to index.  Raises StorageFailure when the lock file or the index
-        is a link or not a regular file.
+        Leftovers (temp files, files no index row names) are settled only by a process that
+        finds the area unused: with another server or ``pyqrscp index`` at work, such a file may
+        be one it has written and is about to index.  Only after an unclean stop (the index's
+        WAL file is still there) or without an index are the hash folders searched for files
+        whose rows were lost; otherwise start-up lists the area's own folder only.  Raises
+        StorageFailure when the lock file or the index is a link or not a regular file.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = _open_lock_file(self.root / LOCK_FILE_NAME)
         alone = filelock.try_lock(self._lock_file, exclusive=True)
+        unclean = alone and (not os.path.lexists(self.index_path) or any(
+            os.path.lexists(self.root / name) for name in (f"{INDEX_FILE_NAME}-wal",
+                                                           SWEEP_MARKER_NAME)))
         self._db = connect(self.index_path, flush_commits=False)  # see the module docstring
         create_schema(self._db)
         create_metadata_table(self._db)
+        self._flush_folders_quietly([""])  # the WAL file: so a power loss cannot take it
         if alone:
-            self.settle_leftovers()
+            self.settle_leftovers(sweep=unclean)
             filelock.unlock(self._lock_file)
         else:
             LOGGER.info("%s is also used by another pyqrscp process; leftovers kept", self.root)
         filelock.lock_shared(self._lock_file)  # waits while a rebuild holds the area
 
     def close(self) -> None:
+        if self._flush_pool is not None:
+            self._flush_pool.shutdown()
+            self._flush_pool = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -114,45 +131,36 @@ class StorageArea:
         return connect(self.index_path, flush_commits=False)
 
     def path_of(self, file_name: str) -> Path:
-        """The path of an indexed file; refuses anything that is not a plain generated name."""
-        if "/" in file_name or "\\" in file_name or file_name in ("", ".", ".."):
+        """The path of an indexed file (either layout); refuses any name that could leave the
+        area."""
+        if not is_safe_relative_name(file_name):
             raise StorageFailure(f"refusing suspicious file name {file_name!r}")
         return self.root / file_name
 
-    def settle_leftovers(self) -> tuple[list[str], list[str]]:
-        """``(indexed, removed)``: generated files no index row names are indexed again (their
-        row was lost to a power loss after they were acknowledged).  Removed are temp files, and
-        generated files that are not a valid instance or copy one indexed under another file.
-        A file that cannot be indexed now (unreadable, index or quota refusal) stays, and so does
-        anything that is not a regular file (a link is never followed, so never indexed)."""
-        indexed: list[str] = []
-        removed: list[str] = []
+    def settle_leftovers(self, sweep: bool = True) -> tuple[list[str], list[str]]:
+        """``(indexed, removed)``: temp files of interrupted writes are removed.  With ``sweep``
+        (after an unclean stop), generated files no index row names are indexed again (their
+        row was lost to a power loss after they were acknowledged), or removed when they are
+        not a valid instance or copy one indexed under another file.  A file that cannot be
+        indexed now (unreadable, index or quota refusal) stays and the next start sweeps again;
+        anything that is not a regular file stays too (a link is never followed)."""
         with self.lock:
-            known = self.writer.all_file_names()
-            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-                name = entry.name
-                if name.startswith(TEMP_PREFIX):
-                    verdict = "remove"
-                elif not GENERATED_NAME.match(name) or name in known:
-                    continue
-                elif not is_regular(entry):
-                    LOGGER.error("%s: %s is not a regular file (a link?): not indexed",
-                                 self.root, name)
-                    continue
-                else:
-                    verdict = self._adopt(name)
-                if verdict == "indexed":
-                    indexed.append(name)
-                elif verdict == "remove":
-                    _unlink_quietly(Path(entry.path))
-                    removed.append(name)
-        if indexed:
-            LOGGER.warning("%s: indexed %d stored file(s) whose index rows were lost",
-                           self.root, len(indexed))
-        if removed:
-            LOGGER.warning("%s: removed %d leftover file(s) of interrupted writes",
-                           self.root, len(removed))
-        return indexed, removed
+            settled = settle(self.root, sweep, self.writer, self._adopt)
+        if sweep:
+            self._mark_for_sweep(bool(settled.kept))
+        settled.log(self.root)
+        return settled.indexed, settled.removed
+
+    def _mark_for_sweep(self, needed: bool) -> None:
+        """Keep (or drop) the marker that makes the next start sweep even after a clean stop."""
+        marker = self.root / SWEEP_MARKER_NAME
+        try:
+            if needed:
+                os.close(open_regular(marker, os.O_WRONLY | os.O_CREAT))
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError as error:
+            LOGGER.error("%s: %s: %s", self.root, marker.name, error.strerror)
 
     def _adopt(self, file_name: str) -> str:
         """Index one unindexed file (the caller holds the lock): "indexed", "remove" or
@@ -180,26 +188,23 @@ class StorageArea:
         written as it arrived): it becomes the stored file (or is removed on failure).
         """
         try:
-            if len(data) > self.quota.max_bytes_per_study:
-                plan_eviction(self.quota, len(data), header.study_instance_uid, False, 0, [],
-                              [])
-            file_name = generated_file_name(header.modality)
-            final_path = self.path_of(file_name)
+            self._refuse_oversized(header, len(data))
+            file_name = generated_file_name(header.modality, header.series_instance_uid)
+            if spooled is None:
+                temp_path = write_temp(self.root, data, self.durable)
+            else:
+                temp_path = self._flushed(spooled)
         except BaseException:
             if spooled is not None:
-                _unlink_quietly(spooled)
+                unlink_quietly(spooled)
             raise
         metadata = self._described(header, data)
-        if spooled is None:
-            self._write_file(final_path, data)
-        else:
-            self._place_file(spooled, final_path)
+        place(self.root, temp_path, file_name, self.durable)
         try:
             with self.lock:
                 plan, unused, replaced = self._index(header, file_name, len(data), metadata)
         except BaseException:
-            _unlink_quietly(final_path)
-            self._flush_folder_quietly()  # a refused instance must not come back as a leftover
+            self._discard([file_name])
             raise
         self._remove_unused(unused)
         return StoreResult(file_name, plan.studies, plan.instances, replaced)
@@ -215,113 +220,152 @@ class StorageArea:
                            header.sop_instance_uid, error)
             return None
 
-    def _flush_folder_quietly(self) -> None:
+    def store_batch(self, items: Sequence[tuple[Header, bytes]]
+                    ) -> list[StoreResult | PyqrscpError]:
+        """Store many instances as :meth:`store` stores one, each durability step done once
+        for the whole batch: the files written and flushed in parallel, renamed, their folders
+        flushed, then one index transaction (a savepoint per instance, so a refusal costs only
+        its own instance) whose commit is flushed.  Every StoreResult returned is durable, file
+        and row; a refused instance leaves nothing behind."""
+        outcome: list[StoreResult | PyqrscpError | None] = [None] * len(items)
+        names = [generated_file_name(header.modality, header.series_instance_uid)
+                 for header, _ in items]
+        for number, (header, data) in enumerate(items):
+            try:
+                self._refuse_oversized(header, len(data))
+            except PyqrscpError as error:
+                outcome[number] = error
+        todo = [number for number, result in enumerate(outcome) if result is None]
+        if self._flush_pool is None:
+            self._flush_pool = flush_pool()
+        pool = self._flush_pool
+        temps = write_temps(self.root, [items[number][1] for number in todo], self.durable, pool)
+        moves = [(number, temp) for number, temp in zip(todo, temps, strict=True)
+                 if not isinstance(temp, StorageFailure)]
+        for number, temp in zip(todo, temps, strict=True):
+            if isinstance(temp, StorageFailure):
+                outcome[number] = temp
+        placed = place_all(self.root, [(temp, names[number]) for number, temp in moves],
+                           self.durable, pool)
+        for (number, _temp), failure in zip(moves, placed, strict=True):
+            outcome[number] = failure
+        self._index_batch(items, names, outcome)
+        return [result if result is not None else StorageFailure("not stored")
+                for result in outcome]
+
+    def _index_batch(self, items: Sequence[tuple[Header, bytes]], names: list[str],
+                     outcome: list[StoreResult | PyqrscpError | None]) -> None:
+        """Index the placed files (``None`` in ``outcome``) in one transaction, then flush it."""
+        placed = [number for number, result in enumerate(outcome) if result is None]
+        unused: list[str] = []
+        try:
+            with self.lock, _write_transaction(self.writer.db):
+                for number in placed:
+                    header, data = items[number]
+                    result = self._index_one_of_many(header, names[number], len(data),
+                                                     self._described(header, data))
+                    if isinstance(result, PyqrscpError):
+                        outcome[number] = result
+                    else:
+                        outcome[number], gone = result
+                        unused += gone
+            self._flush_index()
+        except PyqrscpError as error:
+            committed = isinstance(error, _FlushFailed)
+            for number in placed:
+                outcome[number] = error
+            if not committed:
+                self._discard([names[number] for number in placed])
+            return
+        self._discard([names[number] for number in placed
+                       if isinstance(outcome[number], PyqrscpError)])
+        for stored in outcome:
+            if isinstance(stored, StoreResult):
+                log_evictions(self.root, EvictionPlan(stored.evicted_studies,
+                                                      stored.evicted_instances))
+        self._remove_unused(unused, flushed=True)
+
+    def _index_one_of_many(self, header: Header, file_name: str, size: int,
+                           metadata: bytes | None) -> tuple[StoreResult, list[str]] | PyqrscpError:
+        """Index one instance of a batch inside a savepoint of the batch's transaction."""
+        db = self.writer.db
+        db.execute("SAVEPOINT one_instance")
+        try:
+            plan, unused, replaced = index_instance(self.writer, self.quota, header, file_name,
+                                                    size, metadata)
+        except (PyqrscpError, sqlite3.Error) as error:
+            db.execute("ROLLBACK TO one_instance")
+            db.execute("RELEASE one_instance")
+            if isinstance(error, sqlite3.Error):
+                return StorageFailure(f"index update failed: {error}")
+            return error
+        db.execute("RELEASE one_instance")
+        return StoreResult(file_name, plan.studies, plan.instances, replaced), unused
+
+    def _refuse_oversized(self, header: Header, size: int) -> None:
+        """Refuse at once an instance larger than the per-study quota (nothing is evicted)."""
+        if size > self.quota.max_bytes_per_study:
+            plan_eviction(self.quota, size, header.study_instance_uid, False, 0, [], [])
+
+    def _flushed(self, temp_path: Path) -> Path:
+        """A temp file written without flushes (a spool), flushed."""
         if self.durable:
             try:
-                _fsync_path(self.root)
+                fsync_path(temp_path)
+            except OSError as error:
+                raise StorageFailure(f"cannot write the spooled dataset: {error.strerror}"
+                                     ) from error
+        return temp_path
+
+    def _discard(self, file_names: list[str]) -> None:
+        """Remove placed files that were not indexed, and flush their folders: a refused
+        instance must not come back as a leftover."""
+        for name in file_names:
+            unlink_quietly(self.root / name)
+        self._flush_folders_quietly(sorted({name.rpartition("/")[0] for name in file_names}))
+
+    def _flush_folders_quietly(self, folders: list[str]) -> None:
+        if not self.durable:
+            return
+        for folder in folders:
+            try:
+                fsync_path(self.root / folder if folder else self.root)
             except OSError as error:
                 LOGGER.error("%s: folder flush failed: %s", self.root, error.strerror)
 
-    def _remove_unused(self, file_names: list[str]) -> None:
-        """Delete the files of replaced or evicted instances, once the commit that dropped their
-        rows is flushed (else a power loss could bring back rows naming deleted files).  When
-        that flush fails the files stay: replaced copies go at the next start, evicted instances
-        are indexed again then (nothing is lost on a failing disk)."""
-        if not file_names:
-            return
+    def _flush_index(self) -> None:
+        """Flush the index's committed transactions (the WAL file); raise _FlushFailed."""
         if self.durable:
             try:
-                _fsync_path(self.index_path.with_name(self.index_path.name + "-wal"))
+                fsync_path(self.index_path.with_name(self.index_path.name + "-wal"))
             except OSError as error:
-                LOGGER.error("%s: index flush failed (%s); %d replaced or evicted file(s) kept",
-                             self.root, error.strerror, len(file_names))
+                raise _FlushFailed(f"index flush failed: {error.strerror}") from error
+
+    def _remove_unused(self, file_names: list[str], flushed: bool = False) -> None:
+        """Delete the files of replaced or evicted instances, once the commit that dropped their
+        rows is flushed (else a power loss could bring back rows naming deleted files).  When
+        that flush fails the files stay and the next start sweeps: replaced copies go then,
+        evicted instances are indexed again (nothing is lost on a failing disk)."""
+        if not file_names:
+            return
+        if not flushed:
+            try:
+                self._flush_index()
+            except _FlushFailed as error:
+                LOGGER.error("%s: %s; %d replaced or evicted file(s) kept", self.root, error,
+                             len(file_names))
+                self._mark_for_sweep(True)
                 return
         for name in file_names:
-            _unlink_quietly(self.path_of(name))
+            unlink_quietly(self.path_of(name))
 
     def _index(self, header: Header, file_name: str, size: int, metadata: bytes | None = None
                ) -> tuple[EvictionPlan, list[str], bool]:
-        """Plan and apply quota evictions and the new row in one write transaction.
-
-        The facts (an older copy, study counts and sizes) are read inside ``BEGIN IMMEDIATE`` so
-        that no other writer of the same index can change them between planning and applying.
-        """
-        writer = self.writer
-        study_uid = header.study_instance_uid
-        with _write_transaction(writer.db):
-            old = writer.instance(header.sop_instance_uid)
-            plan = plan_eviction(self.quota, size, study_uid,
-                                 *self._quota_facts(study_uid, size, old),
-                                 old.sop_instance_uid if old else None)
-            unused: list[str] = [old.file_name] if old else []
-            for evicted_study in plan.studies:
-                unused += writer.delete_study(evicted_study)
-            for evicted_uid in plan.instances:
-                evicted = writer.instance(evicted_uid)
-                if evicted is not None:
-                    unused.append(evicted.file_name)
-                    writer.delete_instance(evicted_uid)
-            writer.add_instance(header, file_name, size)
-            if metadata is not None:
-                keep_metadata(writer.db, header.sop_instance_uid, metadata)
-        self._log_evictions(plan)
-        return plan, unused, old is not None
-
-    def _quota_facts(self, study_uid: str, size: int, old: StoredInstance | None
-                     ) -> tuple[bool, int, list[str], list[tuple[str, int]]]:
-        """What :func:`plan_eviction` needs; long lists are read only when a limit is reached,
-        so a store into a 20,000-instance area costs what a store into an empty one does.
-        A study that the replaced copy ``old`` leaves empty is not counted: it goes with it."""
-        writer = self.writer
-        study_is_new = not writer.study_exists(study_uid)
-        count = writer.study_count()
-        if study_is_new and old is not None and writer.only_instance_of_its_study(
-                old.sop_instance_uid):
-            count -= 1
-        studies: list[str] = []
-        if study_is_new and count >= self.quota.max_studies:
-            studies = writer.studies_least_recent_first(count - self.quota.max_studies + 2)
-        instances: list[tuple[str, int]] = []
-        if writer.study_bytes(study_uid) + size > self.quota.max_bytes_per_study:
-            instances = [(i.sop_instance_uid, i.file_size)
-                         for i in writer.study_instances_oldest_first(study_uid)]
-        return study_is_new, count, studies, instances
-
-    def _log_evictions(self, plan: EvictionPlan) -> None:
-        for study_uid in plan.studies:
-            LOGGER.warning("%s: quota: deleted study %s (least recently stored)", self.root,
-                           study_uid)
-        for instance_uid in plan.instances:
-            LOGGER.warning("%s: quota: deleted instance %s to fit the per-study quota", self.root,
-                           instance_uid)
-
-    def _write_file(self, final_path: Path, data: bytes) -> None:
-        temp_path = self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        try:
-            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-        except OSError as error:
-            _unlink_quietly(temp_path)
-            raise StorageFailure(f"cannot write {final_path.name}: {error.strerror}") from error
-        self._place_file(temp_path, final_path)
-
-    def _place_file(self, temp_path: Path, final_path: Path) -> None:
-        """fsync a written temp file, rename it to its generated name, fsync the folder."""
-        try:
-            if self.durable:
-                _fsync_path(temp_path)
-            os.replace(temp_path, final_path)
-            if self.durable:
-                _fsync_path(self.root)
-        except OSError as error:
-            _unlink_quietly(temp_path)
-            _unlink_quietly(final_path)
-            raise StorageFailure(f"cannot write {final_path.name}: {error.strerror}") from error
+        """Plan and apply quota evictions and the new row in one write transaction."""
+        with _write_transaction(self.writer.db):
+            result = index_instance(self.writer, self.quota, header, file_name, size, metadata)
+        log_evictions(self.root, result[0])
+        return result
 
     def delete(self, level: str, uid: str) -> tuple[int, int]:
         """Delete a study, series or instance: rows in one committed transaction, then files
@@ -333,6 +377,10 @@ class StorageArea:
         self._remove_unused([str(row[1]) for row in rows])
         return len(rows), sum(int(row[2]) for row in rows)
 
+    def instance(self, sop_instance_uid: str) -> StoredInstance | None:
+        with self.lock:
+            return self.writer.instance(sop_instance_uid)
+
     def keep_metadata(self, rows: list[tuple[str, bytes]]) -> None:
         """Keep the DICOM JSON of instances stored without it (``(SOP Instance UID, JSON)``)."""
         writer = self.writer
@@ -340,9 +388,9 @@ class StorageArea:
             for sop_instance_uid, metadata in rows:
                 keep_metadata(writer.db, sop_instance_uid, metadata)
 
-    def instance(self, sop_instance_uid: str) -> StoredInstance | None:
-        with self.lock:
-            return self.writer.instance(sop_instance_uid)
+
+class _FlushFailed(StorageFailure):
+    """The index committed, but its flush failed: the rows may not survive a power loss."""
 
 
 def _open_lock_file(path: Path) -> int:
@@ -383,24 +431,3 @@ def _rollback_quietly(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
     except sqlite3.Error as error:
         LOGGER.error("index rollback failed: %s", error)
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file (or folder) by name: on Linux fsync covers every descriptor's writes.
-    Folders cannot be flushed on Windows (nor need to be: NTFS journals renames)."""
-    if not filelock.fsync_folder_supported() and path.is_dir():
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        LOGGER.error("cannot remove %s: %s", path, error)

@@ -28,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from pyqrscp.archive.rebuild import Report, add_files, rebuild
+from pyqrscp.archive.rebuild import add_files, rebuild
+from pyqrscp.cli.importreport import Report
 from pyqrscp.config import load_config
 from pyqrscp.config.location import find_config
 from pyqrscp.errors import ConfigError, PyqrscpError
@@ -89,10 +90,11 @@ def main(argv: Sequence[str]) -> int:
                 print(f"pyqrscp index: running as user {config.user_name or 'root'} "
                       "(UserName/GroupName of the config file)", file=sys.stderr)
             if args.rebuild:
-                return rebuild(entry, report)
-            return add_files(entry, args.paths, report,
-                             areas=[e.storage_area for e in config.ae_table],
-                             follow_links=args.follow_links)
+                rebuild(entry, report)
+                return report.finish(f"{entry.ae_title} ({entry.storage_area}) rebuilt")
+            add_files(entry, args.paths, report, areas=[e.storage_area for e in config.ae_table],
+                      follow_links=args.follow_links)
+            return report.finish(f"{entry.ae_title} ({entry.storage_area})")
         except (OSError, sqlite3.Error, PyqrscpError) as error:
             print(f"pyqrscp index: cannot use storage area {entry.storage_area}: {error}",
                   file=sys.stderr)

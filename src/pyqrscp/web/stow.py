@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from pyqrscp.archive.areafiles import open_regular
 from pyqrscp.archive.dicomfile import Header, read_header
-from pyqrscp.archive.storage import TEMP_PREFIX, StorageArea
+from pyqrscp.archive.layout import TEMP_PREFIX
+from pyqrscp.archive.storage import StorageArea
 from pyqrscp.errors import InvalidDataset, PyqrscpError, QuotaExceeded, StorageFailure
 from pyqrscp.status import Status
 from pyqrscp.web.archive import WebArchive

@@ -141,8 +141,15 @@ class IndexWriter:
         rows = self._instances("WHERE sop_instance_uid=?", (sop_instance_uid,))
         return rows[0] if rows else None
 
-    def all_file_names(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT file_name FROM instance")}
+    def has_file(self, file_name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM instance WHERE file_name=?",
+                               (file_name,)).fetchone() is not None
+
+    def file_names_in(self, folder: str) -> set[str]:
+        """The indexed names inside one folder of the area (a range of the file_name index)."""
+        rows = self.db.execute("SELECT file_name FROM instance WHERE file_name > ? AND "
+                               "file_name < ?", (f"{folder}/", f"{folder}0"))
+        return {row[0] for row in rows}
 
     def _instances(self, where: str, args: tuple[object, ...]) -> list[StoredInstance]:
         sql = ("SELECT instance.pk, sop_instance_uid, sop_class_uid, transfer_syntax_uid, "
