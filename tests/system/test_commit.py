@@ -254,7 +254,7 @@ def test_some_missing_reported_with_reasons(setup: Setup) -> None:
 def test_damaged_file_is_not_committed(setup: Setup) -> None:
     with archive(setup.config) as server:
         setup.requester.store(server.port, list((setup.base / "in").iterdir()))
-        victim = next(p for p in (setup.base / "db").iterdir() if p.suffix == ".dcm")
+        victim = next(p for p in (setup.base / "db").rglob("*") if p.suffix == ".dcm")
         victim.write_bytes(b"not DICOM")
         _, _, report = setup.requester.request(server.port, setup.stored, in_band=True)
     assert report is not None
@@ -358,7 +358,7 @@ def test_retries_send_the_first_verdict_without_reading_the_files_again(
         _, transaction_uid, _ = setup.requester.request(server.port, setup.stored,
                                                         in_band=False)
         log_watch.wait_for("attempt 1 of 50")
-        for path in (setup.base / "db").iterdir():
+        for path in (setup.base / "db").rglob("*"):
             if path.suffix == ".dcm":
                 path.write_bytes(b"damaged after the verdict")
         setup.requester.listen()
