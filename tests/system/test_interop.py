@@ -84,7 +84,7 @@ class Interop:
 
     def stored_file(self, sop_instance: str) -> Path:
         """The file pyqrscp stored for ``sop_instance``."""
-        for path in self.area.glob("*.dcm"):
+        for path in self.area.rglob("*.dcm"):
             if pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID == sop_instance:
                 return path
         raise AssertionError(f"{sop_instance} not in the storage area")

@@ -127,7 +127,9 @@ def _storescu_options(syntax: str) -> list[str]:
 
 def _read_folder(folder: Path) -> Received:
     found: Received = {}
-    for path in folder.iterdir():
+    for path in folder.rglob("*"):  # a storage area keeps its files in hash folders
+        if not path.is_file():
+            continue
         with path.open("rb") as file:
             if file.read(132)[128:] != b"DICM":
                 continue  # the index, a lock file
@@ -188,7 +190,7 @@ def _send_unreadable_to_dcmtk(port: int, aet: str, paths: list[Path]) -> None:
 
 def _area(folder: Path, aet: str) -> Area:
     stored = {uid: value for uid, value in _read_folder(folder).items()}
-    datasets = [_quietly_read(path) for path in folder.glob("*.dcm")]
+    datasets = [_quietly_read(path) for path in folder.rglob("*.dcm")]
     return Area(aet, stored, frozenset(str(ds.SOPClassUID) for ds in datasets),
                 tuple(sorted({str(ds.StudyInstanceUID) for ds in datasets})))
 

@@ -155,8 +155,8 @@ def test_index_sums_up_non_dicom_files_in_one_line(tmp_path: Path) -> None:
                             timeout=120)
     assert result.returncode == 1
     assert [line for line in result.stderr.splitlines() if not line.startswith(NO_LOCKING)] == [
-        "pyqrscp index: skipped 3 file(s) that are not DICOM (no DICOM file meta "
-        f"information), e.g. {folder / 'notes.txt'}"], result.stderr
+        "pyqrscp index: skipped 3 files that are not DICOM (no DICOM file meta information): "
+        f"{folder / 'notes.txt'}, {folder / 'readme.md'}, {folder / 'scan.json'}"], result.stderr
 
 
 @needs_dcmtk
