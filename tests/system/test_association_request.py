@@ -73,6 +73,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInProces
     (b"ARCHIVE\x00" + b" " * 8, b"NULPAD2\x00       "),
     (b"ARCHIVE\x00junk\x00\x00\x00\x00", b"NULPAD3\x00\x01\x02"),
 ])
+@pytest.mark.pynetdicom_internals(
+    reason=("the A-ASSOCIATE-RQ decoder hook (NUL-padded AE titles, refusals logged before the "
+            "acceptance rules)"))
 def test_ae_titles_padded_with_nul_are_accepted(archive: ServerInProcess, called: bytes,
                                                 calling: bytes) -> None:
     assert answer(archive.port, associate_rq(called, calling)) == A_ASSOCIATE_AC
@@ -90,6 +93,9 @@ def test_ae_titles_padded_with_nul_are_accepted(archive: ServerInProcess, called
     (b"NOSUCHAE", b"UNKNOWN", 1, A_ASSOCIATE_RJ,
      "Association Rejected 127.0.0.1: UNKNOWN -> NOSUCHAE"),
 ])
+@pytest.mark.pynetdicom_internals(
+    reason=("the A-ASSOCIATE-RQ decoder hook (NUL-padded AE titles, refusals logged before the "
+            "acceptance rules)"))
 def test_every_refused_request_is_logged_with_peer_titles_and_reason(
         archive: ServerInProcess, called: bytes, calling: bytes, version: int, answered: int,
         logged: str) -> None:

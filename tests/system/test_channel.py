@@ -143,6 +143,9 @@ def test_other_services_between_stores_keep_working(server: tuple[int, Path, lis
         assert dataset_bytes(stored_file(area, uid)) == dataset_bytes(path)
 
 
+@pytest.mark.pynetdicom_internals(
+    reason=("pynetdicom 3.0 aborts when one P-DATA-TF ends one message and begins the next; the "
+            "held channel reads them apart"))
 def test_two_messages_in_one_pdu_are_both_served(server: tuple[int, Path, list[str]],
                                                  tmp_path: Path) -> None:
     port, area, _log = server
@@ -183,6 +186,8 @@ def test_an_abort_inside_a_held_message_keeps_nothing_of_it(
     assert any("Association Aborted" in line for line in log)
 
 
+@pytest.mark.pynetdicom_internals(
+    reason="the PDU length limit is the channel's socket hook")
 def test_an_oversized_pdu_while_held_closes_only_that_connection(
         server: tuple[int, Path, list[str]], tmp_path: Path) -> None:
     port, area, _log = server

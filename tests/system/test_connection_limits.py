@@ -99,6 +99,8 @@ def config_for(base: Path, extra_globals: str = "") -> Path:
 
 # -- the socket's timeout is the reader's ------------------------------------------------------
 
+@pytest.mark.pynetdicom_internals(
+    reason="the socket timeouts and the stall line are the channel's")
 def test_only_the_reading_thread_changes_the_socket_timeout(tmp_path: Path) -> None:
     """CPython clears a socket's timeout before it makes the descriptor blocking: a ``recv`` of
     another thread in between raises BlockingIOError, which pynetdicom takes for a closed
@@ -173,6 +175,8 @@ def _burn(stop: Any) -> None:
 
 # -- every read is bounded -----------------------------------------------------------------------
 
+@pytest.mark.pynetdicom_internals(
+    reason="the socket timeouts and the stall line are the channel's")
 @pytest.mark.parametrize("flags", [("-to", "2"), ("-td", "2"), ("-ta", "2")],
                          ids=["network-timeout", "dimse-timeout", "acse-timeout"])
 def test_a_peer_stopping_inside_a_pdu_after_association_is_dropped(
@@ -217,6 +221,9 @@ def test_silent_connections_take_no_association_place(tmp_path: Path) -> None:
                     sock.recv(1)
 
 
+@pytest.mark.pynetdicom_internals(
+    reason=("ending pynetdicom's wait for the A-ASSOCIATE-RQ of a peer that is gone needs its "
+            "queues"))
 def test_unassociated_connections_have_their_own_bounded_allowance(tmp_path: Path) -> None:
     with pyqrscp_process(config_for(tmp_path), "--unassociated-timeout", "120",
                          "--max-unassociated-per-host", "3") as server:

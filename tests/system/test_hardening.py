@@ -221,6 +221,9 @@ def test_garbage_is_answered_and_the_server_keeps_serving(archive: Archive,
     assert archive.server.process.poll() is None
 
 
+@pytest.mark.pynetdicom_internals(
+    reason=("ending pynetdicom's wait for the A-ASSOCIATE-RQ of a peer that is gone needs its "
+            "queues"))
 def test_rss_stays_flat_over_200_garbage_connections(archive: Archive) -> None:
     def burst(count: int) -> None:
         for n in range(count):
@@ -234,6 +237,8 @@ def test_rss_stays_flat_over_200_garbage_connections(archive: Archive) -> None:
     assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 200 garbage connections"
 
 
+@pytest.mark.pynetdicom_internals(
+    reason="the PDU length limit is the channel's socket hook")
 def test_huge_pdu_length_does_not_buffer_unbounded_data(archive: Archive) -> None:
     """A peer announcing a 4 GiB PDU and streaming 64 MiB must not cost 64 MiB of memory."""
     before = archive.rss_kib()
@@ -288,6 +293,8 @@ def test_slow_clients_do_not_block_others(tmp_path: Path) -> None:
         assert all(still_open(sock) for sock in slow), "echoes waited for the slow clients"
 
 
+@pytest.mark.pynetdicom_internals(
+    reason="the socket timeouts and the stall line are the channel's")
 def test_slow_clients_do_not_stay_forever(archive: Archive) -> None:
     """-ta 2 drops them although --unassociated-timeout allows far longer than the test
     waits."""

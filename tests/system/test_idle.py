@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pytest
 from helpers import poll_until, write_config
 from pynetdicom import AE
 
@@ -15,6 +16,8 @@ from pyqrscp.link.idle import ACTIVE_DELAY, IDLE_AFTER, IDLE_DELAY
 from pyqrscp.server.server import ArchiveServer
 
 
+@pytest.mark.pynetdicom_internals(
+    reason="the idle governor sets the DUL's poll delay")
 def test_idle_association_polls_slower_until_a_request_arrives(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, ["ARCHIVE area RW (10, 1gb) ANY"]))
     server = ArchiveServer(config, dataclasses.replace(Options(), port=0), host="127.0.0.1")
@@ -25,7 +28,7 @@ def test_idle_association_polls_slower_until_a_request_arrives(tmp_path: Path) -
     assoc = client.associate("127.0.0.1", server.port, ae_title="ARCHIVE")
     try:
         assert assoc.is_established
-        accepted = server._server.active_associations
+        accepted = server.listener.active_associations
         assert len(accepted) == 1
         dul = accepted[0].dul
         poll_until(lambda: dul._run_loop_delay == IDLE_DELAY, "the idle poll delay")

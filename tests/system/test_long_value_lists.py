@@ -44,6 +44,10 @@ STUDY_UID = "1.2.826.0.1.3680043.2.1143.77"
 SOP_UIDS = tuple(f"{STUDY_UID}.1.{n}" for n in range(1, 4))
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 
+MOVE_FIRST = pytest.mark.pynetdicom_internals(
+    reason=("pynetdicom's C-MOVE opens the sub-association before any final status: a refused "
+            "identifier to a destination that does not answer gets 0xA801"))
+
 
 @dataclass
 class Archive:
@@ -113,7 +117,7 @@ def request(assoc: Any, service: str, query: Dataset) -> Dataset:
                                           StudyRootQueryRetrieveInformationModelMove))
 
 
-@pytest.mark.parametrize("service", ["find", "get", "move"])
+@pytest.mark.parametrize("service", ["find", "get", pytest.param("move", marks=MOVE_FIRST)])
 def test_400000_uids_get_a900_and_the_association_goes_on(archive: Archive,
                                                           service: str) -> None:
     assoc, received = associate(archive.port)

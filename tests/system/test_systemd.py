@@ -90,7 +90,7 @@ def test_watchdog_stops_pinging_when_the_accept_loop_is_dead(
     try:
         _until(notify_socket, "READY=1")
         _until(notify_socket, "WATCHDOG=1")
-        listener = server._server
+        listener = server.listener
         TCPServer.shutdown(listener)  # the accept loop ends; every thread of ours still lives
         assert stalled.seen.wait(60)
         # Pings sent before the stall was noticed are queued already (the watchdog thread

@@ -1,5 +1,5 @@
 """PDU framing and DIMSE message assembly (``pdus.py``), shared by the C-MOVE sender and the
-held channel, and the channel's check of the pynetdicom internals it relies on."""
+held channel."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import struct
 import tracemalloc
 
 import pytest
-from pynetdicom import AE
-from pynetdicom.association import Association
 
 from pyqrscp.dimse import pdus
 from pyqrscp.dimse.commands import parse_command, store_request
@@ -23,7 +21,6 @@ from pyqrscp.dimse.pdus import (
     pdvs,
 )
 from pyqrscp.errors import PeerUnavailable
-from pyqrscp.link.channel import holdable
 
 
 def split_pdus(stream: bytes) -> list[bytes]:
@@ -101,14 +98,6 @@ def test_pdvs_report_where_each_ends_and_refuse_bad_lengths() -> None:
         list(pdvs(struct.pack(">IBB", 1, 1, 0x02)))
     with pytest.raises(PeerUnavailable):
         list(pdvs(struct.pack(">IBB", 40, 1, 0x02) + b"short"))
-
-
-def test_a_channel_is_held_only_with_the_pynetdicom_internals_it_relies_on() -> None:
-    """A real pynetdicom association has them all; one missing, and nothing is held."""
-    assoc = Association(AE(), "acceptor")
-    assert holdable(assoc)
-    del assoc.dimse.message
-    assert not holdable(assoc)
 
 
 def test_ae_titles_end_at_their_first_nul_and_are_padded_with_spaces() -> None:

@@ -31,18 +31,28 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
+
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import P_DATA
 
 from pyqrscp.dimse import pdus
-from pyqrscp.dimse.commands import command_text, command_us
+from pyqrscp.dimse.commands import (
+    AFFECTED_SOP_CLASS_UID,
+    AFFECTED_SOP_INSTANCE_UID,
+    COMMAND_FIELD,
+    command_text,
+    command_us,
+)
 from pyqrscp.errors import PeerUnavailable
+from pyqrscp.link import internals
 from pyqrscp.link.connections import ReadTimeouts, is_unassociated
 from pyqrscp.link.idle import ACTIVE_DELAY, polling
 from pyqrscp.link.titles import calling_aet
 
 LOGGER = logging.getLogger(__name__)
 
-_ATTRIBUTE = "_pyqrscp_channel"
+_ATTRIBUTE = "channel"
 _RECEIVE_EVENTS = frozenset({"Evt3", "Evt4", "Evt6", "Evt10", "Evt12", "Evt13", "Evt16", "Evt17",
                              "Evt19"})
 """State-machine events of PDUs received (PS3.8 9.2.1); the others are of PDUs sent."""
@@ -50,7 +60,7 @@ _RECEIVE_EVENTS = frozenset({"Evt3", "Evt4", "Evt6", "Evt10", "Evt12", "Evt13", 
 Take = Callable[[int, dict[int, bytes]], bool]
 """Called with (context ID, command elements) once a command is whole: serve it (True) or
 push it back for pynetdicom (False)."""
-SinkFactory = Callable[[Any, str, int, str, str], Any]
+SinkFactory = Callable[[Association, str, int, str, str], "pdus.DatasetSink | None"]
 """Called with (association, transfer syntax, command field, affected SOP class UID, affected
 SOP instance UID) when a message's command is whole and a dataset follows: the
 :class:`pdus.DatasetSink` (an ``io.BytesIO``, as pynetdicom requires) that bounds and keeps
@@ -58,7 +68,7 @@ its dataset."""
 
 
 @contextmanager
-def held_channel(assoc: Any) -> Iterator[Channel | None]:
+def held_channel(assoc: Association) -> Iterator[Channel | None]:
     """:meth:`Channel.held` of the association's channel; None when it has none or it cannot
     be held now (the caller then goes through pynetdicom)."""
     channel = Channel.of(assoc)
@@ -73,13 +83,13 @@ QUEUED_PDUS = 64
 """PDUs queued for pynetdicom's DUL at most, per association."""
 
 
-def wait_for_dul_room(assoc: Any) -> None:
+def wait_for_dul_room(assoc: Association) -> None:
     """Return once fewer than :data:`QUEUED_PDUS` PDUs wait in the DUL's queue;
     :class:`PeerUnavailable` when the DUL stops sending (the connection is gone: a peer that
     reads nothing is dropped by the socket's send timeout)."""
     dul = assoc.dul
-    while dul.to_provider_queue.qsize() >= QUEUED_PDUS:
-        if not dul.is_alive() or dul.state_machine.current_state != "Sta6":
+    while internals.queued_to_send(dul) >= QUEUED_PDUS:
+        if not dul.is_alive() or internals.dul_state(dul) != "Sta6":
             raise PeerUnavailable("the connection is closed")
         time.sleep(0.0005)
 
@@ -110,30 +120,19 @@ class Received:
         return command_text(self.command, element)
 
 
-_DUL_INTERNALS = ("_is_transport_event", "_read_pdu_data", "_recv_pdu", "event_queue",
-                  "_idle_timer", "_run_loop_delay", "state_machine")
-_DIMSE_INTERNALS = ("message", "msg_queue", "receive_primitive")
-_WARNED: list[bool] = []
-
-
-def holdable(assoc: Any) -> bool:
-    """Does this association's pynetdicom have the internals a holder relies on (those of
-    pynetdicom 3.0, listed in docs/performance.md)?"""
-    dul, dimse = getattr(assoc, "dul", None), getattr(assoc, "dimse", None)
-    return (all(hasattr(dul, name) for name in _DUL_INTERNALS)
-            and all(hasattr(dimse, name) for name in _DIMSE_INTERNALS))
-
-
 class Channel:
     """The pair of seats on one association's socket: pynetdicom's and a holder's."""
 
-    def __init__(self, assoc: Any, limit: int, sink_of: SinkFactory | None = None,
+    def __init__(self, assoc: Association, limit: int, sink_of: SinkFactory | None = None,
                  timeouts: ReadTimeouts | None = None) -> None:
+        assoc_socket = assoc.dul.socket
+        if assoc_socket is None:
+            raise ValueError("a channel needs the association's socket")
         self.assoc = assoc
         self.sink_of = sink_of
         self._aborting = False
         self.dul = assoc.dul
-        self.assoc_socket = assoc.dul.socket
+        self.assoc_socket = assoc_socket
         self.limit = limit
         self.timeouts = timeouts
         self.stalled = False
@@ -143,42 +142,34 @@ class Channel:
         self.holder: int | None = None
         self.cancelled: set[int] = set()
         self._unread = bytearray()
-        self._recv = self.assoc_socket.recv
-        self._send = self.assoc_socket.send
-        self.holdable = holdable(assoc)
-        self._transport_event: Callable[[], bool] = getattr(self.dul, "_is_transport_event",
-                                                            lambda: False)
+        self._recv: Callable[[int], bytearray] = assoc_socket.recv
+        self._send: Callable[[bytes], None] = assoc_socket.send
+        self._transport_event: Callable[[], bool] = lambda: False
 
     @classmethod
-    def install(cls, assoc: Any, limit: int, sink_of: SinkFactory | None = None,
+    def install(cls, assoc: Association, limit: int, sink_of: SinkFactory | None = None,
                 timeouts: ReadTimeouts | None = None) -> Channel:
         """Seat a channel between pynetdicom and the socket of a new connection, before
         pynetdicom's threads start; ``limit`` is the longest PDU accepted (a longer announced
         length closes the connection); ``sink_of`` gives every message's dataset its bound,
-        whoever reads it; ``timeouts`` bound every read and send.  With a pynetdicom whose
-        internals differ from those the holder relies on, the channel only bounds PDU lengths
-        and reads and is never held (everything takes pynetdicom's own path)."""
+        whoever reads it; ``timeouts`` bound every read and send.  Only with pynetdicom's
+        internals usable (:func:`internals.internals_usable`)."""
         channel = cls(assoc, limit, sink_of, timeouts)
         channel._settle_timeout()
-        channel.assoc_socket.recv = channel._pynetdicom_recv
-        channel.assoc_socket.send = channel._pynetdicom_send
-        if channel.holdable:
-            channel.dul._is_transport_event = channel._pynetdicom_transport_event
-            if sink_of is not None:
-                dimse = assoc.dimse
-                receive = dimse.receive_primitive
-                dimse.receive_primitive = lambda primitive: channel._pynetdicom_receive(
-                    receive, primitive)
-        elif not _WARNED:
-            _WARNED.append(True)
-            LOGGER.warning("this pynetdicom's internals differ from 3.0's; streams are served "
-                           "through pynetdicom's queues (slower)")
-        setattr(channel.dul, _ATTRIBUTE, channel)
+        channel._recv, channel._send = internals.replace_socket_io(
+            channel.assoc_socket, channel._pynetdicom_recv, channel._pynetdicom_send)
+        channel._transport_event = internals.replace_transport_event(
+            channel.dul, channel._pynetdicom_transport_event)
+        if sink_of is not None:
+            internals.replace_receive_primitive(assoc.dimse, channel._pynetdicom_receive)
+        internals.attach(channel.dul, _ATTRIBUTE, channel)
         return channel
 
     @staticmethod
-    def of(assoc: Any) -> Channel | None:
-        return getattr(getattr(assoc, "dul", None), _ATTRIBUTE, None)
+    def of(assoc: Association) -> Channel | None:
+        """The association's channel; None when it has none (pynetdicom's public path)."""
+        channel = internals.attached(assoc.dul, _ATTRIBUTE)
+        return channel if isinstance(channel, Channel) else None
 
     # -- pynetdicom's seat -----------------------------------------------------------------
 
@@ -198,11 +189,10 @@ class Channel:
     def _recv_from_socket(self, nr_bytes: int) -> bytearray:
         self._settle_timeout()
         try:
-            received: bytearray = self._recv(nr_bytes)
+            return self._recv(nr_bytes)
         except TimeoutError:
             self._log_stall()
             raise
-        return received
 
     def _pynetdicom_send(self, data: bytes) -> None:
         """What pynetdicom's DUL sends, one PDV per P-DATA-TF (``pdus.one_pdv_per_pdu``)."""
@@ -213,59 +203,60 @@ class Channel:
         """The DUL's "is there a PDU to read?" step: nothing while held; pushed-back bytes
         first."""
         if not self.hold.acquire(blocking=False):
-            if self.assoc._kill or self.dul.state_machine.current_state == "Sta13":
+            if internals.is_ending(self.assoc) or internals.dul_state(self.dul) == "Sta13":
                 # torn down (an abort from another thread): pynetdicom must be able to close
                 # the connection now, not after its ARTIM timeout; the holder then fails out
-                return bool(self._transport_event())
+                return self._transport_event()
             return False
         try:
             if self._unread:
-                self.dul._read_pdu_data()
+                internals.read_pdu(self.dul)
                 return True
-            return bool(self._transport_event())
+            return self._transport_event()
         finally:
             self.hold.release()
 
-    def _pynetdicom_receive(self, receive: Callable[[Any], None], primitive: Any) -> None:
+    def _pynetdicom_receive(self, receive: Callable[[P_DATA], None], primitive: P_DATA) -> None:
         """The DIMSE provider's P-DATA step (in the DUL thread): once a message's command is
         whole, its dataset goes on into a sink instead of pynetdicom's unbounded buffer; a peer
         that overruns the sink is aborted (pynetdicom's own reaction to an invalid PDU)."""
         receive(primitive)
-        message = self.assoc.dimse.message
+        message = internals.message_in_progress(self.assoc.dimse)
         if message is None or message.context_id is None or message.data_set is None:
             return
         sink = message.data_set
         if type(sink) is io.BytesIO:
             command = message.command_set
-            sink = self._sink(int(message.context_id), int(command.CommandField or 0),
-                              str(command.get("AffectedSOPClassUID") or ""),
-                              str(command.get("AffectedSOPInstanceUID") or ""))
-            if sink is None:
+            bound = self._sink(int(message.context_id), int(command.CommandField or 0),
+                               str(command.get("AffectedSOPClassUID") or ""),
+                               str(command.get("AffectedSOPInstanceUID") or ""))
+            if bound is None:
                 return
-            sink.write(message.data_set.getvalue())
-            message.data_set = sink
-        if sink.overrun and not self._aborting:
+            bound.write(sink.getvalue())
+            message.data_set = cast(io.BytesIO, bound)
+            sink = message.data_set
+        if getattr(sink, "overrun", False) and not self._aborting:
             self._aborting = True
             LOGGER.error("Aborting the association of %s: %s sent past its limit",
                          self.peer(), type(message).__name__)
-            self.dul.event_queue.put("Evt19")
+            internals.abort_from_dul(self.dul)
 
     def drop_unfinished(self) -> None:
         """The association is over: drop the datasets of messages pynetdicom never finished or
         that were complete but never served (a spool file must not outlive its connection)."""
         dimse = self.assoc.dimse
-        datasets = [getattr(getattr(dimse, "message", None), "data_set", None)]
-        queued = getattr(getattr(dimse, "msg_queue", None), "queue", ())
-        datasets += [getattr(item[1], "DataSet", None) for item in list(queued)]
+        message = internals.message_in_progress(dimse)
+        datasets: list[object] = [message.data_set if message is not None else None]
+        datasets += internals.queued_message_datasets(dimse)
         for dataset in datasets:
             discard = getattr(dataset, "discard", None)
             if discard is not None:
                 discard()
 
     def _sink(self, context_id: int, command_field: int, sop_class_uid: str,
-              sop_instance_uid: str) -> Any:
+              sop_instance_uid: str) -> pdus.DatasetSink | None:
         """The sink for a message's dataset, None without a factory or a known context."""
-        context = self.assoc._accepted_cx.get(context_id)
+        context = internals.accepted_context(self.assoc, context_id)
         if self.sink_of is None or context is None:
             return None
         try:
@@ -287,7 +278,7 @@ class Channel:
         has part of a message, a whole one or a PDU not yet handled: that one is its to
         finish."""
         with self.hold:
-            if not self.holdable or not self.assoc.is_established or self._in_flight():
+            if not self.assoc.is_established or self._in_flight():
                 yield None
                 return
             self.holder = threading.get_ident()
@@ -303,10 +294,8 @@ class Channel:
     def _in_flight(self) -> bool:
         """Has pynetdicom read anything of the peer's that it has not finished with?  (Events
         of PDUs it is sending do not count.)"""
-        dimse = self.assoc.dimse
-        return bool(self._unread or not self.dul._recv_pdu.empty()
-                    or dimse.message is not None or not dimse.msg_queue.empty()
-                    or any(event in _RECEIVE_EVENTS for event in list(self.dul.event_queue.queue)))
+        return bool(self._unread) or internals.has_received_unhandled(self.assoc,
+                                                                      _RECEIVE_EVENTS)
 
     def send(self, context_id: int, command: bytes, dataset: bytes | None) -> None:
         """One DIMSE message, framed for the peer's maximum PDU length as it is sent."""
@@ -369,9 +358,9 @@ class Channel:
         command = assembler.command
         if command is None or not assembler.has_dataset or assembler.context_id is None:
             return
-        assembler.sink = self._sink(assembler.context_id, command_us(command, 0x0100),
-                                    command_text(command, 0x0002),
-                                    command_text(command, 0x1000))
+        assembler.sink = self._sink(assembler.context_id, command_us(command, COMMAND_FIELD),
+                                    command_text(command, AFFECTED_SOP_CLASS_UID),
+                                    command_text(command, AFFECTED_SOP_INSTANCE_UID))
 
     def _read_pdu(self, consumed: list[bytes]) -> tuple[int, bytes]:
         """Read one PDU, appending its raw bytes to ``consumed`` as they arrive."""
@@ -380,7 +369,7 @@ class Channel:
         if pdu_type not in pdus.PDU_TYPES or length > self.limit:
             raise PushedBack(f"PDU type 0x{pdu_type:02X} of {length} bytes")
         body = self._read_exactly(length, consumed)
-        self.dul._idle_timer.restart()
+        internals.restart_idle_timer(self.dul)
         return pdu_type, body
 
     def _ready(self, wait: float) -> bool:

@@ -14,7 +14,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from pynetdicom.association import Association
 
 from pyqrscp.config.options import Options
 
@@ -47,9 +48,19 @@ class ReadTimeouts:
         return self.associated if associated else self.unassociated
 
 
-def is_unassociated(assoc: Any) -> bool:
+def is_unassociated(assoc: Association) -> bool:
     """Has this accepted connection not yet delivered an A-ASSOCIATE-RQ?"""
     return getattr(assoc.requestor, "primitive", None) is None
+
+
+def set_read_timeout(assoc: Association, seconds: float) -> None:
+    """Bound every read and send of the association's socket (pynetdicom's public path: its
+    DUL then closes a connection whose peer stops in the middle of a PDU).  Only ever from one
+    timeout to another, so the socket stays non-blocking and a read in progress is unharmed."""
+    assoc_socket = assoc.dul.socket
+    sock = assoc_socket.socket if assoc_socket is not None else None
+    if sock is not None and seconds > 0:
+        sock.settimeout(seconds)
 
 
 class UnassociatedAllowance:
@@ -60,7 +71,7 @@ class UnassociatedAllowance:
     are counted while :meth:`admit`'s caller holds their ticket.
     """
 
-    def __init__(self, associations: Callable[[], Iterable[Any]], total: int,
+    def __init__(self, associations: Callable[[], Iterable[Association]], total: int,
                  per_host: int) -> None:
         self.associations = associations
         self.total = total

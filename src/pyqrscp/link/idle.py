@@ -13,7 +13,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+
+from pyqrscp.link import internals
 
 BUSY_DELAY = 0.0001
 ACTIVE_DELAY = 0.001
@@ -22,13 +26,24 @@ IDLE_AFTER = 0.5
 CHECK_EVERY = 0.1
 
 
-def _lock_of(dul: Any) -> threading.Lock:
-    lock: threading.Lock = dul.__dict__.setdefault("_pyqrscp_poll_lock", threading.Lock())
-    return lock
+class _Polling:
+    """A DUL's poll-delay bookkeeping: how many services asked for a delay of their own."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.busy = 0
+
+
+def _polling_of(dul: DULServiceProvider) -> _Polling:
+    state = internals.attached(dul, "polling")
+    if not isinstance(state, _Polling):
+        state = _Polling()
+        internals.attach(dul, "polling", state)
+    return state
 
 
 @contextmanager
-def fast_polling(dul: Any) -> Iterator[None]:
+def fast_polling(dul: DULServiceProvider) -> Iterator[None]:
     """Poll every :data:`BUSY_DELAY` while a service streams on this association.
 
     pynetdicom's DUL sleeps its delay whenever it finds nothing to do, twice per request/response
@@ -39,40 +54,41 @@ def fast_polling(dul: Any) -> Iterator[None]:
 
 
 @contextmanager
-def polling(dul: Any, delay: float) -> Iterator[None]:
+def polling(dul: DULServiceProvider, delay: float) -> Iterator[None]:
     """Poll every ``delay`` inside; the governor keeps out, and the delay before is restored.
 
     A service holding the socket itself (``channel.py``) needs no fast DUL: it uses
     :data:`ACTIVE_DELAY`, nested inside :func:`fast_polling`.
     """
-    with _lock_of(dul):
-        dul._pyqrscp_busy = getattr(dul, "_pyqrscp_busy", 0) + 1
-        before = dul._run_loop_delay
-        dul._run_loop_delay = delay
+    state = _polling_of(dul)
+    with state.lock:
+        state.busy += 1
+        before = internals.poll_delay(dul)
+        internals.set_poll_delay(dul, delay)
     try:
         yield
     finally:
-        with _lock_of(dul):
-            dul._pyqrscp_busy -= 1
-            dul._run_loop_delay = before if dul._pyqrscp_busy else ACTIVE_DELAY
+        with state.lock:
+            state.busy -= 1
+            internals.set_poll_delay(dul, before if state.busy else ACTIVE_DELAY)
 
 
-def govern(dul: Any, now: float) -> None:
+def govern(dul: DULServiceProvider, now: float) -> None:
     """Set one DUL's poll delay from how long ago it last received a PDU (never while busy)."""
-    started = getattr(dul._idle_timer, "_start_time", None)
+    started = internals.last_received(dul)
     if started is None:
         return
     idle = now - started > IDLE_AFTER
-    with _lock_of(dul):
-        if getattr(dul, "_pyqrscp_busy", 0):
-            return
-        dul._run_loop_delay = IDLE_DELAY if idle else ACTIVE_DELAY
+    state = _polling_of(dul)
+    with state.lock:
+        if not state.busy:
+            internals.set_poll_delay(dul, IDLE_DELAY if idle else ACTIVE_DELAY)
 
 
 class IdleGovernor(threading.Thread):
     """A daemon thread applying :func:`govern` to every live association."""
 
-    def __init__(self, associations: Callable[[], Iterable[Any]]) -> None:
+    def __init__(self, associations: Callable[[], Iterable[Association]]) -> None:
         super().__init__(name="pyqrscp-idle", daemon=True)
         self.associations = associations
         self.stopping = threading.Event()
@@ -81,9 +97,7 @@ class IdleGovernor(threading.Thread):
         while not self.stopping.wait(CHECK_EVERY):
             now = time.time()
             for assoc in list(self.associations()):
-                dul = getattr(assoc, "dul", None)
-                if dul is not None:
-                    govern(dul, now)
+                govern(assoc.dul, now)
 
     def stop(self) -> None:
         self.stopping.set()

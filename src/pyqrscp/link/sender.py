@@ -13,7 +13,6 @@ import socket
 import ssl
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pyqrscp.dimse.acse import (
     AcceptedContext,
@@ -21,7 +20,7 @@ from pyqrscp.dimse.acse import (
     associate_rq,
     parse_associate_ac,
 )
-from pyqrscp.dimse.commands import C_STORE_RSP, command_text, command_us, store_request
+from pyqrscp.dimse.commands import store_request
 from pyqrscp.dimse.pdus import (
     ABORT,
     ASSOCIATE_AC,
@@ -34,14 +33,11 @@ from pyqrscp.dimse.pdus import (
     read_pdu,
 )
 from pyqrscp.errors import PeerUnavailable
+from pyqrscp.link.responses import Reply, StoreResponse, await_store_response
 
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class StoreResponse:
-    status: int
-    error_comment: str = ""
 
 
 class StoreAssociation:
@@ -99,21 +95,31 @@ class StoreAssociation:
                      message_id: int, originator_aet: str = "",
                      originator_message_id: int | None = None) -> StoreResponse:
         """Send one C-STORE-RQ and wait for its response; :class:`PeerUnavailable` on a lost
-        association or when the DIMSE timeout passes (the caller aborts)."""
+        association, another response, or when the DIMSE timeout passes (the caller aborts)."""
         command = store_request(context.abstract_syntax, sop_instance, message_id,
                                 originator_aet, originator_message_id)
+
+        def unexpected(_reply: Reply) -> None:
+            raise PeerUnavailable(f"unexpected response to C-STORE of {sop_instance}")
+
         try:
             self.sock.settimeout(self.dimse_timeout)
             for batch in message_stream(context.context_id, command, dataset,
                                         self.peer_max_pdu):
                 self.sock.sendall(batch)
-            elements = self._read_command()
+            response = await_store_response(self._read_reply, message_id, self.dimse_timeout,
+                                            unexpected)
         except OSError as error:
             raise PeerUnavailable(f"C-STORE of {sop_instance}: {error}") from error
-        if (command_us(elements, 0x0100) != C_STORE_RSP or 0x0900 not in elements
-                or command_us(elements, 0x0120) != message_id):
-            raise PeerUnavailable(f"unexpected response to C-STORE of {sop_instance}")
-        return StoreResponse(command_us(elements, 0x0900), command_text(elements, 0x0902))
+        if response is None:
+            raise PeerUnavailable(f"C-STORE of {sop_instance}: no response within "
+                                  f"{self.dimse_timeout} s")
+        return response
+
+    def _read_reply(self, wait: float) -> Reply:
+        """The next message's command, read within ``wait`` seconds."""
+        self.sock.settimeout(wait)
+        return Reply.of_command(self._read_command())
 
     def _read_command(self) -> dict[int, bytes]:
         """Read P-DATA until a whole message; its command (a dataset after it is dropped)."""

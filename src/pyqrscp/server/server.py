@@ -12,9 +12,13 @@ import signal
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+import weakref
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
 from pyqrscp import __version__
@@ -24,10 +28,16 @@ from pyqrscp.config.options import Options
 from pyqrscp.dimse.contexts import contexts_for, negotiation_lines
 from pyqrscp.errors import ListenError, StartupError
 from pyqrscp.link.channel import Channel
-from pyqrscp.link.connections import ReadTimeouts, UnassociatedAllowance, is_unassociated
+from pyqrscp.link.connections import (
+    ReadTimeouts,
+    UnassociatedAllowance,
+    is_unassociated,
+    set_read_timeout,
+)
 from pyqrscp.link.idle import IdleGovernor
+from pyqrscp.link.internals import end_wait_for_request, internals_usable
 from pyqrscp.link.tls import build_contexts, handshake_hook
-from pyqrscp.link.transport import bind_archive_server, serve_in_background
+from pyqrscp.link.transport import ArchiveServerSocket, bind_archive_server, serve_in_background
 from pyqrscp.loglines import STARTUP_LOGGER
 from pyqrscp.server.acceptance import (
     AccessPolicy,
@@ -76,7 +86,8 @@ class ArchiveServer:
         self.config = config
         self.options = options
         self.host = host
-        self.services = Services(config, options)
+        self.internals = internals_usable()
+        self.services = Services(config, options, internals=self.internals)
         self.tls = build_contexts(options)
         self.services.client_tls = self.tls.client if self.tls else None
         self.policy = AccessPolicy(refuse=options.refuse,
@@ -84,18 +95,29 @@ class ArchiveServer:
                                    disable_host_lookup=options.disable_host_lookup,
                                    hosts=self.services.hosts)
         self.stop_requested = threading.Event()
-        self._server: Any = None
+        self._server: ArchiveServerSocket | None = None
         self._governor: IdleGovernor | None = None
         self._watchdog: Watchdog | None = None
         self._store_associations: dict[str, int] = {}
+        self._store_slot_of: weakref.WeakKeyDictionary[Association, str] = (
+            weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         self.timeouts = ReadTimeouts.of(options)
         self.web_settings: WebSettings | None = settings_of(options.http, config.http)
         self.web: WebListener | None = None
 
     @property
+    def listener(self) -> ArchiveServerSocket:
+        """The listening pynetdicom server (its ``active_associations``), once started."""
+        if self._server is None:
+            raise RuntimeError("the server is not listening")
+        return self._server
+
+    @property
     def port(self) -> int:
         """The port really listened on (useful with port 0)."""
+        if self._server is None:
+            raise RuntimeError("the server is not listening")
         return int(self._server.server_address[1])
 
     def build_ae(self) -> AE:
@@ -112,7 +134,7 @@ class ArchiveServer:
         ae.add_supported_context("1.2.840.10008.1.1")
         return ae
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[EventHandlerType]:
         return [
             (evt.EVT_CONN_OPEN, self._on_connection_open),
             (evt.EVT_REQUESTED, self._on_requested),
@@ -145,8 +167,8 @@ class ArchiveServer:
         handshake = (handshake_hook(self.tls.server, self.timeouts.unassociated)
                      if self.tls else None)
         try:
-            server = bind_archive_server(ae, (self.host, port), self.handlers(),
-                                         router=self.services.route_request,
+            router = self.services.route_request if self.internals else None
+            server = bind_archive_server(ae, (self.host, port), self.handlers(), router=router,
                                          prepare_connection=handshake)
         except OSError as error:
             where = f"{self.host}:{port}" if self.host else f"port {port}"
@@ -168,8 +190,9 @@ class ArchiveServer:
                                                  self.options.max_unassociated_per_host)
         self._server = server
         serve_in_background(server)
-        self._governor = IdleGovernor(lambda: server.active_associations)
-        self._governor.start()
+        if self.internals:
+            self._governor = IdleGovernor(lambda: server.active_associations)
+            self._governor.start()
         web = (f"; DICOMweb and the page on {self.web.scheme}://{_http_host(self.web)}/"
                if self.web is not None else "")
         logging.getLogger(STARTUP_LOGGER).info(
@@ -177,7 +200,7 @@ class ArchiveServer:
             self.port, self.host or "all interfaces",
             ", ".join(entry.ae_title for entry in self.config.ae_table) or "(none)", web,
             self.config.path)
-        self._announce_ready()
+        self._announce_ready(server)
 
     def _bind_web(self) -> WebListener | None:
         """Bind the HTTP listener's socket (``--http``/``HTTPPort``), or None when it is off.
@@ -220,9 +243,8 @@ class ArchiveServer:
         """The HTTP listener's real port, None when it is off."""
         return self.web.port if self.web is not None else None
 
-    def _announce_ready(self) -> None:
+    def _announce_ready(self, server: ArchiveServerSocket) -> None:
         """Under systemd (``Type=notify``): READY, and a watchdog fed by the accept loop."""
-        server = self._server
         server.last_turn = time.monotonic()
         notify(f"READY=1\nSTATUS=listening on port {self.port}\nMAINPID={os.getpid()}")
         interval = watchdog_interval()
@@ -254,7 +276,7 @@ class ArchiveServer:
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM request a graceful stop; call before :meth:`start` announces the port,
         so a signal sent the moment the server is ready is not fatal."""
-        def request_stop(signum: int, _frame: Any) -> None:
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
             LOGGER.info("received signal %d, shutting down", signum)
             self.stop_requested.set()
 
@@ -274,20 +296,27 @@ class ArchiveServer:
 
     # -- association events -------------------------------------------------------------
 
-    def _on_connection_open(self, event: Any) -> None:
+    def _on_connection_open(self, event: Event) -> None:
         assoc_socket = event.assoc.dul.socket
         sock = assoc_socket.socket if assoc_socket else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Channel.install(event.assoc, max(1 << 20, self.options.receive_pdu_size),
-                            self.services.dataset_sink, self.timeouts)
+            if self.internals:
+                Channel.install(event.assoc, max(1 << 20, self.options.receive_pdu_size),
+                                self.services.dataset_sink, self.timeouts)
+            else:
+                set_read_timeout(event.assoc, self.timeouts.unassociated)
         # the wait for the A-ASSOCIATE-RQ (pynetdicom waits the association's ACSE timeout)
         event.assoc.acse_timeout = self.timeouts.unassociated
 
-    def _on_requested(self, event: Any) -> None:
+    def _on_requested(self, event: Event) -> None:
         assoc = event.assoc
         assoc.acse_timeout = self.options.acse_timeout
+        if not self.internals:
+            set_read_timeout(assoc, self.timeouts.associated)
         primitive = assoc.requestor.primitive
+        if primitive is None:
+            return
         request = AssociationRequest(
             called_aet=_text(primitive.called_ae_title),
             calling_aet=_text(primitive.calling_ae_title),
@@ -328,7 +357,7 @@ class ArchiveServer:
                              f"MaxAssociations ({self.options.max_associations}) reached")
         return entry
 
-    def _claim_store_slot(self, assoc: Any, ae_title: str) -> bool:
+    def _claim_store_slot(self, assoc: Association, ae_title: str) -> bool:
         """``--no-parallel-store``: one storing association per AE title at a time."""
         if not self.options.no_parallel_store:
             return True
@@ -338,10 +367,10 @@ class ArchiveServer:
                             "(--no-parallel-store)", ae_title)
                 return False
             self._store_associations[ae_title] = 1
-            assoc._pyqrscp_store_slot = ae_title
+            self._store_slot_of[assoc] = ae_title
             return True
 
-    def _on_established(self, event: Any) -> None:
+    def _on_established(self, event: Event) -> None:
         assoc = event.assoc
         LOGGER.info("Association Acknowledged %s: %s -> %s (max send PDV: %s)",
                     assoc.requestor.address, _text(assoc.requestor.ae_title),
@@ -357,21 +386,21 @@ class ArchiveServer:
                          assoc.requestor.address, _text(assoc.requestor.ae_title),
                          _text(assoc.acceptor.ae_title), "\n".join(lines))
 
-    def _on_ended(self, event: Any) -> None:
+    def _on_ended(self, event: Event) -> None:
         assoc = event.assoc
         _drop_unfinished(assoc)
         verb = "Released" if assoc.is_released else "Aborted"
         LOGGER.info("Association %s %s: %s -> %s", verb, assoc.requestor.address,
                     _text(assoc.requestor.ae_title), _text(assoc.acceptor.ae_title))
 
-    def _on_connection_closed(self, event: Any) -> None:
+    def _on_connection_closed(self, event: Event) -> None:
         assoc = event.assoc
         _drop_unfinished(assoc)
-        if assoc.is_acceptor and assoc.requestor.primitive is None:
+        if self.internals and assoc.is_acceptor and assoc.requestor.primitive is None:
             # pynetdicom's acceptor waits the full ACSE timeout for an A-ASSOCIATE-RQ even
-            # after the peer is gone, holding a MaxAssociations slot; None ends that wait.
-            assoc.dul.to_user_queue.put(None)
-        ae_title = getattr(assoc, "_pyqrscp_store_slot", None)
+            # after the peer is gone, holding a MaxAssociations slot; this ends that wait.
+            end_wait_for_request(assoc.dul)
+        ae_title = self._store_slot_of.pop(assoc, None)
         if ae_title is not None:
             with self._lock:
                 self._store_associations[ae_title] = 0
@@ -382,13 +411,13 @@ def _http_host(web: WebListener) -> str:
     return f"[{host}]:{web.port}" if ":" in host else f"{host}:{web.port}"
 
 
-def _drop_unfinished(assoc: Any) -> None:
+def _drop_unfinished(assoc: Association) -> None:
     channel = Channel.of(assoc)
     if channel is not None:
         channel.drop_unfinished()
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     return str(value or "").strip()

@@ -11,11 +11,13 @@ import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE, N_ACTION
+from pynetdicom.events import Event, EventHandlerType
 
 from pyqrscp.archive.commitments import RetrySchedule
 from pyqrscp.archive.spool import ReceivedDataset
@@ -25,29 +27,32 @@ from pyqrscp.config.options import Options
 from pyqrscp.dimse.commands import C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ, N_ACTION_RQ
 from pyqrscp.dimse.part10 import file_header
 from pyqrscp.errors import PyqrscpError, ServiceFailed
-from pyqrscp.link.channel import Channel
+from pyqrscp.link.association import DimseMessage, forget_cancels, presentation_context
 from pyqrscp.link.hostnames import HostLookup
 from pyqrscp.link.titles import called_aet, calling_aet
 from pyqrscp.loglines import log_context
-from pyqrscp.services import commit, echo, find, get, move, store
+from pyqrscp.services import commit, echo, events, find, get, move, store
 from pyqrscp.services.commit import StorageCommitment
-from pyqrscp.services.common import area_key, peer_of
+from pyqrscp.services.common import area_key, log_request, peer_of
 from pyqrscp.services.negotiation import extended_response
 from pyqrscp.status import Status
 
 LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _REQUEST_PARTS = {C_FIND_RQ: "identifier", C_MOVE_RQ: "identifier", C_GET_RQ: "identifier",
                   N_ACTION_RQ: "action information"}
 """What a request's dataset is called (C-FIND, C-MOVE, C-GET; N-ACTION), in refusals."""
+_COMMAND_FIELD_OF: dict[type, int] = {C_FIND: C_FIND_RQ, C_GET: C_GET_RQ, C_MOVE: C_MOVE_RQ,
+                                      N_ACTION: N_ACTION_RQ}
 
 
-def _uid(value: Any) -> str:
+def _uid(value: object) -> str:
     """A UID from the command as text fit for the file header (padding removed)."""
     return str(value or "").strip(" \x00")
 
 
-def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
+def _guarded(assoc: Association, request: DimseMessage, serve: Callable[[], bool]) -> bool:
     """Run a service; a bug must not leave the peer waiting forever nor kill the association's
     thread: log it and abort.  True (served) unless ``serve`` returns False."""
     try:
@@ -59,53 +64,42 @@ def _guarded(assoc: Any, request: Any, serve: Callable[[], Any]) -> bool:
         return True
 
 
-_COMMAND_FIELDS = ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
-                   "MoveDestination", "MoveOriginatorApplicationEntityTitle",
-                   "MoveOriginatorMessageID")
+def _where(assoc: Association, request: object) -> str:
+    """The peer and the instance of a request, for the lines of library warnings."""
+    instance = getattr(request, "AffectedSOPInstanceUID", None)
+    return peer_of(assoc) + (f", instance {instance}" if instance else "")
 
 
-def command_set_text(request: Any) -> str:
-    """The command fields of a DIMSE request, one per line, as DCMTK's ``-d`` shows them."""
-    lines = []
-    for name in _COMMAND_FIELDS:
-        value = getattr(request, name, None)
-        if value is not None and value != "":
-            lines.append(f"{name:<38}: {value}")
-    has_dataset = getattr(request, "DataSet", None) or getattr(request, "Identifier", None)
-    lines.append(f"{'Data Set':<38}: {'present' if has_dataset is not None else 'none'}")
-    return "\n".join(lines)
-
-
-def _handler(handle: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _handler(handle: Callable[[Event], T], internals: bool) -> Callable[[Event], T]:
     """A pynetdicom event handler that, when it fails, says so in an ``E:`` line and has the
     association aborted at once, sending no response (pynetdicom would log it on its own quiet
-    logger and answer with a default status)."""
-    def guarded(event: Any) -> Any:
+    logger and answer with a default status).  On pynetdicom's public path the association is
+    aborted from the handler (pynetdicom then answers nothing)."""
+    def guarded(event: Event) -> T:
+        if not internals:  # else logged by route_request
+            log_request(event.assoc, event.request)
         try:
-            return handle(event)
+            with log_context(lambda: _where(event.assoc, event.request)):
+                return handle(event)
         except Exception as error:  # noqa: BLE001
             LOGGER.exception("%s handler failed on %s; aborting the association",
                              event.event.name.removeprefix("EVT_").replace("_", "-"),
                              peer_of(event.assoc))
-            raise ServiceFailed from error
+            if internals:
+                raise ServiceFailed from error
+            event.assoc.abort()
+            raise
     return guarded
-
-
-def _forget_cancels(assoc: Any) -> None:
-    """C-CANCELs belong to the request they name: none outlives it (pynetdicom's by message
-    ID, the held channel's too)."""
-    assoc.dimse.cancel_req = {}
-    channel = Channel.of(assoc)
-    if channel is not None:
-        channel.cancelled.clear()
 
 
 class Services:
     """Holds what the handlers need; one instance per server."""
 
-    def __init__(self, config: Config, options: Options) -> None:
+    def __init__(self, config: Config, options: Options, internals: bool = True) -> None:
         self.config = config
         self.options = options
+        self.internals = internals
+        """Are pynetdicom's internals in use (pyqrscp routes requests to its own services)?"""
         self.areas: dict[Path, StorageArea] = {}
         self._area_of_title: dict[str, StorageArea] = {}  # no path resolution per request
         self.commit_retry = RetrySchedule()
@@ -121,7 +115,7 @@ class Services:
         be able to read the interpreter's files)."""
         self._commit = commit
         self._echo, self._find, self._store = echo, find, store
-        self._serve_of: dict[type, Callable[..., Any]] = {
+        self._serve_of: dict[type, Callable[..., None]] = {
             C_MOVE: move.serve, C_GET: get.serve, C_FIND: find.serve}
 
     def open(self) -> None:
@@ -144,11 +138,11 @@ class Services:
         for area in self.areas.values():
             area.close()
 
-    def entry_of(self, assoc: Any) -> AEEntry | None:
+    def entry_of(self, assoc: Association) -> AEEntry | None:
         """The AETable entry of the association's called AE title."""
         return self.config.ae(called_aet(assoc))
 
-    def entry_for(self, event: Any) -> AEEntry:
+    def entry_for(self, event: Event) -> AEEntry:
         entry = self.entry_of(event.assoc)
         if entry is None:
             raise PyqrscpError(
@@ -158,7 +152,7 @@ class Services:
     def area_for(self, entry: AEEntry) -> StorageArea:
         return self._area_of_title[entry.ae_title]
 
-    def dataset_sink(self, assoc: Any, transfer_syntax: str, command_field: int,
+    def dataset_sink(self, assoc: Association, transfer_syntax: str, command_field: int,
                      sop_class_uid: str, sop_instance_uid: str) -> ReceivedDataset:
         """Where the dataset of an incoming message goes as it arrives, and its limit.
 
@@ -186,55 +180,75 @@ class Services:
                              calling)
         return ReceivedDataset(limit, limit_text, folder=area.root, prefix=prefix)
 
-    def _commitment_request(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
+    def bound_request(self, assoc: Association, request: C_FIND | C_GET | C_MOVE | N_ACTION,
+                      transfer_syntax: str) -> None:
+        """On pynetdicom's public path, put a request's identifier (or action information)
+        through :meth:`dataset_sink` once it has arrived, so the same limit refuses it (a held
+        channel bounds it as it arrives)."""
+        if isinstance(request, N_ACTION):
+            received = request.ActionInformation
+        else:
+            received = request.Identifier
+        if received is None or isinstance(received, ReceivedDataset):
+            return
+        bound = self.dataset_sink(assoc, transfer_syntax, _COMMAND_FIELD_OF[type(request)],
+                                  "", "")
+        bound.write(received.getvalue())
+        if isinstance(request, N_ACTION):
+            request.ActionInformation = bound
+        else:
+            request.Identifier = bound
+
+    def _commitment_request(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
         if self.commitment is None:
             return int(Status.PROCESSING_FAILURE), None
+        if not self.internals:
+            self.bound_request(event.assoc, cast(N_ACTION, event.request),
+                               str(event.context.transfer_syntax))
         return self.commitment.handle(event)
 
-    def route_request(self, assoc: Any, request: Any, context_id: int) -> bool:
+    def route_request(self, assoc: Association, request: DimseMessage, context_id: int
+                      ) -> bool:
         """Serve a DIMSE request with pyqrscp's own service instead of pynetdicom's.
 
         C-STORE, C-MOVE and C-GET are served here (no pydicom command sets, stored bytes),
         and C-FIND (responses encoded without pydicom); returns False to let pynetdicom serve
         everything else.
         """
-        if LOGGER.isEnabledFor(logging.DEBUG):
-            LOGGER.debug("Received %s command set from %s:\n%s",
-                         type(request).__name__.replace("_", "-"), peer_of(assoc),
-                         command_set_text(request))
-        def where() -> str:
-            instance = getattr(request, "AffectedSOPInstanceUID", None)
-            return peer_of(assoc) + (f", instance {instance}" if instance else "")
-
-        with log_context(where):
+        log_request(assoc, request)
+        with log_context(lambda: _where(assoc, request)):
             return _guarded(assoc, request, lambda: self._route(assoc, request, context_id))
 
-    def _route(self, assoc: Any, request: Any, context_id: int) -> bool:
+    def _route(self, assoc: Association, request: DimseMessage, context_id: int) -> bool:
         """Serve through the request's own service (``route_request`` guards it)."""
         if isinstance(request, C_STORE):
             return self._store.serve(self, assoc, request, context_id) is not False
 
         serve = self._serve_of.get(type(request))
-        context = next((cx for cx in assoc.accepted_contexts if cx.context_id == context_id),
-                       None)
+        context = presentation_context(assoc, context_id)
         model = (self._find.MODEL_OF_SOP_CLASS.get(str(context.abstract_syntax))
                  if context else None)
         if serve is None or model is None or not request.is_valid_request:
             return False
         # The reactor is not marked paused (pynetdicom's own service classes do mark it): a
         # storage commitment report from another thread must wait until this service ends.
-        _forget_cancels(assoc)
+        forget_cancels(assoc)
         try:
-            return serve(self, assoc, request, context, model) is not False
+            serve(self, assoc, request, context, model)
+            return True
         finally:
-            _forget_cancels(assoc)
+            forget_cancels(assoc)
 
-    def handlers(self) -> list[tuple[Any, Any]]:
-        echo, find, store = self._echo, self._find, self._store
+    def handlers(self) -> list[EventHandlerType]:
+        """pynetdicom's event handlers: every request pyqrscp's own routing does not serve
+        (all of them on pynetdicom's public path) reaches one of these."""
+        internals = self.internals
         return [
-            (evt.EVT_C_ECHO, _handler(lambda event: echo.handle(self, event))),
-            (evt.EVT_C_STORE, _handler(lambda event: store.handle(self, event))),
-            (evt.EVT_C_FIND, _handler(lambda event: find.handle(self, event))),
-            (evt.EVT_N_ACTION, _handler(self._commitment_request)),
+            (evt.EVT_C_ECHO, _handler(lambda event: echo.handle(self, event), internals)),
+            (evt.EVT_C_STORE, _handler(lambda event: store.handle(self, event), internals)),
+            (evt.EVT_C_FIND, lambda event: events.find_responses(self, event)),
+            (evt.EVT_C_GET, lambda event: events.get_responses(self, event)),
+            (evt.EVT_C_MOVE, lambda event: events.move_responses(self, event)),
+            (evt.EVT_N_ACTION, _handler(self._commitment_request, internals)),
             (evt.EVT_SOP_EXTENDED, lambda event: extended_response(event.app_info)),
         ]

@@ -12,11 +12,14 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import N_ACTION
+from pynetdicom.events import Event
 
 from pyqrscp.archive.commitment_delivery import CommitmentWorker
 from pyqrscp.archive.commitments import (
@@ -29,6 +32,7 @@ from pyqrscp.archive.commitments import (
 )
 from pyqrscp.config import resolve_move_destination
 from pyqrscp.dimse.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
+from pyqrscp.link.association import send_from_outside
 from pyqrscp.link.titles import calling_aet
 from pyqrscp.link.tls import client_tls_args
 from pyqrscp.services.common import area_key, peer
@@ -62,7 +66,7 @@ class StorageCommitment:
         self.services = services
         self.ledgers = {root: CommitmentLedger(area) for root, area in services.areas.items()}
         self.worker = CommitmentWorker(list(self.ledgers.values()), self.deliver, schedule)
-        self._live: dict[tuple[Any, int], Any] = {}
+        self._live: dict[tuple[Path, int], Association] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -73,7 +77,7 @@ class StorageCommitment:
         for ledger in self.ledgers.values():
             ledger.close()
 
-    def handle(self, event: Any) -> tuple[int | Dataset, Dataset | None]:
+    def handle(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
         """Check and persist the request, then answer; the worker sends the report."""
         entry = self.services.entry_for(event)
         if not entry.access.can_store:
@@ -82,11 +86,12 @@ class StorageCommitment:
             return int(Status.REFUSED_NOT_AUTHORIZED), None
         if event.action_type != REQUEST_STORAGE_COMMITMENT:
             return int(ActionStatus.NO_SUCH_ACTION), None
-        refusal = getattr(event.request.ActionInformation, "refusal", None)
+        request = cast(N_ACTION, event.request)
+        refusal = getattr(request.ActionInformation, "refusal", None)
         if refusal is not None:
             LOGGER.error("Storage Commitment request from %s refused: %s", peer(event), refusal)
             return int(ActionStatus.RESOURCE_LIMITATION), None
-        requested = str(event.request.RequestedSOPInstanceUID or "").rstrip("\x00 ")
+        requested = str(request.RequestedSOPInstanceUID or "").rstrip("\x00 ")
         if requested != STORAGE_COMMITMENT_INSTANCE:
             return int(ActionStatus.NO_SUCH_SOP_INSTANCE), None
         try:
@@ -121,7 +126,7 @@ class StorageCommitment:
         report = report_dataset(pending.transaction_uid, verdict)
         counts = f"{len(verdict.committed)} committed, {len(verdict.failed)} failed"
         if assoc is not None and accepts_reports(assoc):
-            if send_on(assoc, report, verdict.event_type_id):
+            if send_on(assoc, report, verdict.event_type_id, self.services.internals):
                 LOGGER.info("Sent Storage Commitment report to %s on its association (%s)",
                             pending.requester_aet, counts)
                 return True
@@ -209,44 +214,33 @@ def _item(reference: Reference) -> Dataset:
     return item
 
 
-def accepts_reports(assoc: Any) -> bool:
+def accepts_reports(assoc: Association) -> bool:
     """Still established, and the requester took the SCP role (so we act as SCU) in-band."""
     return bool(assoc.is_established) and any(
         context.abstract_syntax == STORAGE_COMMITMENT_PUSH_MODEL and context.as_scu
         for context in assoc.accepted_contexts)
 
 
-def send_on(assoc: Any, report: Dataset, event_type_id: int) -> bool:
-    """Send on an acceptor's association from another thread.
-
-    pynetdicom's ``send_*`` pause the reactor by waiting until it parks; a reactor that has
-    ended (released, aborted) never parks, so wait for it here with an escape, and bound the
-    wait for the response.
-    """
-    assoc._reactor_checkpoint.clear()
-    deadline = time.monotonic() + REPORT_TIMEOUT_SECONDS
-    while not assoc._is_paused:
-        if not assoc.is_established or time.monotonic() > deadline:
-            assoc._reactor_checkpoint.set()
-            return False
-        time.sleep(0.001)
+def send_on(assoc: Association, report: Dataset, event_type_id: int,
+            use_internals: bool = True) -> bool:
+    """Send on an acceptor's association from another thread (its reactor parked), bounding
+    the wait for the reactor and for the response."""
     saved_timeout = assoc.dimse_timeout
     if saved_timeout is None:
         assoc.dimse_timeout = REPORT_TIMEOUT_SECONDS
     try:
-        if not assoc.is_established:
-            return False
-        return _accepted(assoc.send_n_event_report(
-            report, event_type_id, STORAGE_COMMITMENT_PUSH_MODEL, STORAGE_COMMITMENT_INSTANCE))
+        result = send_from_outside(assoc, REPORT_TIMEOUT_SECONDS, lambda: assoc.send_n_event_report(
+            report, event_type_id, STORAGE_COMMITMENT_PUSH_MODEL, STORAGE_COMMITMENT_INSTANCE),
+            use_internals)
     except (RuntimeError, ValueError) as error:
         LOGGER.warning("Storage Commitment report on the association failed: %s", error)
         return False
     finally:
         assoc.dimse_timeout = saved_timeout
-        assoc._reactor_checkpoint.set()
+    return result is not None and _accepted(result)
 
 
-def _accepted(result: Any) -> bool:
+def _accepted(result: object) -> bool:
     status = result[0] if isinstance(result, tuple) else result
     return bool(status) and int(getattr(status, "Status", -1)) == int(Status.SUCCESS)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pynetdicom.events import Event
 
 from pyqrscp.services.common import peer
 from pyqrscp.status import Status
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 
-def handle(services: Services, event: Any) -> int:
+def handle(services: Services, event: Event) -> int:
     """Answer success; log one line, as dcmqrscp does for every operation."""
     LOGGER.info("Received Echo Request from %s", peer(event))
     return int(Status.SUCCESS)

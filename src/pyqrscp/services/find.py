@@ -14,12 +14,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
+from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.presentation import PresentationContext
 
 from pyqrscp.archive.index.query import (
     PATIENT_ROOT,
@@ -40,13 +44,19 @@ from pyqrscp.dimse.commands import find_response
 from pyqrscp.dimse.encoding import Element, encode_identifier
 from pyqrscp.dimse.pdus import max_pdv
 from pyqrscp.errors import InvalidIdentifier, PyqrscpError
-from pyqrscp.link.channel import Channel
+from pyqrscp.link.association import (
+    cancel_requested,
+    queued_to_send,
+    send_message,
+    send_pdvs,
+    splits_pdvs,
+)
 from pyqrscp.link.idle import fast_polling
 from pyqrscp.link.titles import called_aet
 from pyqrscp.query.charset import TEXT_VRS, choose_charset, requested_charsets
-from pyqrscp.services.common import cancel_requested, peer_of
+from pyqrscp.services.common import peer_of
 from pyqrscp.services.negotiation import is_relational
-from pyqrscp.services.retrieve import log_ignored_keys, read_identifier, send_message
+from pyqrscp.services.retrieve import log_ignored_keys, read_identifier
 from pyqrscp.services.statuses import IDENTIFIER_ERRORS, failure, status_of
 from pyqrscp.status import Status
 
@@ -72,10 +82,32 @@ between responses."""
 _DRAIN_POLL = 0.0001  # while waiting for the DUL to send queued responses
 
 
-def serve(services: Services, assoc: Any, request: Any, context: Any,
-          model: InformationModel) -> None:
+class Responses(Protocol):
+    """Where a C-FIND's responses go: :class:`FindResponder` on pyqrscp's own path, a queue
+    for pynetdicom's event handler on its public path."""
+
+    assoc: Association
+    sop_class: str
+    transfer_syntax: UID
+
+    def is_cancelled(self) -> bool: ...
+    def pending(self, identifier: bytes) -> None: ...
+    def final(self, status: Status, error_comment: str = "") -> None: ...
+    def drain(self) -> None: ...
+
+
+def serve(services: Services, assoc: Association, request: C_FIND,
+          context: PresentationContext, model: InformationModel) -> None:
     """Answer one C-FIND-RQ completely: pending responses, then the final one."""
     responder = FindResponder(assoc, request, context, services.options.response_timeout)
+    with fast_polling(assoc.dul):
+        answer(services, request, model, responder)
+
+
+def answer(services: Services, request: C_FIND, model: InformationModel,
+           responder: Responses) -> None:
+    """Answer one C-FIND-RQ through ``responder``."""
+    assoc = responder.assoc
     who = peer_of(assoc)
     entry = services.entry_of(assoc)
     if entry is None or not entry.access.can_query:
@@ -93,12 +125,11 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     LOGGER.info("Received Find Request (%s, %s) from %s", query.model.name, query.level, who)
     LOGGER.debug("Find identifier:\n%s", identifier)
     log_ignored_keys(query, "Find", who)
-    with fast_polling(assoc.dul):
-        _answer(services, services.area_for(entry), responder, identifier, query, who)
-        responder.drain()
+    _answer(services, services.area_for(entry), responder, identifier, query, who)
+    responder.drain()
 
 
-def _answer(services: Services, area: StorageArea, responder: FindResponder,
+def _answer(services: Services, area: StorageArea, responder: Responses,
             identifier: Dataset, query: Query, who: str) -> None:
     db = area.reader()
     count = 0
@@ -191,15 +222,16 @@ def _pydicom_encoded(elements: list[Element], transfer_syntax: UID) -> bytes | N
 class FindResponder:
     """Sends C-FIND responses on the requesting association through pynetdicom's DUL."""
 
-    def __init__(self, assoc: Any, request: Any, context: Any, dimse_timeout: float) -> None:
+    def __init__(self, assoc: Association, request: C_FIND, context: PresentationContext,
+                 dimse_timeout: float) -> None:
         self.assoc = assoc
-        self.message_id = int(request.MessageID)
+        self.message_id = int(request.MessageID or 0)
         self.sop_class = str(request.AffectedSOPClassUID)
-        self.context_id = int(context.context_id)
+        self.context_id = int(context.context_id or 0)
         self.transfer_syntax = UID(context.transfer_syntax[0])
         self.dimse_timeout = dimse_timeout
         self.max_pdu = max_pdv(int(assoc.requestor.maximum_length or 0)) + 6
-        self.splits = Channel.of(assoc) is not None  # its send makes one PDU per PDV
+        self.splits = splits_pdvs(assoc)
 
     def is_cancelled(self) -> bool:
         """Has a C-CANCEL for this request arrived?"""
@@ -210,7 +242,7 @@ class FindResponder:
         of its own.  When both fit the peer's maximum PDU they are queued as one P-DATA
         primitive (one turn of the DUL's loop instead of two), which the association's channel
         sends as two PDUs."""
-        if self.assoc.dul.to_provider_queue.qsize() >= _QUEUED_RESPONSES:
+        if queued_to_send(self.assoc) >= _QUEUED_RESPONSES:
             self.drain()
         command = find_response(self.sop_class, self.message_id, int(Status.PENDING),
                                 has_identifier=True)
@@ -221,14 +253,14 @@ class FindResponder:
         pdvs = primitive.presentation_data_value_list
         pdvs.append((self.context_id, b"\x03" + command))
         pdvs.append((self.context_id, b"\x02" + identifier))
-        self.assoc.dul.send_pdu(primitive)
+        send_pdvs(self.assoc, primitive)
 
     def drain(self) -> None:
         """Wait until the DUL has sent everything queued; abort a peer that reads nothing for
         the DIMSE timeout (pynetdicom's own sender would block as long)."""
-        queue = self.assoc.dul.to_provider_queue
         deadline = time.monotonic() + self.dimse_timeout
-        while queue.qsize() and self.assoc.is_established and self.assoc.dul.is_alive():
+        while (queued_to_send(self.assoc) and self.assoc.is_established
+               and self.assoc.dul.is_alive()):
             if time.monotonic() > deadline:
                 LOGGER.error("Find: %s read no response for %s s, aborting",
                              peer_of(self.assoc), self.dimse_timeout)
@@ -244,7 +276,8 @@ class FindResponder:
                                        error_comment), None)
 
 
-def handle(services: Services, event: Any) -> Iterator[Any]:
+def handle(services: Services, event: Event
+           ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """pynetdicom's EVT_C_FIND handler, reached only by requests :func:`serve` refuses to take
     (malformed, or on a context that is no Q/R information model): a failure status."""
     entry = services.entry_for(event)

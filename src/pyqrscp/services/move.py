@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydicom.uid import UID
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.presentation import PresentationContext
 
 from pyqrscp.archive.index.query import InformationModel
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Config, Peer, resolve_move_destination
-from pyqrscp.dimse.acse import propose
+from pyqrscp.dimse.acse import ProposedContext, propose
 from pyqrscp.dimse.contexts import UNCOMPRESSED, proposed_syntaxes
 from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
@@ -43,7 +46,8 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 
 
-def serve(services: Services, assoc: Any, request: Any, context: Any,
+def serve(services: Services, assoc: Association, request: C_MOVE,
+          context: PresentationContext,
           model: InformationModel) -> None:
     """Answer one C-MOVE-RQ completely: pending responses, then the final one."""
     responder = Responder(assoc, request, context)
@@ -69,7 +73,7 @@ def serve(services: Services, assoc: Any, request: Any, context: Any,
     _move(services, assoc, request, responder, selection, destination, area)
 
 
-def _move(services: Services, assoc: Any, request: Any, responder: Responder,
+def _move(services: Services, assoc: Association, request: C_MOVE, responder: Responder,
           selection: Selection, destination: Peer, area: StorageArea) -> None:
     options = services.options
     try:
@@ -82,7 +86,8 @@ def _move(services: Services, assoc: Any, request: Any, responder: Responder,
         _destination_unavailable(assoc, responder, selection, destination, error)
         return
     sender = _Sender(sub, destination.ae_title, calling_aet(assoc),
-                     int(request.MessageID), proposed_syntaxes(options.propose_transfer_syntax))
+                     int(request.MessageID or 0),
+                     proposed_syntaxes(options.propose_transfer_syntax))
     try:
         progress = run_sub_operations(selection, area, sender.send, responder.is_cancelled,
                                       responder.pending)
@@ -100,7 +105,7 @@ def _move(services: Services, assoc: Any, request: Any, responder: Responder,
     responder.send(status, progress)
 
 
-def _destination_unavailable(assoc: Any, responder: Responder, selection: Selection,
+def _destination_unavailable(assoc: Association, responder: Responder, selection: Selection,
                              destination: Peer, error: PeerUnavailable) -> None:
     """A configured destination that does not answer is known, so not 0xA801: every
     sub-operation failed, 0xA702 with the counts and the failed UIDs (as dcmqrscp answers)."""
@@ -145,7 +150,8 @@ class _Sender:
         return response.status
 
 
-def sub_association_contexts(selection: Selection, options: Options) -> list[Any]:
+def sub_association_contexts(selection: Selection, options: Options
+                             ) -> list[ProposedContext]:
     """Per SOP class: the uncompressed syntaxes, plus one context per stored compressed syntax."""
     uncompressed = proposed_syntaxes(options.propose_transfer_syntax)
     return list(propose(selection.presentation_pairs(),

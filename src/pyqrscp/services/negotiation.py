@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.uid import UID
+from pynetdicom.association import Association
+
 FIND_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1",
                               "1.2.840.10008.5.1.4.1.2.3.1"})
 RETRIEVE_SOP_CLASSES = frozenset({
@@ -31,8 +34,8 @@ def extended_response(requested: dict[Any, bytes]) -> dict[Any, bytes]:
     return answers
 
 
-def is_relational(assoc: Any, sop_class: str) -> bool:
+def is_relational(assoc: Association, sop_class: str) -> bool:
     """Were relational queries (C-FIND) or retrievals (C-MOVE/C-GET) granted for this SOP
     class on this association?"""
-    granted = assoc.acceptor.sop_class_extended.get(sop_class, b"")
+    granted = assoc.acceptor.sop_class_extended.get(UID(sop_class), b"")
     return bool(granted[:1]) and granted[0] & 1 == 1

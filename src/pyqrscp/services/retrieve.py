@@ -11,13 +11,14 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
-from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT
+from pynetdicom.presentation import PresentationContext
 
 from pyqrscp.archive.areafiles import read_regular
 from pyqrscp.archive.index.query import (
@@ -29,10 +30,9 @@ from pyqrscp.archive.index.query import (
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.dimse.commands import C_GET_RSP, C_MOVE_RSP, retrieve_response
 from pyqrscp.dimse.part10 import file_meta
-from pyqrscp.dimse.pdus import p_data_primitives
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
-from pyqrscp.link.channel import Channel, wait_for_dul_room
-from pyqrscp.services.common import cancel_requested, peer_of
+from pyqrscp.link.association import cancel_requested, requestor_gone, send_message
+from pyqrscp.services.common import peer_of
 from pyqrscp.services.negotiation import is_relational
 from pyqrscp.services.statuses import IDENTIFIER_ERRORS, status_of
 from pyqrscp.status import Status
@@ -75,13 +75,16 @@ def log_ignored_keys(query: Query, verb: str, who: str) -> None:
                      "query" if verb == "Find" else "retrieve")
 
 
-def read_identifier(request: Any, transfer_syntax: UID) -> Dataset:
+def read_identifier(request: C_FIND | C_GET | C_MOVE, transfer_syntax: UID) -> Dataset:
     """The request's identifier, decoded in its context's transfer syntax; InvalidIdentifier
-    for one refused as it arrived (longer than ``--max-request-size``)."""
-    refusal = getattr(request.Identifier, "refusal", None)
+    for one refused as it arrived (longer than ``--max-request-size``) or missing."""
+    identifier = request.Identifier
+    refusal = getattr(identifier, "refusal", None)
     if refusal is not None:
         raise InvalidIdentifier(str(refusal))
-    return decode(request.Identifier, transfer_syntax.is_implicit_VR,
+    if identifier is None:
+        raise InvalidIdentifier("no identifier")
+    return decode(identifier, transfer_syntax.is_implicit_VR,
                   transfer_syntax.is_little_endian, transfer_syntax.is_deflated)
 
 
@@ -174,10 +177,11 @@ def _count(progress: Progress, sop_instance: str, status: int) -> None:
 class Responder:
     """Sends C-MOVE/C-GET responses on the requesting association (pynetdicom encodes them)."""
 
-    def __init__(self, assoc: Any, request: Any, context: Any) -> None:
+    def __init__(self, assoc: Association, request: C_GET | C_MOVE,
+                 context: PresentationContext) -> None:
         self.assoc = assoc
         self.request = request
-        self.context_id = int(context.context_id)
+        self.context_id = int(context.context_id or 0)
         self.transfer_syntax = UID(context.transfer_syntax[0])
         self.command_field = C_MOVE_RSP if isinstance(request, C_MOVE) else C_GET_RSP
 
@@ -185,7 +189,7 @@ class Responder:
         """Has a C-CANCEL for this request arrived (pynetdicom files them by message ID), or
         has the requestor gone (A-ABORT or a dropped connection waiting for the reactor)?"""
         return requestor_gone(self.assoc) or cancel_requested(self.assoc,
-                                                               int(self.request.MessageID))
+                                                               int(self.request.MessageID or 0))
 
     def pending(self, progress: Progress) -> None:
         self.send(Status.PENDING, progress)
@@ -201,7 +205,7 @@ class Responder:
             if status not in (Status.PENDING, Status.SUCCESS):
                 identifier = self._failed_list(progress)
         command = retrieve_response(self.command_field, str(self.request.AffectedSOPClassUID),
-                                    int(self.request.MessageID), int(status), counts,
+                                    int(self.request.MessageID or 0), int(status), counts,
                                     error_comment, identifier is not None)
         try:
             send_message(self.assoc, self.context_id, command, identifier)
@@ -216,20 +220,6 @@ class Responder:
                      or b"")
 
 
-def send_message(assoc: Any, context_id: int, command: bytes, dataset: bytes | None) -> None:
-    """Send one DIMSE message: straight to the socket when this thread holds the association's
-    channel, else queued for pynetdicom's DUL, which sends it in order (a few PDUs at a time:
-    a peer announcing a tiny maximum PDU length must not fill memory with PDUs to send)."""
-    channel = Channel.of(assoc)
-    if channel is not None and channel.held_here():
-        channel.send(context_id, command, dataset)
-        return
-    for primitive in p_data_primitives(context_id, command, dataset,
-                                       int(assoc.requestor.maximum_length or 0)):
-        wait_for_dul_room(assoc)
-        assoc.dul.send_pdu(primitive)
-
-
 def message_ids(first: int) -> Iterator[int]:
     """Message IDs for sub-operations: 1..65535, wrapping."""
     current = first
@@ -238,19 +228,25 @@ def message_ids(first: int) -> Iterator[int]:
         current = current % 65535 + 1
 
 
-def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
-            model: InformationModel, verb: str) -> tuple[StorageArea, Selection] | None:
-    """The checks every C-MOVE/C-GET starts with: access, identifier, size.
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The final response of a C-MOVE/C-GET refused before its first sub-operation."""
 
-    On failure the final response is sent here and ``None`` returned.
-    """
+    status: Status
+    error_comment: str
+
+
+def select_instances(services: Services, assoc: Association, request: C_GET | C_MOVE,
+                     transfer_syntax: UID, model: InformationModel, verb: str
+                     ) -> tuple[StorageArea, Selection] | Refusal:
+    """The checks every C-MOVE/C-GET starts with (access, identifier, size), then the
+    instances it will send."""
     entry = services.entry_of(assoc)
     if entry is None or not entry.access.can_query:
-        responder.send(Status.REFUSED_NOT_AUTHORIZED, error_comment="area is write-only")
-        return None
+        return Refusal(Status.REFUSED_NOT_AUTHORIZED, "area is write-only")
     area = services.area_for(entry)
     try:
-        identifier = read_identifier(request, responder.transfer_syntax)
+        identifier = read_identifier(request, transfer_syntax)
         LOGGER.debug("%s identifier:\n%s", verb, identifier)
         selection = select(area, identifier, model, services.options.check_move,
                            services.options.case_sensitive_pn,
@@ -258,16 +254,20 @@ def prepare(services: Services, assoc: Any, request: Any, responder: Responder,
                            peer_of(assoc))
     except IDENTIFIER_ERRORS as error:
         LOGGER.error("%s failed from %s: %s", verb, peer_of(assoc), error)
-        responder.send(status_of(error, in_identifier=True), error_comment=str(error))
-        return None
+        return Refusal(status_of(error, in_identifier=True), str(error))
     if len(selection.instances) > MAX_SUB_OPERATIONS:
-        responder.send(Status.UNABLE_TO_PROCESS, error_comment="more than 65535 sub-operations")
-        return None
+        return Refusal(Status.UNABLE_TO_PROCESS, "more than 65535 sub-operations")
     return area, selection
 
 
-def requestor_gone(assoc: Any) -> bool:
-    """True once the requesting association is aborted, even while its reactor is busy here."""
-    if not assoc.is_established:
-        return True
-    return isinstance(assoc.dul.peek_next_pdu(), (A_ABORT, A_P_ABORT))
+def prepare(services: Services, assoc: Association, request: C_GET | C_MOVE,
+            responder: Responder, model: InformationModel, verb: str
+            ) -> tuple[StorageArea, Selection] | None:
+    """:func:`select_instances`; on a refusal its final response is sent here and ``None``
+    returned."""
+    selected = select_instances(services, assoc, request, responder.transfer_syntax, model,
+                                verb)
+    if isinstance(selected, Refusal):
+        responder.send(selected.status, error_comment=selected.error_comment)
+        return None
+    return selected

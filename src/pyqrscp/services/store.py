@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from pydicom.dataset import Dataset
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
@@ -34,11 +34,18 @@ from pyqrscp.dimse.commands import (
     store_response,
 )
 from pyqrscp.errors import InvalidDataset, PeerUnavailable, PyqrscpError
+from pyqrscp.link.association import (
+    DimseMessage,
+    next_request,
+    pass_on,
+    send_message,
+    takes_requests,
+    transfer_syntax_of,
+)
 from pyqrscp.link.channel import Channel, MessageBroken, PushedBack, Received, held_channel
 from pyqrscp.link.idle import fast_polling
 from pyqrscp.link.titles import called_aet
 from pyqrscp.services.common import peer_of
-from pyqrscp.services.retrieve import send_message
 from pyqrscp.services.statuses import failure
 from pyqrscp.status import Status
 
@@ -66,11 +73,12 @@ class StoreRequest:
     header and dataset as received, possibly spooled or refused."""
 
     @classmethod
-    def of_primitive(cls, request: Any) -> StoreRequest:
+    def of_primitive(cls, request: C_STORE) -> StoreRequest:
         received = request.DataSet
-        return cls(int(request.MessageID), str(request.AffectedSOPClassUID or ""),
-                   str(request.AffectedSOPInstanceUID or ""),
-                   received if isinstance(received, ReceivedDataset) else received.getvalue())
+        dataset = (received if isinstance(received, ReceivedDataset)
+                   else received.getvalue() if received is not None else b"")
+        return cls(int(request.MessageID or 0), str(request.AffectedSOPClassUID or ""),
+                   str(request.AffectedSOPInstanceUID or ""), dataset)
 
     @classmethod
     def of_received(cls, received: Received) -> StoreRequest:
@@ -80,32 +88,35 @@ class StoreRequest:
                    dataset if isinstance(dataset, (bytes, ReceivedDataset)) else b"")
 
 
-def serve(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
+def serve(services: Services, assoc: Association, request: DimseMessage, context_id: int
+          ) -> bool:
     """Serve a C-STORE-RQ and every C-STORE that follows within :data:`RECEIVING_WINDOW`.
 
     Returns False (pynetdicom serves it) for a request pyqrscp does not take: invalid, on an
     unknown context, or of a SOP class that is not a storage class.
     """
-    if not _ours(assoc, request, context_id):
+    if not isinstance(request, C_STORE) or not _ours(assoc, request, context_id):
         return False
     with fast_polling(assoc.dul):
         return _serve_following(services, assoc, request, context_id)
 
 
-def _serve_following(services: Services, assoc: Any, request: Any, context_id: int) -> bool:
+def _serve_following(services: Services, assoc: Association, request: C_STORE,
+                     context_id: int) -> bool:
     while True:
         _serve_one(services, assoc, StoreRequest.of_primitive(request), context_id)
         _serve_held(services, assoc)
-        following = _next_request(assoc)
+        following = next_request(assoc, RECEIVING_WINDOW, _WAIT_SLICE)
         if following is None:
             return True
-        context_id, request = following
-        if not _ours(assoc, request, context_id):
-            assoc._serve_request(request, context_id)
+        context_id, message = following
+        if not isinstance(message, C_STORE) or not _ours(assoc, message, context_id):
+            pass_on(assoc, message, context_id)
             return True
+        request = message
 
 
-def _serve_held(services: Services, assoc: Any) -> None:
+def _serve_held(services: Services, assoc: Association) -> None:
     """Serve C-STORE-RQs straight from the socket while they keep coming; abort (once the
     socket is pynetdicom's again) when a message broke past the point of giving it back."""
     broken: MessageBroken | None = None
@@ -117,7 +128,7 @@ def _serve_held(services: Services, assoc: Any) -> None:
         assoc.abort()
 
 
-def _serve_held_messages(services: Services, assoc: Any, held: Channel
+def _serve_held_messages(services: Services, assoc: Association, held: Channel
                          ) -> MessageBroken | None:
     take = functools.partial(_ours_command, assoc)
     while True:
@@ -137,16 +148,17 @@ def _serve_held_messages(services: Services, assoc: Any, held: Channel
             return None
 
 
-def handle(services: Services, event: Any) -> int | Dataset:
+def handle(services: Services, event: Event) -> int | Dataset:
     """The ``EVT_C_STORE`` handler, for a C-STORE pynetdicom serves (see :func:`serve`)."""
-    status, comment = store(services, event.assoc, StoreRequest.of_primitive(event.request),
+    request = cast(C_STORE, event.request)
+    status, comment = store(services, event.assoc, StoreRequest.of_primitive(request),
                             str(event.context.transfer_syntax))
     if not comment:
         return int(status)
     return failure(PyqrscpError(comment), status)
 
 
-def store(services: Services, assoc: Any, request: StoreRequest, transfer_syntax: str
+def store(services: Services, assoc: Association, request: StoreRequest, transfer_syntax: str
           ) -> tuple[Status, str]:
     """Validate, store durably, index; ``(status, error comment)`` once the index row has
     committed (or the instance was refused)."""
@@ -189,11 +201,12 @@ def _failed(who: str, error: Exception) -> tuple[Status, str]:
     return Status(response.Status), str(response.ErrorComment)
 
 
-def _serve_one(services: Services, assoc: Any, request: StoreRequest, context_id: int) -> None:
+def _serve_one(services: Services, assoc: Association, request: StoreRequest,
+               context_id: int) -> None:
     """Store one instance and answer it (unless the association ended meanwhile)."""
-    context = assoc._accepted_cx[context_id]
+    transfer_syntax = transfer_syntax_of(assoc, context_id) or ""
     try:
-        status, comment = store(services, assoc, request, str(context.transfer_syntax[0]))
+        status, comment = store(services, assoc, request, transfer_syntax)
     except Exception as error:  # as pynetdicom's handler guard: answer, keep serving
         LOGGER.exception("Store failed from %s", peer_of(assoc))
         status, comment = _failed(peer_of(assoc), error)
@@ -204,13 +217,13 @@ def _serve_one(services: Services, assoc: Any, request: StoreRequest, context_id
     send_message(assoc, context_id, response, None)
 
 
-def _ours(assoc: Any, request: Any, context_id: int) -> bool:
+def _ours(assoc: Association, request: DimseMessage, context_id: int) -> bool:
     """A C-STORE-RQ pyqrscp serves (pynetdicom serves the rest: invalid ones, say)."""
     return (isinstance(request, C_STORE) and request.is_valid_request
             and _storage_request(assoc, context_id, str(request.AffectedSOPClassUID)))
 
 
-def _ours_command(assoc: Any, context_id: int, command: dict[int, bytes]) -> bool:
+def _ours_command(assoc: Association, context_id: int, command: dict[int, bytes]) -> bool:
     """:func:`_ours` for a command read from a held channel: a C-STORE-RQ with a dataset and
     the identifying fields pynetdicom requires."""
     received = Received(context_id, command, None)
@@ -220,36 +233,16 @@ def _ours_command(assoc: Any, context_id: int, command: dict[int, bytes]) -> boo
             and _storage_request(assoc, context_id, received.text(AFFECTED_SOP_CLASS_UID)))
 
 
-def _storage_request(assoc: Any, context_id: int, sop_class_uid: str) -> bool:
+def _storage_request(assoc: Association, context_id: int, sop_class_uid: str) -> bool:
     """On an accepted context, of a storage SOP class, and before our release request."""
-    return (bool(sop_class_uid) and context_id in assoc._accepted_cx
-            and not assoc._sent_release
+    return (bool(sop_class_uid) and takes_requests(assoc, context_id)
             and uid_to_service_class(sop_class_uid) is StorageServiceClass)
-
-
-def _next_request(assoc: Any) -> tuple[int, Any] | None:
-    """The next DIMSE message if one completes within the receiving window; None once the
-    peer is quiet, releases or aborts (the reactor then handles it as usual)."""
-    deadline = time.monotonic() + RECEIVING_WINDOW
-    messages = assoc.dimse.msg_queue
-    while time.monotonic() < deadline:
-        try:
-            context_id, message = messages.get(timeout=_WAIT_SLICE)
-        except queue.Empty:
-            # a release or abort waits in the DUL's queue for the reactor: leave it there
-            if (assoc._kill or not assoc.is_established or not assoc.dul.is_alive()
-                    or assoc.dul.peek_next_pdu() is not None):
-                return None
-            continue
-        if message is not None:
-            return int(context_id), message
-    return None
 
 
 def _check_command(request: StoreRequest, sop_class_uid: str, sop_instance_uid: str,
                    uid_padding: bool) -> None:
     """The command's UIDs must name the dataset that follows (dcmqrscp checks the same)."""
-    def clean(value: Any) -> str:
+    def clean(value: object) -> str:
         text = str(value or "").rstrip("\x00")
         return text.strip(" ") if uid_padding else text
 

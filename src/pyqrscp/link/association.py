@@ -1,0 +1,165 @@
+"""What pyqrscp's services ask of an accepted association: send a message, hold its channel
+(:func:`~pyqrscp.link.channel.held_channel`), read the next message, cancels.
+
+Services call these functions and never pynetdicom's internals; these use the held channel
+when the calling thread holds it, pynetdicom's queues otherwise (:mod:`internals`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, P_DATA
+from pynetdicom.presentation import PresentationContext
+
+from pyqrscp.dimse.pdus import p_data_primitives
+from pyqrscp.errors import PeerUnavailable
+from pyqrscp.link import internals
+from pyqrscp.link.channel import Channel, PushedBack, wait_for_dul_room
+from pyqrscp.link.internals import DimseMessage
+
+__all__ = ["DimseMessage"]  # the type of the messages below, for services' annotations
+from pyqrscp.link.responses import ReadReply, Reply
+
+T = TypeVar("T")
+_POLL_SECONDS = 0.5
+"""How often a wait on pynetdicom's queue looks whether the association is gone."""
+
+
+def send_message(assoc: Association, context_id: int, command: bytes,
+                 dataset: bytes | None) -> None:
+    """Send one DIMSE message: straight to the socket when this thread holds the association's
+    channel, else queued for pynetdicom's DUL, which sends it in order (a few PDUs at a time:
+    a peer announcing a tiny maximum PDU length must not fill memory with PDUs to send)."""
+    channel = Channel.of(assoc)
+    if channel is not None and channel.held_here():
+        channel.send(context_id, command, dataset)
+        return
+    for primitive in p_data_primitives(context_id, command, dataset,
+                                       int(assoc.requestor.maximum_length or 0)):
+        wait_for_dul_room(assoc)
+        assoc.dul.send_pdu(primitive)
+
+
+def send_pdvs(assoc: Association, primitive: P_DATA) -> None:
+    """Queue one P-DATA primitive (PDVs framed by the caller) for pynetdicom's DUL."""
+    assoc.dul.send_pdu(primitive)
+
+
+def queued_to_send(assoc: Association) -> int:
+    """PDUs waiting to be sent by pynetdicom's DUL."""
+    return internals.queued_to_send(assoc.dul)
+
+
+def splits_pdvs(assoc: Association) -> bool:
+    """Does the association send one PDV per P-DATA-TF, whatever it is given (its channel)?"""
+    return Channel.of(assoc) is not None
+
+
+def cancel_requested(assoc: Association, message_id: int) -> bool:
+    """Has a C-CANCEL for ``message_id`` arrived?  pynetdicom files those it reads by message
+    ID; a held channel files those its holder reads.  Consumed when found."""
+    channel = Channel.of(assoc)
+    if channel is not None and message_id in channel.cancelled:
+        channel.cancelled.discard(message_id)
+        return True
+    return internals.take_cancel(assoc.dimse, message_id)
+
+
+def note_cancel(assoc: Association, message_id: int) -> None:
+    """A C-CANCEL-RQ read from the held channel, for :func:`cancel_requested`."""
+    channel = Channel.of(assoc)
+    if channel is not None:
+        channel.cancelled.add(message_id)
+
+
+def forget_cancels(assoc: Association) -> None:
+    """C-CANCELs belong to the request they name: none outlives it (pynetdicom's by message
+    ID, the held channel's too)."""
+    internals.forget_cancels(assoc.dimse)
+    channel = Channel.of(assoc)
+    if channel is not None:
+        channel.cancelled.clear()
+
+
+def requestor_gone(assoc: Association) -> bool:
+    """True once the requesting association is aborted, even while its reactor is busy."""
+    if not assoc.is_established:
+        return True
+    return isinstance(assoc.dul.peek_next_pdu(), (A_ABORT, A_P_ABORT))
+
+
+def presentation_context(assoc: Association, context_id: int) -> PresentationContext | None:
+    """An accepted presentation context by its ID."""
+    return internals.accepted_context(assoc, context_id)
+
+
+def transfer_syntax_of(assoc: Association, context_id: int) -> str | None:
+    """The transfer syntax of an accepted presentation context; None for another ID."""
+    context = internals.accepted_context(assoc, context_id)
+    return str(context.transfer_syntax[0]) if context is not None else None
+
+
+def takes_requests(assoc: Association, context_id: int) -> bool:
+    """Is ``context_id`` accepted, and has this side not asked to release?"""
+    return (internals.accepted_context(assoc, context_id) is not None
+            and not internals.release_sent(assoc))
+
+
+def next_request(assoc: Association, window: float, slice_seconds: float
+                 ) -> tuple[int, DimseMessage] | None:
+    """The next DIMSE message pynetdicom completes within ``window`` seconds (for the
+    association's own thread); None once the peer is quiet, releases or aborts (the reactor
+    then handles it as usual)."""
+    deadline = time.monotonic() + window
+    while time.monotonic() < deadline:
+        following = internals.next_queued_message(assoc.dimse, slice_seconds)
+        if following is not None:
+            return following
+        # a release or abort waits in the DUL's queue for the reactor: leave it there
+        if (internals.is_ending(assoc) or not assoc.is_established
+                or not assoc.dul.is_alive() or assoc.dul.peek_next_pdu() is not None):
+            return None
+    return None
+
+
+def pass_on(assoc: Association, message: DimseMessage, context_id: int) -> None:
+    """Serve a request the caller read but does not serve as if the reactor had read it."""
+    internals.serve_request(assoc, message, context_id)
+
+
+def reply_reader(assoc: Association, held: Channel | None) -> ReadReply:
+    """How the association's own thread reads the next message during its C-STORE
+    sub-operations: from the held channel, else from pynetdicom's queue."""
+    if held is not None:
+        def read_held(wait: float) -> Reply | None:
+            try:
+                received = held.next_message(wait, lambda _context_id, _command: True)
+            except PushedBack as pushed:
+                raise PeerUnavailable(f"the requestor sent {pushed} during sub-operations"
+                                      ) from None
+            return Reply.of_command(received.command) if received is not None else None
+        return read_held
+
+    def read_queued(wait: float) -> Reply | None:
+        message = internals.next_queued_message(assoc.dimse, min(wait, _POLL_SECONDS))
+        if message is not None:
+            return Reply.of_primitive(message[1])
+        if not assoc.is_established or not assoc.dul.is_alive():
+            raise PeerUnavailable("the requesting association is gone")
+        return None
+    return read_queued
+
+
+def send_from_outside(assoc: Association, timeout: float, send: Callable[[], T],
+                      use_internals: bool = True) -> T | None:
+    """Run one of pynetdicom's ``send_*`` on an association from another thread; None when
+    the association ends first or (with pynetdicom's internals) its reactor is busy past
+    ``timeout`` seconds.  Without, pynetdicom's ``send_*`` wait for the reactor themselves,
+    as long as it serves a request."""
+    if use_internals:
+        return internals.paused_reactor(assoc, timeout, send)
+    return send() if assoc.is_established else None

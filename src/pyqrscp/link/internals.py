@@ -1,0 +1,387 @@
+"""Every private name of pynetdicom that pyqrscp uses, and the start-up check of all of them.
+
+pyqrscp serves its busiest paths itself: it routes DIMSE requests to its own services before
+pynetdicom's service classes (``Association._serve_request``), holds an association's socket
+between messages (the DUL's reader, queues and timers), and bounds what a peer may send
+(``AssociationSocket.recv``, ``DIMSEServiceProvider.receive_primitive``).  Those hooks reach
+into pynetdicom 3.0's internals; this module is the only place that touches them, through small
+typed functions, so that a change in pynetdicom shows up here and nowhere else.
+
+:func:`missing_internals` checks every name of :data:`REQUIRED` (each method's parameters, each
+attribute's type) on a new, unconnected association.  :func:`internals_usable` runs it once at
+start-up: when a name is missing or differs, or when ``PYQRSCP_PYNETDICOM_PUBLIC_ONLY=1`` asks
+for it, one warning line says so and the server serves through pynetdicom's public API only
+(event handlers; see docs/performance.md for what that costs).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import (
+    C_ECHO,
+    C_FIND,
+    C_GET,
+    C_MOVE,
+    C_STORE,
+    N_ACTION,
+    N_CREATE,
+    N_DELETE,
+    N_EVENT_REPORT,
+    N_GET,
+    N_SET,
+)
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.transport import AssociationSocket, RequestHandler
+
+from pyqrscp.errors import ServiceFailed
+
+LOGGER = logging.getLogger(__name__)
+
+PUBLIC_ONLY_VARIABLE = "PYQRSCP_PYNETDICOM_PUBLIC_ONLY"
+"""Set to ``1`` to serve through pynetdicom's public API only (a test and diagnostic switch)."""
+
+DimseMessage = (C_ECHO | C_FIND | C_GET | C_MOVE | C_STORE | N_ACTION | N_CREATE | N_DELETE
+                | N_EVENT_REPORT | N_GET | N_SET)
+"""A decoded DIMSE message as pynetdicom hands it to the association's reactor."""
+PduDecoder = Callable[[bytearray], tuple[object, str]]
+"""``DULServiceProvider._decode_pdu``: raw PDU bytes to (PDU, state machine event)."""
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Internal:
+    """One private name, ``owner.name``: a method with these parameters after ``self``, or
+    (``parameters`` None) an attribute, whose value on a new association is a ``kind``."""
+
+    owner: str
+    name: str
+    parameters: tuple[str, ...] | None = None
+    kind: type | None = None
+
+    def __str__(self) -> str:
+        return f"{self.owner}.{self.name}"
+
+
+REQUIRED: tuple[Internal, ...] = (
+    Internal("Association", "_serve_request", ("msg", "context_id")),
+    Internal("Association", "_accepted_cx", kind=dict),
+    Internal("Association", "_sent_release", kind=bool),
+    Internal("Association", "_kill", kind=bool),
+    Internal("Association", "_reactor_checkpoint", kind=threading.Event),
+    Internal("Association", "_is_paused", kind=bool),
+    Internal("Association", "__dict__", kind=dict),
+    Internal("RequestHandler", "_create_association", ()),
+    Internal("DULServiceProvider", "_is_transport_event", ()),
+    Internal("DULServiceProvider", "_read_pdu_data", ()),
+    Internal("DULServiceProvider", "_decode_pdu", ("bytestream",)),
+    Internal("DULServiceProvider", "_recv_pdu", kind=queue.Queue),
+    Internal("DULServiceProvider", "_idle_timer"),
+    Internal("DULServiceProvider", "_run_loop_delay", kind=float),
+    Internal("DULServiceProvider", "event_queue", kind=queue.Queue),
+    Internal("DULServiceProvider", "to_provider_queue", kind=queue.Queue),
+    Internal("DULServiceProvider", "to_user_queue", kind=queue.Queue),
+    Internal("DULServiceProvider", "state_machine"),
+    Internal("DULServiceProvider", "__dict__", kind=dict),
+    Internal("StateMachine", "current_state", kind=str),
+    Internal("Timer", "_start_time"),
+    Internal("Timer", "restart", ()),
+    Internal("DIMSEServiceProvider", "receive_primitive", ("primitive",)),
+    Internal("DIMSEServiceProvider", "message"),
+    Internal("DIMSEServiceProvider", "msg_queue", kind=queue.Queue),
+    Internal("DIMSEServiceProvider", "cancel_req", kind=dict),
+    Internal("DIMSEMessage", "context_id"),
+    Internal("DIMSEMessage", "command_set"),
+    Internal("DIMSEMessage", "data_set"),
+    Internal("AssociationSocket", "recv", ("nr_bytes",)),
+    Internal("AssociationSocket", "send", ("bytestream",)),
+)
+"""Every private (or undocumented) name of pynetdicom pyqrscp uses, in the shape it relies on."""
+
+
+def sample_owners(assoc: Association | None = None) -> dict[str, object]:
+    """The objects :data:`REQUIRED` names live on: those of a new, unconnected acceptor
+    association (no socket, no thread started), or of ``assoc``."""
+    assoc = assoc if assoc is not None else Association(AE(), "acceptor")
+    dul = assoc.dul
+    return {"Association": assoc, "RequestHandler": RequestHandler, "DULServiceProvider": dul,
+            "StateMachine": getattr(dul, "state_machine", None),
+            "Timer": getattr(dul, "_idle_timer", None), "DIMSEServiceProvider": assoc.dimse,
+            "DIMSEMessage": C_STORE_RQ(), "AssociationSocket": AssociationSocket}
+
+
+def missing_internals(owners: Mapping[str, object] | None = None) -> list[str]:
+    """The :data:`REQUIRED` names this pynetdicom lacks or has in another shape (a method with
+    other parameters, an attribute of another type), each as ``Owner.name (why)``."""
+    owners = sample_owners() if owners is None else owners
+    missing = []
+    for internal in REQUIRED:
+        why = _mismatch(owners.get(internal.owner), internal)
+        if why:
+            missing.append(f"{internal} ({why})")
+    return missing
+
+
+def _mismatch(owner: object, internal: Internal) -> str:
+    if owner is None or not hasattr(owner, internal.name):
+        return "missing"
+    value = getattr(owner, internal.name)
+    if internal.parameters is not None:
+        if not callable(value):
+            return "not a method"
+        try:
+            names = tuple(inspect.signature(value).parameters)
+        except (TypeError, ValueError):
+            return "no signature"
+        names = names[1:] if names[:1] == ("self",) else names
+        return "" if names == internal.parameters else f"parameters {names}"
+    if internal.kind is not None and not isinstance(value, internal.kind):
+        return f"a {type(value).__name__}"
+    return ""
+
+
+def internals_usable(environ: Mapping[str, str] = os.environ) -> bool:
+    """May pyqrscp use pynetdicom's internals?  Decided once, at start-up; when not, one
+    warning line says why (the switch, or every name that differs)."""
+    if environ.get(PUBLIC_ONLY_VARIABLE, "") not in ("", "0"):
+        LOGGER.warning("%s is set: serving through pynetdicom's public API only",
+                       PUBLIC_ONLY_VARIABLE)
+        return False
+    missing = missing_internals()
+    if missing:
+        LOGGER.warning("pynetdicom lacks internals pyqrscp relies on (%s): serving through its "
+                       "public API only", "; ".join(missing))
+        return False
+    return True
+
+
+# -- the association ------------------------------------------------------------------------
+
+
+class RoutedAssociation(Association):
+    """An acceptor association whose requests ``route`` may serve before pynetdicom does.
+
+    Adds no state: pynetdicom's own associations get this class swapped in
+    (:func:`route_requests`), so everything pynetdicom does to them keeps working.
+    """
+
+    route: Callable[[Association, DimseMessage, int], bool] | None = None
+
+    def _serve_request(self, msg: DimseMessage, context_id: int) -> None:
+        route = type(self).route
+        if route is not None and not self._sent_release and route(self, msg, context_id):
+            return
+        try:
+            super()._serve_request(msg, context_id)
+        except ServiceFailed:
+            self.abort()
+
+
+def route_requests(assoc: Association, routed_class: type[RoutedAssociation]) -> None:
+    """Make a new association serve its requests through ``routed_class.route`` first."""
+    assoc.__class__ = routed_class
+
+
+class CreatesAssociations(RequestHandler):
+    """pynetdicom's per-connection handler with a seat right after it creates the association
+    (before the association's threads start)."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        self.association_created(assoc)
+        return assoc
+
+    def association_created(self, assoc: Association) -> None:
+        """Called with each new association, before it starts."""
+
+
+def serve_request(assoc: Association, msg: DimseMessage, context_id: int) -> None:
+    """Hand a request to the association's own dispatch (routing first, then pynetdicom)."""
+    assoc._serve_request(msg, context_id)
+
+
+def accepted_context(assoc: Association, context_id: int) -> PresentationContext | None:
+    """An accepted presentation context by ID (pynetdicom's public list is rebuilt per call)."""
+    return assoc._accepted_cx.get(context_id)
+
+
+def release_sent(assoc: Association) -> bool:
+    """Has this side sent an A-RELEASE-RQ (no new requests are served then)?"""
+    return assoc._sent_release
+
+
+def is_ending(assoc: Association) -> bool:
+    """Is the association's reactor told to stop (an abort from another thread)?"""
+    return assoc._kill
+
+
+def paused_reactor(assoc: Association, timeout: float, send: Callable[[], T]) -> T | None:
+    """Run ``send`` (a ``send_*`` of pynetdicom) from a thread other than the association's,
+    with its reactor parked; None when the reactor does not park within ``timeout`` seconds
+    or the association ends first (pynetdicom's own wait would spin forever then)."""
+    assoc._reactor_checkpoint.clear()
+    deadline = time.monotonic() + timeout
+    try:
+        while not assoc._is_paused:
+            if not assoc.is_established or time.monotonic() > deadline:
+                return None
+            time.sleep(0.001)
+        if not assoc.is_established:
+            return None
+        return send()
+    finally:
+        assoc._reactor_checkpoint.set()
+
+
+def attach(target: Association | DULServiceProvider, name: str, value: object) -> None:
+    """Keep a pyqrscp object on a pynetdicom object (its name starts with ``_pyqrscp_``)."""
+    target.__dict__[f"_pyqrscp_{name}"] = value
+
+
+def attached(target: Association | DULServiceProvider, name: str) -> object:
+    """What :func:`attach` kept there, or None."""
+    return target.__dict__.get(f"_pyqrscp_{name}")
+
+
+# -- the DUL (upper layer) ------------------------------------------------------------------
+
+
+def replace_transport_event(dul: DULServiceProvider, step: Callable[[], bool]
+                            ) -> Callable[[], bool]:
+    """Seat ``step`` as the DUL's "is there a PDU to read?" check; returns pynetdicom's."""
+    original: Callable[[], bool] = dul._is_transport_event
+    dul._is_transport_event = step  # type: ignore[method-assign]
+    return original
+
+
+def read_pdu(dul: DULServiceProvider) -> None:
+    """Have the DUL read, decode and queue the next PDU (in the DUL's thread)."""
+    dul._read_pdu_data()
+
+
+def replace_pdu_decoder(dul: DULServiceProvider, wrap: Callable[[PduDecoder], PduDecoder]
+                        ) -> None:
+    """Seat ``wrap(pynetdicom's decoder)`` as the DUL's PDU decoder."""
+    dul._decode_pdu = wrap(dul._decode_pdu)  # type: ignore[method-assign, assignment]
+
+
+def restore_pdu_decoder(dul: DULServiceProvider) -> None:
+    """Give the DUL back pynetdicom's own PDU decoder."""
+    dul.__dict__.pop("_decode_pdu", None)
+
+
+def has_received_unhandled(assoc: Association, receive_events: frozenset[str]) -> bool:
+    """Has pynetdicom read anything of the peer's it has not finished with: a PDU or a
+    state-machine event of ``receive_events`` queued, or a DIMSE message begun or complete?"""
+    dul, dimse = assoc.dul, assoc.dimse
+    return bool(not dul._recv_pdu.empty() or dimse.message is not None
+                or not dimse.msg_queue.empty()
+                or any(event in receive_events for event in list(dul.event_queue.queue)))
+
+
+def restart_idle_timer(dul: DULServiceProvider) -> None:
+    """A PDU arrived: the network timeout (``-to``) starts again."""
+    dul._idle_timer.restart()
+
+
+def last_received(dul: DULServiceProvider) -> float | None:
+    """When (``time.time()``) the DUL last received a PDU; None before the first."""
+    started: float | None = dul._idle_timer._start_time
+    return started
+
+
+def poll_delay(dul: DULServiceProvider) -> float:
+    """How long the DUL's loop sleeps when it finds nothing to do."""
+    return dul._run_loop_delay
+
+
+def set_poll_delay(dul: DULServiceProvider, delay: float) -> None:
+    dul._run_loop_delay = delay
+
+
+def dul_state(dul: DULServiceProvider) -> str:
+    """The upper layer's state (PS3.8 9.2: ``Sta6`` is established, ``Sta13`` closing)."""
+    return str(dul.state_machine.current_state)
+
+
+def queued_to_send(dul: DULServiceProvider) -> int:
+    """PDUs waiting in the DUL's queue to be sent."""
+    return dul.to_provider_queue.qsize()
+
+
+def abort_from_dul(dul: DULServiceProvider) -> None:
+    """Have the DUL abort the association as for an invalid PDU (state-machine event 19)."""
+    dul.event_queue.put("Evt19")
+
+
+def end_wait_for_request(dul: DULServiceProvider) -> None:
+    """End an acceptor's wait for its A-ASSOCIATE-RQ (the peer is gone)."""
+    dul.to_user_queue.put(None)
+
+
+def replace_socket_io(assoc_socket: AssociationSocket, recv: Callable[[int], bytearray],
+                      send: Callable[[bytes], None]
+                      ) -> tuple[Callable[[int], bytearray], Callable[[bytes], None]]:
+    """Seat ``recv``/``send`` as what the DUL reads and writes with; returns pynetdicom's."""
+    original = assoc_socket.recv, assoc_socket.send
+    assoc_socket.recv = recv  # type: ignore[method-assign, assignment]
+    assoc_socket.send = send  # type: ignore[method-assign, assignment]
+    return original
+
+
+# -- the DIMSE provider ---------------------------------------------------------------------
+
+
+def replace_receive_primitive(dimse: DIMSEServiceProvider,
+                              step: Callable[[Callable[[P_DATA], None], P_DATA], None]) -> None:
+    """Seat ``step(pynetdicom's own, primitive)`` as the DIMSE provider's P-DATA step."""
+    receive = dimse.receive_primitive
+    dimse.receive_primitive = (  # type: ignore[method-assign]
+        lambda primitive: step(receive, primitive))
+
+
+def message_in_progress(dimse: DIMSEServiceProvider) -> DIMSEMessage | None:
+    """The DIMSE message pynetdicom is assembling, if any."""
+    return dimse.message
+
+
+def queued_message_datasets(dimse: DIMSEServiceProvider) -> list[object]:
+    """The datasets of complete messages pynetdicom has queued for the reactor."""
+    return [getattr(item[1], "DataSet", None) for item in list(dimse.msg_queue.queue)]
+
+
+def next_queued_message(dimse: DIMSEServiceProvider, timeout: float
+                        ) -> tuple[int, DimseMessage] | None:
+    """The next complete message pynetdicom queued for the reactor, waiting up to
+    ``timeout`` seconds (for callers that are the reactor's own thread)."""
+    try:
+        context_id, message = dimse.msg_queue.get(timeout=timeout)
+    except queue.Empty:
+        return None
+    if message is None or context_id is None:
+        return None
+    return int(context_id), message
+
+
+def take_cancel(dimse: DIMSEServiceProvider, message_id: int) -> bool:
+    """Has pynetdicom filed a C-CANCEL-RQ for ``message_id``?  Consumed when found."""
+    return dimse.cancel_req.pop(message_id, None) is not None
+
+
+def forget_cancels(dimse: DIMSEServiceProvider) -> None:
+    """Drop every C-CANCEL-RQ pynetdicom filed (they belong to a finished request)."""
+    dimse.cancel_req = {}

@@ -1,0 +1,285 @@
+"""C-FIND, C-GET and C-MOVE as pynetdicom event handlers: pynetdicom's public path.
+
+pyqrscp serves these requests itself (:meth:`Services.route_request`) when pynetdicom's
+internals are usable (:mod:`pyqrscp.link.internals`).  Otherwise pynetdicom's own service
+classes call these generators, which yield what pyqrscp's services decide: the same matches,
+statuses and files, with pynetdicom encoding the responses and, for C-MOVE, opening the
+sub-association (calling from the move's called AE title, proposing the stored syntaxes).
+What pynetdicom's generators cannot express is listed in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from io import BytesIO
+from typing import TYPE_CHECKING, cast
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID
+from pynetdicom import build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
+from pynetdicom.dsutils import decode
+from pynetdicom.events import Event
+
+from pyqrscp.archive.storage import StorageArea
+from pyqrscp.dimse.contexts import proposed_syntaxes
+from pyqrscp.dimse.conversion import convert
+from pyqrscp.errors import PyqrscpError, SubOperationFailed
+from pyqrscp.link.tls import client_tls_args
+from pyqrscp.services.common import log_request, peer_of
+from pyqrscp.services.find import MODEL_OF_SOP_CLASS, answer
+from pyqrscp.services.find import handle as find_failure
+from pyqrscp.services.get import scu_context
+from pyqrscp.services.move import allowed_destination, sub_association_contexts
+from pyqrscp.services.retrieve import Refusal, Selection, select_instances, stored_dataset
+from pyqrscp.services.statuses import failure
+from pyqrscp.status import Status
+
+if TYPE_CHECKING:
+    from pyqrscp.services import Services
+
+LOGGER = logging.getLogger(__name__)
+
+Yielded = tuple[int | Dataset, Dataset | None]
+"""A (status, dataset) pair of pynetdicom's C-FIND/C-GET/C-MOVE generators."""
+_QUEUED = 16
+"""C-FIND responses a worker may prepare ahead of pynetdicom's sending."""
+_PUT_SLICE = 0.5
+
+
+# -- C-FIND ---------------------------------------------------------------------------------
+
+
+class _Closed(Exception):
+    """pynetdicom stopped asking for responses (the association ended)."""
+
+
+class QueuedResponses:
+    """:class:`~pyqrscp.services.find.Responses` handed from a worker thread to pynetdicom's
+    generator, a few at a time, so that a long answer streams and a C-CANCEL is seen."""
+
+    def __init__(self, assoc: Association, request: C_FIND, context_tuple: object) -> None:
+        self.assoc = assoc
+        self.sop_class = str(request.AffectedSOPClassUID)
+        self.transfer_syntax = UID(str(getattr(context_tuple, "transfer_syntax", "")))
+        self.cancelled = False
+        self.closed = False
+        self.items: queue.Queue[tuple[Status, bytes | None, str]] = queue.Queue(_QUEUED)
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+    def pending(self, identifier: bytes) -> None:
+        self._put((Status.PENDING, identifier, ""))
+
+    def final(self, status: Status, error_comment: str = "") -> None:
+        self._put((status, None, error_comment))
+
+    def drain(self) -> None:
+        """Nothing queued here waits for the network."""
+
+    def _put(self, item: tuple[Status, bytes | None, str]) -> None:
+        while not self.closed:
+            try:
+                self.items.put(item, timeout=_PUT_SLICE)
+                return
+            except queue.Full:
+                continue
+        raise _Closed
+
+
+def find_responses(services: Services, event: Event) -> Iterator[Yielded]:
+    """``EVT_C_FIND``: the answer :func:`~pyqrscp.services.find.answer` gives, streamed from
+    a worker thread."""
+    request = cast(C_FIND, event.request)
+    if not services.internals:  # else logged by Services.route_request
+        log_request(event.assoc, request)
+    model = MODEL_OF_SOP_CLASS.get(str(event.context.abstract_syntax))
+    if model is None or not request.is_valid_request:
+        yield from find_failure(services, event)
+        return
+    responses = QueuedResponses(event.assoc, request, event.context)
+    services.bound_request(event.assoc, request, str(responses.transfer_syntax))
+
+    def work() -> None:
+        try:
+            answer(services, request, model, responses)
+        except _Closed:
+            pass
+        except Exception as error:  # noqa: BLE001 - the generator must get a final response
+            LOGGER.exception("Find from %s failed", peer_of(event.assoc))
+            responses.final(Status.UNABLE_TO_PROCESS, str(error))
+
+    worker = threading.Thread(target=work, name="pyqrscp-find", daemon=True)
+    worker.start()
+    try:
+        yield from _yield_find(responses, event)
+    finally:
+        responses.closed = True
+
+
+def _yield_find(responses: QueuedResponses, event: Event) -> Iterator[Yielded]:
+    ts = responses.transfer_syntax
+    while True:
+        status, identifier, comment = responses.items.get()
+        if identifier is not None:
+            if responses.cancelled:
+                continue  # the worker is told; its final response follows
+            yield int(Status.PENDING), decode(BytesIO(identifier), ts.is_implicit_VR,
+                                              ts.is_little_endian, ts.is_deflated)
+            if event.is_cancelled:
+                responses.cancelled = True
+            continue
+        if status != Status.SUCCESS:
+            yield _status(status, comment), None
+        return
+
+
+def _status(status: Status, comment: str) -> int | Dataset:
+    return failure(PyqrscpError(comment), status) if comment else int(status)
+
+
+# -- C-GET ----------------------------------------------------------------------------------
+
+
+def get_responses(services: Services, event: Event) -> Iterator[int | Yielded]:
+    """``EVT_C_GET``: the number of sub-operations, then each instance as pynetdicom sends
+    it (converted to a syntax the requestor accepted); a refusal as one failed
+    sub-operation's final status."""
+    assoc, request = event.assoc, cast(C_GET, event.request)
+    if not services.internals:
+        log_request(assoc, request)
+    selected = _selected(services, event, request, "Get")
+    if isinstance(selected, Refusal):
+        yield 1
+        yield _status(selected.status, selected.error_comment), None
+        return
+    area, selection = selected
+    LOGGER.info("Received Get Request from %s: %d instance(s)", peer_of(assoc),
+                len(selection.instances))
+    yield len(selection.instances)
+    for sop_instance, sop_class, transfer_syntax, file_name in selection.instances:
+        if event.is_cancelled:
+            yield int(Status.CANCEL), None
+            return
+        try:
+            target = str(scu_context(assoc, sop_class, transfer_syntax).transfer_syntax[0])
+            yield int(Status.PENDING), _dataset(area, file_name, target)
+        except SubOperationFailed as error:
+            LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
+            yield int(Status.PENDING), _unsendable(sop_instance)
+
+
+# -- C-MOVE ---------------------------------------------------------------------------------
+
+
+def move_responses(services: Services, event: Event) -> Iterator[object]:
+    """``EVT_C_MOVE``: the destination (the sub-association calls from the move's called AE
+    title and proposes the stored syntaxes), the number of sub-operations, then each instance
+    (converted to a syntax the destination accepted)."""
+    assoc, request = event.assoc, cast(C_MOVE, event.request)
+    if not services.internals:
+        log_request(assoc, request)
+    destination_aet = str(request.MoveDestination or "").strip()
+    selected = _selected(services, event, request, "Move")
+    destination = allowed_destination(services.config, services.options, services.hosts,
+                                      str(assoc.requestor.ae_title).strip(),
+                                      str(assoc.requestor.address), destination_aet)
+    if destination is None:
+        LOGGER.error("Move from %s: destination %r unknown or not allowed", peer_of(assoc),
+                     destination_aet)
+        yield None, None
+        return
+    options = services.options
+    sub: list[Association] = []
+    selection = selected[1] if not isinstance(selected, Refusal) else Selection(())
+    contexts = [build_context(cx.abstract_syntax, list(cx.transfer_syntaxes))
+                for cx in sub_association_contexts(selection, options)] or [
+        build_context("1.2.840.10008.1.1")]
+    calling_aet = str(assoc.acceptor.ae_title).strip()
+    yield destination.host, destination.port, {
+        "contexts": contexts, "max_pdu": options.max_pdu or 16384,
+        "tls_args": client_tls_args(services.client_tls, destination.host),
+        "evt_handlers": [(evt.EVT_CONN_OPEN, lambda e: _call_from(e.assoc, calling_aet)),
+                         (evt.EVT_ESTABLISHED, lambda e: sub.append(e.assoc))]}
+    if isinstance(selected, Refusal):
+        yield 1
+        yield _status(selected.status, selected.error_comment), None
+        return
+    yield from _move_instances(event, selected, sub,
+                               proposed_syntaxes(options.propose_transfer_syntax))
+
+
+def _call_from(sub_association: Association, calling_aet: str) -> None:
+    """``EVT_CONN_OPEN`` of the sub-association (the A-ASSOCIATE-RQ is built from its
+    primitive right after): call from the move's called AE title, as dcmqrscp does, instead
+    of the server AE's."""
+    sub_association.requestor.ae_title = calling_aet
+    primitive = sub_association.requestor.primitive
+    if primitive is not None:
+        primitive.calling_ae_title = calling_aet
+
+
+def _move_instances(event: Event, selected: tuple[StorageArea, Selection],
+                    sub: list[Association], uncompressed: list[str]) -> Iterator[object]:
+    area, selection = selected
+    LOGGER.info("Received Move Request from %s: %d instance(s)", peer_of(event.assoc),
+                len(selection.instances))
+    yield len(selection.instances)
+    for sop_instance, sop_class, transfer_syntax, file_name in selection.instances:
+        if event.is_cancelled:
+            yield int(Status.CANCEL), None
+            return
+        accepted = [cx for cx in (sub[0].accepted_contexts if sub else [])
+                    if cx.abstract_syntax == sop_class]
+        exact = [cx for cx in accepted if cx.transfer_syntax[0] == transfer_syntax]
+        convertible = [cx for cx in sorted(accepted, key=lambda c: c.context_id or 0)
+                       if cx.transfer_syntax[0] in uncompressed]
+        if not exact and not convertible:
+            yield int(Status.PENDING), _unsendable(sop_instance)
+            continue
+        chosen = (exact or convertible)[0]
+        try:
+            yield int(Status.PENDING), _dataset(area, file_name, str(chosen.transfer_syntax[0]))
+        except SubOperationFailed as error:
+            LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
+            yield int(Status.PENDING), _unsendable(sop_instance)
+
+
+# -- shared ---------------------------------------------------------------------------------
+
+
+def _selected(services: Services, event: Event, request: C_GET | C_MOVE, verb: str
+              ) -> tuple[StorageArea, Selection] | Refusal:
+    model = MODEL_OF_SOP_CLASS.get(str(event.context.abstract_syntax))
+    if model is None:
+        return Refusal(Status.UNABLE_TO_PROCESS, "not a Q/R information model")
+    services.bound_request(event.assoc, request, str(event.context.transfer_syntax))
+    return select_instances(services, event.assoc, request,
+                            UID(str(event.context.transfer_syntax)), model, verb)
+
+
+def _dataset(area: StorageArea, file_name: str, target: str) -> Dataset:
+    """A stored instance as a Dataset in ``target`` (pynetdicom picks the context by it)."""
+    stored_syntax, data = stored_dataset(area.path_of(file_name))
+    if target != stored_syntax:
+        data = convert(data, stored_syntax, target)
+    syntax = UID(target)
+    dataset = decode(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian,
+                     syntax.is_deflated)
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = syntax
+    return dataset
+
+
+def _unsendable(sop_instance: str) -> Dataset:
+    """A dataset pynetdicom cannot send (it has no SOP Class UID): the sub-operation fails,
+    and the failure names the instance."""
+    dataset = Dataset()
+    dataset.SOPInstanceUID = sop_instance
+    return dataset
+

@@ -1,0 +1,68 @@
+"""The start-up check of pynetdicom's internals (``link/internals.py``): every private name the
+bridge uses is looked at, a missing or reshaped one is named, and the server then takes
+pynetdicom's public path with one warning line."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from pyqrscp.link.internals import (
+    PUBLIC_ONLY_VARIABLE,
+    REQUIRED,
+    Internal,
+    internals_usable,
+    missing_internals,
+    sample_owners,
+)
+
+
+def test_this_pynetdicom_has_every_internal_the_bridge_uses() -> None:
+    assert missing_internals() == []
+    assert internals_usable({}) is True
+
+
+@pytest.mark.parametrize("internal", [i for i in REQUIRED if i.name != "__dict__"], ids=str)
+def test_each_internal_missing_is_named(internal: Internal) -> None:
+    """Every name of the table is really checked: on a namespace holding everything a real
+    association's object has but that one name, exactly that name is reported."""
+    owners = sample_owners()
+    owners[internal.owner] = _without(owners[internal.owner], internal.name)
+    assert missing_internals(owners) == [f"{internal} (missing)"]
+
+
+def test_objects_that_cannot_carry_pyqrscp_attributes_are_a_difference() -> None:
+    owners = sample_owners()
+    owners["DULServiceProvider"] = object()  # no __dict__, as with __slots__
+    assert "DULServiceProvider.__dict__ (missing)" in missing_internals(owners)
+
+
+def test_a_renamed_method_parameter_is_a_difference() -> None:
+    class Reshaped(Association):
+        def _serve_request(self, message: object, context: int) -> None:
+            """pynetdicom with other parameter names."""
+
+    owners = sample_owners(Reshaped(AE(), "acceptor"))
+    assert missing_internals(owners) == [
+        "Association._serve_request (parameters ('message', 'context'))"]
+
+
+def test_the_switch_forces_the_public_path_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="pyqrscp.link.internals"):
+        assert internals_usable({PUBLIC_ONLY_VARIABLE: "1"}) is False
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{PUBLIC_ONLY_VARIABLE} is set: serving through pynetdicom's public API only"]
+
+
+def _without(owner: object, name: str) -> SimpleNamespace:
+    """A namespace with every attribute of ``owner`` but ``name`` (methods bound or plain, as
+    on ``owner``)."""
+    kept = {attribute: getattr(owner, attribute) for attribute in dir(owner)
+            if attribute != name and not attribute.startswith("__")
+            and hasattr(owner, attribute)}
+    return SimpleNamespace(**kept)
