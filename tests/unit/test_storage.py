@@ -213,9 +213,11 @@ def test_a_clean_start_removes_temp_files_and_lists_no_hash_folder(tmp_path: Pat
     (area.root / f"{TEMP_PREFIX}0123456789abcdef").write_bytes(b"half a file")
     (area.root / "01" / "23").mkdir(parents=True)
     (area.root / "01/23/CT_0123456789abcdee.dcm").write_bytes(b"not looked at")
+    (area.root / "CT_0123456789abcdef.dcm").write_bytes(b"not looked at either")
     reopened = open_area(area.root)
     reopened.close()
-    assert area_entries(area) == {kept, "01/23/CT_0123456789abcdee.dcm"}
+    assert area_entries(area) == {kept, "01/23/CT_0123456789abcdee.dcm",
+                                  "CT_0123456789abcdef.dcm"}
 
 
 def test_a_process_killed_between_rename_and_index_leaves_a_file_the_next_start_indexes(
