@@ -12,7 +12,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,13 @@ from helpers import make_ct
 
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
-from pyqrscp.archive.layout import GENERATED_NAME, LOCK_FILE_NAME, TEMP_PREFIX
+from pyqrscp.archive.layout import (
+    AREA_OWN_NAMES,
+    GENERATED_NAME,
+    IN_USE_MARKER_NAME,
+    LOCK_FILE_NAME,
+    TEMP_PREFIX,
+)
 from pyqrscp.archive.storage import StorageArea, StoreResult
 from pyqrscp.config import Quota
 from pyqrscp.errors import InvalidDataset, QuotaExceeded, StorageFailure
@@ -72,16 +78,16 @@ def dicom_files(area: StorageArea) -> set[str]:
 
 
 def area_entries(area: StorageArea) -> set[str]:
-    """Every file of the area but its index and lock file, relative to the area."""
+    """Every file of the area but its own (index, lock file, markers), relative to it."""
     return {p.relative_to(area.root).as_posix() for p in area.root.rglob("*")
-            if not p.is_dir() and not p.name.startswith(INDEX_FILE_NAME)
-            and p.name != LOCK_FILE_NAME}
+            if not p.is_dir() and p.name not in AREA_OWN_NAMES}
 
 
 @contextmanager
 def stopped_uncleanly(area: StorageArea) -> Iterator[sqlite3.Connection]:
-    """What a killed process leaves behind: its index connection never closed, so the index's
-    WAL file is still there when the area opens next."""
+    """What a killed process leaves behind: the in-use marker it made at open (only a clean
+    close removes it), and an index connection that never closed."""
+    (area.root / IN_USE_MARKER_NAME).touch()
     db = sqlite3.connect(area.index_path)
     try:
         db.execute("SELECT COUNT(*) FROM instance").fetchone()
@@ -209,7 +215,10 @@ def test_a_clean_start_removes_temp_files_and_lists_no_hash_folder(tmp_path: Pat
     area = open_area(tmp_path / "area")
     kept = area.store(*instance(sources)).file_name
     area.close()
-    assert not (area.root / f"{INDEX_FILE_NAME}-wal").exists()
+    assert not (area.root / IN_USE_MARKER_NAME).exists()
+    with closing(sqlite3.connect(f"file:{area.index_path}?mode=ro", uri=True)) as reader:
+        reader.execute("SELECT COUNT(*) FROM instance").fetchone()  # as pyqrscp ls does
+    assert (area.root / f"{INDEX_FILE_NAME}-wal").exists()  # a reader cannot remove it
     (area.root / f"{TEMP_PREFIX}0123456789abcdef").write_bytes(b"half a file")
     (area.root / "01" / "23").mkdir(parents=True)
     (area.root / "01/23/CT_0123456789abcdee.dcm").write_bytes(b"not looked at")
@@ -320,7 +329,7 @@ def test_a_file_that_cannot_be_indexed_now_is_kept_not_deleted(tmp_path: Path,
         assert (area.root / name).read_bytes() == data
         db.execute("DROP TRIGGER refuse")
     # the stop was clean now, but the file still waits: the next start sweeps again
-    assert not (area.root / f"{INDEX_FILE_NAME}-wal").exists()
+    assert not (area.root / IN_USE_MARKER_NAME).exists()
     again = open_area(area.root)
     again.close()
     assert rows(area) == {header.sop_instance_uid: name}

@@ -30,12 +30,14 @@ from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 TEMP_PREFIX = ".pyqrscp-tmp-"
 LOCK_FILE_NAME = ".pyqrscp.lock"
 SWEEP_MARKER_NAME = ".pyqrscp-sweep"
+IN_USE_MARKER_NAME = ".pyqrscp-in-use"
 FILE_NAME = re.compile(r"^[A-Z0-9]{1,8}_[0-9a-f]{16}\.dcm$")
 """A generated file's own name, in either layout."""
 GENERATED_NAME = re.compile(r"^(?:[0-9a-f]{2}/[0-9a-f]{2}/)?[A-Z0-9]{1,8}_[0-9a-f]{16}\.dcm$")
 """A generated file's path relative to its area: nested (new) or flat (earlier versions)."""
 AREA_OWN_NAMES = frozenset({INDEX_FILE_NAME, f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm",
-                            f"{INDEX_FILE_NAME}-journal", LOCK_FILE_NAME, SWEEP_MARKER_NAME})
+                            f"{INDEX_FILE_NAME}-journal", LOCK_FILE_NAME, SWEEP_MARKER_NAME,
+                            IN_USE_MARKER_NAME})
 _HASH_FOLDER = re.compile(r"^[0-9a-f]{2}$")
 _MODALITY_CHARS = re.compile(r"[^A-Z0-9]")
 

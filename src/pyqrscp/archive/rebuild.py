@@ -29,7 +29,12 @@ from pyqrscp.archive.areafiles import is_regular, read_regular
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.index.database import IndexWriter, connect, create_schema
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
-from pyqrscp.archive.layout import LOCK_FILE_NAME, stored_entries
+from pyqrscp.archive.layout import (
+    IN_USE_MARKER_NAME,
+    LOCK_FILE_NAME,
+    SWEEP_MARKER_NAME,
+    stored_entries,
+)
 from pyqrscp.archive.storage import StorageArea, StoreResult, lock_area_file
 from pyqrscp.config import AEEntry
 from pyqrscp.errors import PyqrscpError
@@ -213,6 +218,8 @@ def rebuild(entry: AEEntry, report: ImportReport) -> None:
     finally:
         db.close()
         os.close(lock)
+    for marker in (IN_USE_MARKER_NAME, SWEEP_MARKER_NAME):  # every file is indexed now
+        (root / marker).unlink(missing_ok=True)
     report.indexed(count)
 
 

@@ -40,6 +40,7 @@ from pyqrscp.archive.index.database import IndexWriter, StoredInstance, connect,
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.archive.indexing import index_instance, log_evictions
 from pyqrscp.archive.layout import (
+    IN_USE_MARKER_NAME,
     LOCK_FILE_NAME,
     SWEEP_MARKER_NAME,
     generated_file_name,
@@ -87,21 +88,26 @@ class StorageArea:
 
         Leftovers (temp files, files no index row names) are settled only by a process that
         finds the area unused: with another server or ``pyqrscp index`` at work, such a file may
-        be one it has written and is about to index.  Only after an unclean stop (the index's
-        WAL file is still there) or without an index are the hash folders searched for files
-        whose rows were lost; otherwise start-up lists the area's own folder only.  Raises
-        StorageFailure when the lock file or the index is a link or not a regular file.
+        be one it has written and is about to index.  Only after an unclean stop (the marker
+        ``.pyqrscp-in-use`` that the last process to close the area removes is still there) or
+        without an index are the hash folders searched for files whose rows were lost;
+        otherwise start-up lists the area's own folder only.  Raises StorageFailure when the
+        lock file or the index is a link or not a regular file.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = _open_lock_file(self.root / LOCK_FILE_NAME)
         alone = filelock.try_lock(self._lock_file, exclusive=True)
         unclean = alone and (not os.path.lexists(self.index_path) or any(
-            os.path.lexists(self.root / name) for name in (f"{INDEX_FILE_NAME}-wal",
+            os.path.lexists(self.root / name) for name in (IN_USE_MARKER_NAME,
                                                            SWEEP_MARKER_NAME)))
+        wal_left = os.path.lexists(f"{self.index_path}-wal")
         self._db = connect(self.index_path, flush_commits=False)  # see the module docstring
         create_schema(self._db)
         create_metadata_table(self._db)
-        self._flush_folders_quietly([""])  # the WAL file: so a power loss cannot take it
+        first_with_markers = self._first_open_with_markers()
+        unclean |= alone and wal_left and first_with_markers
+        _touch(self.root / IN_USE_MARKER_NAME)
+        self._flush_folders_quietly([""])  # the marker and the WAL file survive a power loss
         if alone:
             self.settle_leftovers(sweep=unclean)
             filelock.unlock(self._lock_file)
@@ -110,6 +116,7 @@ class StorageArea:
         filelock.lock_shared(self._lock_file)  # waits while a rebuild holds the area
 
     def close(self) -> None:
+        """Close the index; the last process to close the area marks the stop clean."""
         if self._flush_pool is not None:
             self._flush_pool.shutdown()
             self._flush_pool = None
@@ -117,8 +124,19 @@ class StorageArea:
             self._db.close()
             self._db = None
         if self._lock_file is not None:
+            if filelock.try_lock(self._lock_file, exclusive=True):
+                (self.root / IN_USE_MARKER_NAME).unlink(missing_ok=True)
             os.close(self._lock_file)  # closing releases the flock
             self._lock_file = None
+
+    def _first_open_with_markers(self) -> bool:
+        """Whether this area was last used by a version without the in-use marker (whose
+        unclean stops only the index's WAL file tells); notes that it is no more."""
+        db = self.writer.db
+        if db.execute("SELECT 1 FROM meta WHERE key='in_use_marker'").fetchone() is not None:
+            return False
+        db.execute("INSERT INTO meta (key, value) VALUES ('in_use_marker', '1')")
+        return True
 
     @property
     def writer(self) -> IndexWriter:
@@ -154,13 +172,13 @@ class StorageArea:
     def _mark_for_sweep(self, needed: bool) -> None:
         """Keep (or drop) the marker that makes the next start sweep even after a clean stop."""
         marker = self.root / SWEEP_MARKER_NAME
-        try:
-            if needed:
-                os.close(open_regular(marker, os.O_WRONLY | os.O_CREAT))
-            else:
+        if needed:
+            _touch(marker)
+        else:
+            try:
                 marker.unlink(missing_ok=True)
-        except OSError as error:
-            LOGGER.error("%s: %s: %s", self.root, marker.name, error.strerror)
+            except OSError as error:
+                LOGGER.error("%s: %s: %s", self.root, marker.name, error.strerror)
 
     def _adopt(self, file_name: str) -> str:
         """Index one unindexed file (the caller holds the lock): "indexed", "remove" or
@@ -391,6 +409,14 @@ class StorageArea:
 
 class _FlushFailed(StorageFailure):
     """The index committed, but its flush failed: the rows may not survive a power loss."""
+
+
+def _touch(marker: Path) -> None:
+    """Create an empty marker file (never through a link); a failure is logged."""
+    try:
+        os.close(open_regular(marker, os.O_WRONLY | os.O_CREAT))
+    except OSError as error:
+        LOGGER.error("%s: %s", marker, error.strerror)
 
 
 def _open_lock_file(path: Path) -> int:
