@@ -5,7 +5,8 @@ enhanced multi-frame conversion) are answered "not supported"."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TypeVar
 
 from pydicom.uid import UID
 from pynetdicom.association import Association
@@ -18,11 +19,15 @@ RETRIEVE_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.2.3.2", "1.2.840.10008.5.1.4.1.2.3.3"})
 
 
-def extended_response(requested: dict[Any, bytes]) -> dict[Any, bytes]:
+K = TypeVar("K", bound=str)
+"""A SOP Class UID as pynetdicom gives it (a ``UID``) or as text."""
+
+
+def extended_response(requested: Mapping[K, bytes]) -> dict[K, bytes]:
     """pynetdicom's ``EVT_SOP_EXTENDED`` answer: per Q/R SOP class asked for, byte 0
     (relational) as asked, byte 1 for C-FIND (combined date-time matching) as asked, the
     rest 0; SOP classes that are not Q/R get no answer."""
-    answers: dict[Any, bytes] = {}
+    answers: dict[K, bytes] = {}
     for sop_class, info in requested.items():
         uid = str(sop_class)
         if uid not in FIND_SOP_CLASSES and uid not in RETRIEVE_SOP_CLASSES or not info:
