@@ -54,10 +54,11 @@ def lines() -> Iterator[Lines]:
 @needs_dcmtk
 def test_failing_handler_aborts_at_once_with_an_error_line(
         tmp_path: Path, lines: Lines, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(_services: Any, _event: Any) -> int:
+    def broken(*_args: Any) -> int:
         raise RuntimeError("handler bug")
 
-    monkeypatch.setattr(echo, "handle", broken)
+    monkeypatch.setattr(echo, "handle", broken)  # pynetdicom's path
+    monkeypatch.setattr(echo, "serve", broken)  # pyqrscp's own
     config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'a'} RW (9, 1mb) ANY"])
     server = ArchiveServer(load_config(config), dataclasses.replace(Options(), port=0),
                            host="127.0.0.1")

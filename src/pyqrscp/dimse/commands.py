@@ -13,6 +13,7 @@ C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
 C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
 C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
+C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
 N_ACTION_RQ = 0x0130
 C_CANCEL_RQ = 0x0FFF
 
@@ -115,6 +116,11 @@ def retrieve_response(command_field: int, sop_class: str, message_id: int, statu
                      _element(NUMBER_OF_FAILED_SUBOPERATIONS, _us(failed)),
                      _element(NUMBER_OF_WARNING_SUBOPERATIONS, _us(warning))]
     return _command(elements)
+
+
+def echo_response(sop_class: str, message_id: int, status: int) -> bytes:
+    """A C-ECHO-RSP (PS3.7 9.3.5.2)."""
+    return _command(_response(C_ECHO_RSP, sop_class, message_id, status, ""))
 
 
 def find_response(sop_class: str, message_id: int, status: int, error_comment: str = "",

@@ -20,6 +20,7 @@ from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link import internals
 from pyqrscp.link.channel import Channel, PushedBack, wait_for_dul_room
 from pyqrscp.link.internals import DimseMessage
+from pyqrscp.link.reactor import send_pdu_lazily
 
 __all__ = ["DimseMessage"]  # the type of the messages below, for services' annotations
 from pyqrscp.link.responses import ReadReply, Reply
@@ -30,18 +31,22 @@ _POLL_SECONDS = 0.5
 
 
 def send_message(assoc: Association, context_id: int, command: bytes,
-                 dataset: bytes | None) -> None:
+                 dataset: bytes | None, defer: bool = False) -> None:
     """Send one DIMSE message: straight to the socket when this thread holds the association's
     channel, else queued for pynetdicom's DUL, which sends it in order (a few PDUs at a time:
-    a peer announcing a tiny maximum PDU length must not fill memory with PDUs to send)."""
+    a peer announcing a tiny maximum PDU length must not fill memory with PDUs to send).
+    ``defer``: the message may wait to go out with the next one (a pending response)."""
     channel = Channel.of(assoc)
     if channel is not None and channel.held_here():
-        channel.send(context_id, command, dataset)
+        channel.send(context_id, command, dataset, defer=defer)
         return
     for primitive in p_data_primitives(context_id, command, dataset,
                                        int(assoc.requestor.maximum_length or 0)):
         wait_for_dul_room(assoc)
-        assoc.dul.send_pdu(primitive)
+        if defer:
+            send_pdu_lazily(assoc.dul, primitive)
+        else:
+            assoc.dul.send_pdu(primitive)
 
 
 def send_pdvs(assoc: Association, primitive: P_DATA) -> None:

@@ -48,7 +48,9 @@ from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link import internals
 from pyqrscp.link.connections import ReadTimeouts, is_unassociated
 from pyqrscp.link.idle import ACTIVE_DELAY, polling
+from pyqrscp.link.reactor import EventDrivenDUL
 from pyqrscp.link.titles import calling_aet
+from pyqrscp.link.writes import send_parts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -145,6 +147,7 @@ class Channel:
         self._recv: Callable[[int], bytearray] = assoc_socket.recv
         self._send: Callable[[bytes], None] = assoc_socket.send
         self._transport_event: Callable[[], bool] = lambda: False
+        self._deferred: list[bytes] = []
 
     @classmethod
     def install(cls, assoc: Association, limit: int, sink_of: SinkFactory | None = None,
@@ -162,6 +165,9 @@ class Channel:
             channel.dul, channel._pynetdicom_transport_event)
         if sink_of is not None:
             internals.replace_receive_primitive(assoc.dimse, channel._pynetdicom_receive)
+        if isinstance(channel.dul, EventDrivenDUL):
+            channel.dul.socket_held = channel.hold.locked
+            channel.dul.input_buffered = lambda: bool(channel._unread)
         internals.attach(channel.dul, _ATTRIBUTE, channel)
         return channel
 
@@ -277,16 +283,27 @@ class Channel:
         """Hold the socket for this thread; yields None (and holds nothing) when pynetdicom
         has part of a message, a whole one or a PDU not yet handled: that one is its to
         finish."""
-        with self.hold:
-            if not self.assoc.is_established or self._in_flight():
-                yield None
-                return
-            self.holder = threading.get_ident()
-            try:
-                with polling(self.dul, ACTIVE_DELAY):  # the DUL has nothing to read meanwhile
-                    yield self
-            finally:
-                self.holder = None
+        try:
+            with self.hold:
+                if not self.assoc.is_established or self._in_flight():
+                    yield None
+                    return
+                self.holder = threading.get_ident()
+                try:
+                    with polling(self.dul, ACTIVE_DELAY):  # the DUL has nothing to read now
+                        yield self
+                finally:
+                    self.holder = None
+                    self._flush_at_release()
+        finally:
+            if isinstance(self.dul, EventDrivenDUL):
+                self.dul.waker.wake()  # the socket is the DUL's to watch again
+
+    def _flush_at_release(self) -> None:
+        try:
+            self.flush()
+        except PeerUnavailable as error:  # pynetdicom finds the connection closed next
+            LOGGER.error("response to %s not sent: %s", self.peer(), error)
 
     def held_here(self) -> bool:
         return self.holder == threading.get_ident()
@@ -297,15 +314,34 @@ class Channel:
         return bool(self._unread) or internals.has_received_unhandled(self.assoc,
                                                                       _RECEIVE_EVENTS)
 
-    def send(self, context_id: int, command: bytes, dataset: bytes | None) -> None:
-        """One DIMSE message, framed for the peer's maximum PDU length as it is sent."""
+    def send(self, context_id: int, command: bytes, dataset: bytes | None,
+             defer: bool = False) -> None:
+        """One DIMSE message, framed for the peer's maximum PDU length as it is sent.
+
+        ``defer``: a short message (a pending response) may wait, and go out in one write with
+        the next message sent, or before the holder next waits for the peer, or when the hold
+        ends, whichever comes first: the order on the wire is unchanged."""
+        max_pdu = int(self.assoc.requestor.maximum_length or 0)
+        if defer:
+            self._deferred.append(pdus.message(context_id, command, dataset, max_pdu))
+            return
+        self._send_batches(pdus.message_stream(context_id, command, dataset, max_pdu))
+
+    def flush(self) -> None:
+        """Send what :meth:`send` deferred."""
+        if self._deferred:
+            self._send_batches(iter(()))
+
+    def _send_batches(self, batches: Iterator[bytes]) -> None:
         sock = self.assoc_socket.socket
+        deferred, self._deferred = self._deferred, []
         if sock is None:
             raise PeerUnavailable("the connection is closed")
         try:
             with self.send_lock:
-                for batch in pdus.message_stream(context_id, command, dataset,
-                                                 int(self.assoc.requestor.maximum_length or 0)):
+                first = next(batches, None)
+                send_parts(sock, [*deferred, first] if first is not None else deferred)
+                for batch in batches:
                     sock.sendall(batch)
         except OSError as error:
             raise PeerUnavailable(f"sending failed: {error}") from error
@@ -373,6 +409,7 @@ class Channel:
         return pdu_type, body
 
     def _ready(self, wait: float) -> bool:
+        self.flush()  # the peer may be waiting for it
         if self._unread:
             return True
         sock = self.assoc_socket.socket
@@ -429,3 +466,4 @@ class Channel:
     def _push_back(self, consumed: list[bytes]) -> None:
         """Give bytes back to pynetdicom, ahead of anything still unread."""
         self._unread[:0] = b"".join(consumed)
+

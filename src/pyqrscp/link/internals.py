@@ -49,6 +49,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from pyqrscp.errors import ServiceFailed
+from pyqrscp.link.reactor import run_reactor
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,6 +110,19 @@ REQUIRED: tuple[Internal, ...] = (
     Internal("DIMSEMessage", "data_set"),
     Internal("AssociationSocket", "recv", ("nr_bytes",)),
     Internal("AssociationSocket", "send", ("bytestream",)),
+    # the event-driven loops (reactor.py)
+    Internal("Association", "_run_reactor", ()),
+    Internal("Association", "_dul_ready", kind=threading.Event),
+    Internal("Association", "network_timeout_response", kind=str),
+    Internal("DULServiceProvider", "_kill_thread", kind=bool),
+    Internal("DULServiceProvider", "_process_recv_primitive", ()),
+    Internal("DULServiceProvider", "artim_timer"),
+    Internal("DULServiceProvider", "kill_dul", ()),
+    Internal("DULServiceProvider", "stop_dul", ()),
+    Internal("DIMSEServiceProvider", "get_msg", ("block",)),
+    Internal("ACSE", "is_release_requested", ()),
+    Internal("ACSE", "is_aborted", ("abort_type",)),
+    Internal("ACSE", "send_release", ("is_response",)),
 )
 """Every private (or undocumented) name of pynetdicom pyqrscp uses, in the shape it relies on."""
 
@@ -119,7 +133,7 @@ def sample_owners(assoc: Association | None = None) -> dict[str, object]:
     assoc = assoc if assoc is not None else Association(AE(), "acceptor")
     dul = assoc.dul
     return {"Association": assoc, "RequestHandler": RequestHandler, "DULServiceProvider": dul,
-            "StateMachine": getattr(dul, "state_machine", None),
+            "StateMachine": getattr(dul, "state_machine", None), "ACSE": assoc.acse,
             "Timer": getattr(dul, "_idle_timer", None), "DIMSEServiceProvider": assoc.dimse,
             "DIMSEMessage": C_STORE_RQ(), "AssociationSocket": AssociationSocket}
 
@@ -189,6 +203,10 @@ class RoutedAssociation(Association):
             super()._serve_request(msg, context_id)
         except ServiceFailed:
             self.abort()
+
+    def _run_reactor(self) -> None:
+        if not run_reactor(self):
+            super()._run_reactor()
 
 
 def route_requests(assoc: Association, routed_class: type[RoutedAssociation]) -> None:

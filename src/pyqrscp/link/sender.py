@@ -34,6 +34,7 @@ from pyqrscp.dimse.pdus import (
 )
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link.responses import Reply, StoreResponse, await_store_response
+from pyqrscp.link.writes import send_parts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -96,17 +97,34 @@ class StoreAssociation:
                      originator_message_id: int | None = None) -> StoreResponse:
         """Send one C-STORE-RQ and wait for its response; :class:`PeerUnavailable` on a lost
         association, another response, or when the DIMSE timeout passes (the caller aborts)."""
+        self.send_request(context, sop_instance, dataset, message_id, originator_aet,
+                          originator_message_id)
+        return self.read_response(sop_instance, message_id)
+
+    def send_request(self, context: AcceptedContext, sop_instance: str, dataset: bytes,
+                     message_id: int, originator_aet: str = "",
+                     originator_message_id: int | None = None) -> None:
+        """The first half of :meth:`send_c_store`: the request, its command and the first
+        batch of its dataset in one write where the socket allows it."""
         command = store_request(context.abstract_syntax, sop_instance, message_id,
                                 originator_aet, originator_message_id)
+        try:
+            self.sock.settimeout(self.dimse_timeout)
+            batches = message_stream(context.context_id, command, dataset, self.peer_max_pdu)
+            first = [next(batches)]  # the command, then the dataset's first batch with it
+            second = next(batches, None)
+            send_parts(self.sock, first if second is None else [*first, second])
+            for batch in batches:
+                self.sock.sendall(batch)
+        except OSError as error:
+            raise PeerUnavailable(f"C-STORE of {sop_instance}: {error}") from error
 
+    def read_response(self, sop_instance: str, message_id: int) -> StoreResponse:
+        """The second half of :meth:`send_c_store`: the C-STORE-RSP to ``message_id``."""
         def unexpected(_reply: Reply) -> None:
             raise PeerUnavailable(f"unexpected response to C-STORE of {sop_instance}")
 
         try:
-            self.sock.settimeout(self.dimse_timeout)
-            for batch in message_stream(context.context_id, command, dataset,
-                                        self.peer_max_pdu):
-                self.sock.sendall(batch)
             response = await_store_response(self._read_reply, message_id, self.dimse_timeout,
                                             unexpected)
         except OSError as error:

@@ -24,6 +24,7 @@ from pyqrscp.dimse.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 from pyqrscp.link import internals
 from pyqrscp.link.connections import UnassociatedAllowance
 from pyqrscp.link.internals import DimseMessage
+from pyqrscp.link.reactor import install as install_event_loops
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class RoutedRequestHandler(internals.CreatesAssociations, ArchiveRequestHandler)
         routed_class = self.server.association_class
         if routed_class is not None:
             internals.route_requests(assoc, routed_class)
+        install_event_loops(assoc)
         watch_association_request(assoc)
 
 
@@ -145,6 +147,9 @@ def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Eve
                                         (internals.RoutedAssociation,),
                                         {"route": staticmethod(router)})
     server.prepare_connection = prepare_connection
+    # every association gets its contexts from the acceptance rules (EVT_REQUESTED): a copy of
+    # the AE's for each new connection would be thrown away
+    server.contexts = []
     return server
 
 

@@ -16,7 +16,7 @@ from typing import TypeVar, cast
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE, N_ACTION
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE, N_ACTION
 from pynetdicom.events import Event, EventHandlerType
 
 from pyqrscp.archive.commitments import RetrySchedule
@@ -59,7 +59,7 @@ def _guarded(assoc: Association, request: DimseMessage, serve: Callable[[], bool
         return serve() is not False
     except Exception:  # noqa: BLE001
         LOGGER.exception("%s failed on %s; aborting the association",
-                         type(request).__name__, peer_of(assoc))
+                         type(request).__name__.replace("_", "-"), peer_of(assoc))
         assoc.abort()
         return True
 
@@ -223,6 +223,8 @@ class Services:
         """Serve through the request's own service (``route_request`` guards it)."""
         if isinstance(request, C_STORE):
             return self._store.serve(self, assoc, request, context_id) is not False
+        if isinstance(request, C_ECHO):
+            return self._echo.serve(self, assoc, request, context_id)
 
         serve = self._serve_of.get(type(request))
         context = presentation_context(assoc, context_id)

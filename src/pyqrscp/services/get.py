@@ -11,6 +11,7 @@ take them).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,8 +61,8 @@ def serve(services: Services, assoc: Association, request: C_GET,
         return
     with fast_polling(assoc.dul), held_channel(assoc) as held:
         sender = _GetSender(assoc, services.options.response_timeout, held)
-        progress = run_sub_operations(selection, area, sender.send,
-                                      responder.is_cancelled, responder.pending)
+        progress = run_sub_operations(selection, area, sender, responder.is_cancelled,
+                                      responder.pending)
     if sender.timed_out:  # aborted only now: pynetdicom must read the socket to finish it
         assoc.abort()
     status = progress.final_status()
@@ -70,6 +71,16 @@ def serve(services: Services, assoc: Association, request: C_GET,
                 progress.remaining)
     if assoc.is_established:
         responder.send(status, progress)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A C-STORE-RQ ready to send: its command and the dataset bytes."""
+
+    context_id: int
+    message_id: int
+    command: bytes
+    dataset: bytes
 
 
 class _GetSender:
@@ -83,18 +94,25 @@ class _GetSender:
         self.ids = message_ids(1)
         self._contexts: dict[tuple[str, str], PresentationContext] = {}
 
-    def send(self, sop_instance: str, sop_class: str, transfer_syntax: str, path: Path) -> int:
+    def prepare(self, sop_instance: str, sop_class: str, transfer_syntax: str,
+                path: Path) -> _Request:
         context = self._context_for(sop_class, transfer_syntax)
         stored_syntax, data = stored_dataset(path)
         target = str(context.transfer_syntax[0])
         if target != stored_syntax:
             data = convert(data, stored_syntax, target)
+        message_id = next(self.ids)
+        return _Request(int(context.context_id or 0), message_id,
+                        store_request(sop_class, sop_instance, message_id), data)
+
+    def start(self, request: _Request) -> None:
         if not self.assoc.is_established:
             raise PeerUnavailable("the requesting association is gone")
-        message_id = next(self.ids)
-        send_message(self.assoc, int(context.context_id or 0),
-                     store_request(sop_class, sop_instance, message_id), data)
-        response = await_store_response(self.read, message_id, self.dimse_timeout, self._other)
+        send_message(self.assoc, request.context_id, request.command, request.dataset)
+
+    def finish(self, request: _Request) -> int:
+        response = await_store_response(self.read, request.message_id, self.dimse_timeout,
+                                        self._other)
         if response is None:
             self.timed_out = True
             raise PeerUnavailable(f"no C-STORE response within {self.dimse_timeout} s "

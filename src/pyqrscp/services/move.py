@@ -9,6 +9,7 @@ expect), and each dataset is sent as the bytes stored unless the destination nee
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from pynetdicom.presentation import PresentationContext
 from pyqrscp.archive.index.query import InformationModel
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Config, Peer, resolve_move_destination
-from pyqrscp.dimse.acse import ProposedContext, propose
+from pyqrscp.dimse.acse import AcceptedContext, ProposedContext, propose
 from pyqrscp.dimse.contexts import UNCOMPRESSED, proposed_syntaxes
 from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
@@ -89,7 +90,7 @@ def _move(services: Services, assoc: Association, request: C_MOVE, responder: Re
                      int(request.MessageID or 0),
                      proposed_syntaxes(options.propose_transfer_syntax))
     try:
-        progress = run_sub_operations(selection, area, sender.send, responder.is_cancelled,
+        progress = run_sub_operations(selection, area, sender, responder.is_cancelled,
                                       responder.pending)
     except BaseException:
         sub.abort()
@@ -132,7 +133,8 @@ class _Sender:
         self.ids = message_ids(1)
         self.alive = True
 
-    def send(self, sop_instance: str, sop_class: str, transfer_syntax: str, path: Path) -> int:
+    def prepare(self, sop_instance: str, sop_class: str, transfer_syntax: str,
+                path: Path) -> _Request:
         context = self.sub.context_for(sop_class, transfer_syntax, self.uncompressed)
         if context is None:
             raise SubOperationFailed(f"{self.destination_aet} accepted no context for "
@@ -141,13 +143,33 @@ class _Sender:
         stored_syntax, data = stored_dataset(path)
         if context.transfer_syntax != stored_syntax:
             data = convert(data, stored_syntax, context.transfer_syntax)
+        return _Request(context, sop_instance, data, next(self.ids))
+
+    def start(self, request: _Request) -> None:
         try:
-            response = self.sub.send_c_store(context, sop_instance, data, next(self.ids),
-                                             self.originator_aet, self.originator_message_id)
+            self.sub.send_request(request.context, request.sop_instance, request.dataset,
+                                  request.message_id, self.originator_aet,
+                                  self.originator_message_id)
         except PeerUnavailable:
             self.alive = False
             raise
-        return response.status
+
+    def finish(self, request: _Request) -> int:
+        try:
+            return self.sub.read_response(request.sop_instance, request.message_id).status
+        except PeerUnavailable:
+            self.alive = False
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A C-STORE-RQ ready to send on the sub-association."""
+
+    context: AcceptedContext
+    sop_instance: str
+    dataset: bytes
+    message_id: int
 
 
 def sub_association_contexts(selection: Selection, options: Options

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -132,34 +132,70 @@ class Progress:
         return Status.SUB_OPERATIONS_COMPLETE_WITH_FAILURES
 
 
-SendOne = Callable[[str, str, str, Path], int]
-"""(SOP instance UID, SOP class UID, stored transfer syntax, path) → C-STORE-RSP status."""
+class SubOperations(Protocol):
+    """The C-STORE sub-operations of one retrieve, in three steps, so that the next request
+    is read and framed while the receiver works on the current one (without asynchronous
+    operations negotiated, one request at a time may be outstanding: PS3.7 D.3.3.3)."""
+
+    def prepare(self, sop_instance: str, sop_class: str, transfer_syntax: str,
+                path: Path) -> Any:
+        """The request for one instance, ready to send; :class:`SubOperationFailed` when it
+        cannot be sent (no context for it, an unreadable file)."""
+
+    def start(self, request: Any) -> None:
+        """Send a prepared request; :class:`PeerUnavailable` when the receiver is gone."""
+
+    def finish(self, request: Any) -> int:
+        """The status of the receiver's response to it; :class:`PeerUnavailable` on none."""
 
 
-def run_sub_operations(selection: Selection, area: StorageArea, send: SendOne,
+def run_sub_operations(selection: Selection, area: StorageArea, sender: SubOperations,
                        is_cancelled: Callable[[], bool],
                        pending: Callable[[Progress], None]) -> Progress:
-    """Send every instance; :class:`SubOperationFailed` fails one, :class:`PeerUnavailable`
-    fails the rest.  ``pending`` is called after each sub-operation."""
-    progress = Progress(remaining=len(selection.instances))
-    for sop_instance, sop_class, transfer_syntax, file_name in selection.instances:
+    """Send every instance, in order; :class:`SubOperationFailed` fails one,
+    :class:`PeerUnavailable` fails the rest.  ``pending`` is called after each sub-operation.
+    The next request is prepared once the current one is sent, while the receiver stores it."""
+    instances = selection.instances
+    progress = Progress(remaining=len(instances))
+
+    def prepared(index: int) -> Any:
+        if index >= len(instances):
+            return None
+        sop_instance, sop_class, transfer_syntax, file_name = instances[index]
+        try:
+            return sender.prepare(sop_instance, sop_class, transfer_syntax,
+                                  area.path_of(file_name))
+        except SubOperationFailed as error:
+            return error
+
+    request = prepared(0)
+    for index, (sop_instance, *_) in enumerate(instances):
         if is_cancelled():
             progress.cancelled = True
             return progress
+        following: Any = _NOT_YET
         try:
-            status = send(sop_instance, sop_class, transfer_syntax, area.path_of(file_name))
+            if isinstance(request, SubOperationFailed):
+                raise request
+            sender.start(request)
+            following = prepared(index + 1)
+            status = sender.finish(request)
         except SubOperationFailed as error:
             LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
             progress.fail(sop_instance)
         except PeerUnavailable as error:
             LOGGER.error("sub-operations stopped: %s", error)
-            for uid, *_ in selection.instances[len(selection.instances) - progress.remaining:]:
+            for uid, *_ in instances[index:]:
                 progress.fail(uid)
             return progress
         else:
             _count(progress, sop_instance, status)
         pending(progress)
+        request = prepared(index + 1) if following is _NOT_YET else following
     return progress
+
+
+_NOT_YET = object()
 
 
 def _count(progress: Progress, sop_instance: str, status: int) -> None:
@@ -192,10 +228,12 @@ class Responder:
                                                                int(self.request.MessageID or 0))
 
     def pending(self, progress: Progress) -> None:
-        self.send(Status.PENDING, progress)
+        """A pending response; it may wait to go out with the next sub-operation's request
+        (one write, one wake-up of a C-GET requestor for both)."""
+        self.send(Status.PENDING, progress, defer=True)
 
     def send(self, status: Status, progress: Progress | None = None,
-             error_comment: str = "") -> None:
+             error_comment: str = "", defer: bool = False) -> None:
         """One response; pending ones carry Remaining, failures the FailedSOPInstanceUIDList."""
         counts = None
         identifier = None
@@ -208,7 +246,7 @@ class Responder:
                                     int(self.request.MessageID or 0), int(status), counts,
                                     error_comment, identifier is not None)
         try:
-            send_message(self.assoc, self.context_id, command, identifier)
+            send_message(self.assoc, self.context_id, command, identifier, defer=defer)
         except PeerUnavailable as error:  # the next sub-operation finds the requestor gone
             LOGGER.error("response to %s not sent: %s", peer_of(self.assoc), error)
 

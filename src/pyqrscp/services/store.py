@@ -104,8 +104,7 @@ def serve(services: Services, assoc: Association, request: DimseMessage, context
 def _serve_following(services: Services, assoc: Association, request: C_STORE,
                      context_id: int) -> bool:
     while True:
-        _serve_one(services, assoc, StoreRequest.of_primitive(request), context_id)
-        _serve_held(services, assoc)
+        _serve_held(services, assoc, StoreRequest.of_primitive(request), context_id)
         following = next_request(assoc, RECEIVING_WINDOW, _WAIT_SLICE)
         if following is None:
             return True
@@ -116,11 +115,21 @@ def _serve_following(services: Services, assoc: Association, request: C_STORE,
         request = message
 
 
-def _serve_held(services: Services, assoc: Association) -> None:
-    """Serve C-STORE-RQs straight from the socket while they keep coming; abort (once the
-    socket is pynetdicom's again) when a message broke past the point of giving it back."""
+def _serve_held(services: Services, assoc: Association, first: StoreRequest,
+                context_id: int) -> None:
+    """Serve the request pynetdicom handed over, then C-STORE-RQs straight from the socket
+    while they keep coming; abort (once the socket is pynetdicom's again) when a message broke
+    past the point of giving it back.  The socket is held before the first response goes out:
+    the peer's next request, sent once it has that response, is read by the holder whole,
+    never begun by pynetdicom (which cannot split a PDU holding the end of one message and
+    the start of the next)."""
     broken: MessageBroken | None = None
     with held_channel(assoc) as held:
+        try:
+            _serve_one(services, assoc, first, context_id)
+        except PeerUnavailable as error:  # pynetdicom finds the connection closed next
+            LOGGER.error("Store response to %s not sent: %s", peer_of(assoc), error)
+            return
         if held is not None:
             broken = _serve_held_messages(services, assoc, held)
     if broken is not None:
