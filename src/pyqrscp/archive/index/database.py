@@ -165,11 +165,15 @@ class IndexWriter:
         removes the least recently received first.
         """
         now = time.time_ns() if received is None else received
-        patient = self._upsert("patient", "patient_id", header.patient_id, header.patient, {},
+        study_uid, patient_id = self._parents_of(header)
+        own_study = study_uid == header.study_instance_uid
+        patient = self._upsert("patient", "patient_id", patient_id,
+                               header.patient if patient_id == header.patient_id else {}, {},
                                None)
-        study = self._upsert("study", "study_instance_uid", header.study_instance_uid,
-                             header.study, {"study_date": header.study.get("StudyDate", ""),
-                                            "last_stored": now}, ("patient_pk", patient.pk))
+        study = self._upsert("study", "study_instance_uid", study_uid,
+                             header.study if own_study else {},
+                             {"study_date": header.study.get("StudyDate", ""), "last_stored": now}
+                             if own_study else {"last_stored": now}, ("patient_pk", patient.pk))
         series = self._upsert("series", "series_instance_uid", header.series_instance_uid,
                               header.series, {"modality": header.modality},
                               ("study_pk", study.pk))
@@ -195,6 +199,22 @@ class IndexWriter:
             self._prune(*emptied)
         if not series.created and series.old_columns != (header.modality,):
             self._refresh_computed([study.pk])
+
+    def _parents_of(self, header: Header) -> tuple[str, str]:
+        """The Study Instance UID and Patient ID an instance is filed under: its own, unless
+        its series (or study) is already filed under another study (or patient), where it
+        then goes too; the other entity named by its header is neither created nor changed
+        (it would hold nothing)."""
+        row = self.db.execute(
+            "SELECT s.study_instance_uid, p.patient_id FROM series r JOIN study s ON "
+            "s.pk=r.study_pk JOIN patient p ON p.pk=s.patient_pk WHERE r.series_instance_uid=?",
+            (header.series_instance_uid,)).fetchone() or self.db.execute(
+            "SELECT s.study_instance_uid, p.patient_id FROM study s JOIN patient p ON "
+            "p.pk=s.patient_pk WHERE s.study_instance_uid=?",
+            (header.study_instance_uid,)).fetchone()
+        if row is None:
+            return header.study_instance_uid, header.patient_id
+        return str(row[0]), str(row[1])
 
     def _count_new(self, patient_pk: int, study_pk: int, series_pk: int, new_study: bool,
                    new_series: bool) -> None:
