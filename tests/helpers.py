@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -21,6 +22,8 @@ from typing import TypeVar
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from pyqrscp.archive.index.backend import IndexBackend, IndexConnection
+from pyqrscp.archive.index.choice import INDEX_DB_VARIABLE, open_backend
 from pyqrscp.cli.command import parse_flags, resolve_options
 from pyqrscp.cli.logs import LEVELS
 from pyqrscp.config import load_config
@@ -286,3 +289,20 @@ def identifier(level: str, **keys: str) -> Dataset:
     for keyword, value in keys.items():
         setattr(ds, keyword, value)
     return ds
+
+
+@functools.cache
+def _test_backend(url: str | None) -> IndexBackend:
+    return open_backend(url)
+
+
+@contextmanager
+def index_db(area: Path, url: str | None = None) -> Iterator[IndexConnection]:
+    """A connection to a storage area's index in the database ``url``, else in whichever the
+    servers the tests start use ($PYQRSCP_INDEX_DB: PostgreSQL in that pass, else SQLite)."""
+    backend = _test_backend(url or os.environ.get(INDEX_DB_VARIABLE))
+    db = backend.connect(area, read_only=backend.has_index(area))
+    try:
+        yield db
+    finally:
+        db.close()

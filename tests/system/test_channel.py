@@ -7,7 +7,6 @@ one PDU, an abort or a malformed PDU inside a held message, an oversized PDU."""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     have_dcmtk,
+    index_db,
     make_ct,
     pyqrscp_in_process,
     run_tool,
@@ -63,12 +63,12 @@ def dataset_bytes(path: Path) -> bytes:
 
 
 def stored_uids(area: Path) -> set[str]:
-    with sqlite3.connect(area / "pyqrscp-index.sqlite3") as db:
+    with index_db(area) as db:
         return {row[0] for row in db.execute("SELECT sop_instance_uid FROM instance")}
 
 
 def stored_file(area: Path, uid: str) -> Path:
-    with sqlite3.connect(area / "pyqrscp-index.sqlite3") as db:
+    with index_db(area) as db:
         row = db.execute("SELECT file_name FROM instance WHERE sop_instance_uid=?",
                          (uid,)).fetchone()
     return area / str(row[0])

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
+from helpers import have_dcmtk, index_db, make_ct, pyqrscp_process, run_tool, write_config
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 
@@ -23,7 +22,7 @@ def _pyqrscp(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _rows(area: Path) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(area / "pyqrscp-index.sqlite3") as db:
+    with index_db(area) as db:
         return sorted(db.execute(
             "SELECT study.study_instance_uid, series.series_instance_uid, instance.file_name "
             "FROM instance JOIN series ON series.pk=instance.series_pk "

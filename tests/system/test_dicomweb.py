@@ -5,19 +5,17 @@ malformed bodies and writes nothing; access rules and credentials."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_server import WebServer, sample, split_multipart, web_server
-from helpers import have_dcmtk, make_ct
+from helpers import have_dcmtk, index_db, make_ct
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
 from query_tool import findscu
 
-from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.cli import main as cli_main
 from pyqrscp.errors import StartupError
 
@@ -40,7 +38,7 @@ def post(url: str, body: bytes, content_type: str = STOW_TYPE,
 
 
 def indexed(area: Path) -> int:
-    with sqlite3.connect(area / INDEX_FILE_NAME) as db:
+    with index_db(area) as db:
         return int(db.execute("SELECT COUNT(*) FROM instance").fetchone()[0])
 
 
@@ -346,12 +344,12 @@ def test_metadata_of_instances_stored_without_the_listener(tmp_path: Path) -> No
         pass
     assert cli_main(["index", "-c", str(tmp_path / "dcmqrscp.cfg"), "ARCHIVE",
                      str(sample("CT_small.dcm"))]) == 0
-    with sqlite3.connect(web.areas["a"] / INDEX_FILE_NAME) as db:
+    with index_db(web.areas["a"]) as db:
         assert db.execute("SELECT COUNT(*) FROM instance_metadata").fetchone()[0] == 0
     with web_server(tmp_path) as web:
         url = f"{web.dicomweb()}/studies/{ct.StudyInstanceUID}/series/" \
               f"{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}/metadata"
         (found,) = requests.get(url, timeout=TIMEOUT).json()
         assert found["00100010"]["Value"] == [{"Alphabetic": str(ct.PatientName)}]
-    with sqlite3.connect(web.areas["a"] / INDEX_FILE_NAME) as db:
+    with index_db(web.areas["a"]) as db:
         assert db.execute("SELECT COUNT(*) FROM instance_metadata").fetchone()[0] == 1

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import have_dcmtk, pyqrscp_process, run_tool
+from helpers import have_dcmtk, index_db, pyqrscp_process, run_tool
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -45,7 +44,7 @@ def test_walkthrough_study_survives_a_folder_of_test_files(
         run_tool("storescu", "-aet", "ACME1", "-aec", "ACME_STORE", "+sd", "-nh", "localhost",
                  port, str(Path(ct_small).parent), timeout=300)
     study_uid = str(dcmread(ct_small).StudyInstanceUID)
-    with sqlite3.connect(tmp_path / "storage" / "ACME_STORE" / "pyqrscp-index.sqlite3") as db:
+    with index_db(tmp_path / "storage" / "ACME_STORE") as db:
         studies = [row[0] for row in db.execute("SELECT study_instance_uid FROM study")]
     assert study_uid in studies
     assert len(studies) > 9  # more than the DCMTK walkthrough's quota of 9 studies

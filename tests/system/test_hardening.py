@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import struct
 import subprocess
 import threading
@@ -28,6 +27,7 @@ from helpers import (
     POLL_DEADLINE,
     RunningServer,
     have_dcmtk,
+    index_db,
     make_ct,
     pyqrscp_process,
     run_tool,
@@ -133,13 +133,13 @@ class Archive:
         return self.server.port
 
     def indexed(self, sop_uid: str) -> bool:
-        with sqlite3.connect(f"file:{self.area / INDEX}?mode=ro", uri=True) as db:
+        with index_db(self.area) as db:
             row = db.execute("SELECT 1 FROM instance WHERE sop_instance_uid = ?",
                              (sop_uid,)).fetchone()
         return row is not None
 
     def file_names(self) -> set[str]:
-        with sqlite3.connect(f"file:{self.area / INDEX}?mode=ro", uri=True) as db:
+        with index_db(self.area) as db:
             return {name for (name,) in db.execute("SELECT file_name FROM instance")}
 
     def stray_files(self) -> list[str]:
@@ -593,7 +593,7 @@ def _stored_sop_uids(storescu_verbose: str) -> set[str]:
 # -- load, limits, full disk (slow: scripts/run-slow-tests) ----------------------------------
 
 def _stored_pixels(archive: Archive, sop_uid: str) -> bytes:
-    with sqlite3.connect(f"file:{archive.area / INDEX}?mode=ro", uri=True) as db:
+    with index_db(archive.area) as db:
         (name,) = db.execute("SELECT file_name FROM instance WHERE sop_instance_uid = ?",
                              (sop_uid,)).fetchone()
     return bytes(dcmread(archive.area / name).PixelData)

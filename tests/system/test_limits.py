@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import RunningServer, poll_until, pyqrscp_process, wait_for_log, write_config
+from helpers import RunningServer, index_db, poll_until, pyqrscp_process, wait_for_log, write_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -74,14 +73,14 @@ class Archive:
     def leftovers(self, area: str) -> list[str]:
         """Files in the area that no index row names (temp and spool files included)."""
         folder = self.base / area
-        with sqlite3.connect(f"file:{folder / INDEX}?mode=ro", uri=True) as db:
+        with index_db(folder) as db:
             known = {name for (name,) in db.execute("SELECT file_name FROM instance")}
         return sorted(name for name in os.listdir(folder)
                       if name.startswith(".pyqrscp-tmp-")
                       or (name.endswith(".dcm") and name not in known))
 
     def indexed(self, area: str, sop_uid: str) -> str | None:
-        with sqlite3.connect(f"file:{self.base / area / INDEX}?mode=ro", uri=True) as db:
+        with index_db(self.base / area) as db:
             row = db.execute("SELECT file_name FROM instance WHERE sop_instance_uid = ?",
                              (sop_uid,)).fetchone()
         return None if row is None else str(row[0])

@@ -23,9 +23,13 @@ import pytest
 from helpers import have_dcmtk, make_ct, poll_until, pyqrscp_process, run_tool, write_config
 from query_tool import findscu
 
+from pyqrscp.archive.index.choice import INDEX_DB_VARIABLE
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.archive.layout import LOCK_FILE_NAME
 from pyqrscp.cli.index import main as index_main
+
+#: The index file the areas hold (none when the index lives in PostgreSQL).
+SQLITE_INDEX = () if os.environ.get(INDEX_DB_VARIABLE) else (INDEX_FILE_NAME,)
 
 PLANTED_NAME = "CT_0123456789abcdef.dcm"  # named like a file pyqrscp generates
 SECRET_PATIENT = "Secret^Root"
@@ -128,7 +132,7 @@ def test_dcmtk_sample_config_stores_finds_and_retrieves_as_the_configured_user(
         str(pydicom.dcmread(source).SOPInstanceUID)]
     created = [data / "ACME_STORE", data / "COMMON", *(data / "ACME_STORE").iterdir(),
                *(data / "COMMON").iterdir()]
-    assert {path.name for path in created} >= {LOCK_FILE_NAME, INDEX_FILE_NAME}
+    assert {path.name for path in created} >= {LOCK_FILE_NAME, *SQLITE_INDEX}
     assert {path.name: path.lstat().st_uid for path in created} == {
         path.name: machine.user.pw_uid for path in created}
     assert "cannot listen" not in server.log_text()
@@ -160,7 +164,8 @@ def test_an_area_the_user_cannot_create_is_named_at_start_up(machine: Machine) -
 # -- links a user planted, met by pyqrscp running as root ---------------------------------------
 
 
-@pytest.mark.parametrize("name", [LOCK_FILE_NAME, INDEX_FILE_NAME])
+@pytest.mark.parametrize("name", [LOCK_FILE_NAME, pytest.param(
+    INDEX_FILE_NAME, marks=pytest.mark.sqlite_only)])
 def test_a_linked_lock_file_or_index_is_refused(machine: Machine, name: str) -> None:
     area = machine.user_folder("area")
     machine.plant_link(machine.secret_folder / "created-by-root", area / name)
@@ -219,7 +224,7 @@ def test_index_as_root_adds_files_as_the_configured_user(machine: Machine) -> No
     assert result.returncode == 0, result.stderr
     assert "running as user nobody" in result.stderr
     created = [data / "a", *(data / "a").iterdir()]
-    assert len(created) >= 4  # the area, its lock file, index and the copied file
+    assert len(created) >= 3 + len(SQLITE_INDEX)  # area, lock file, (index,) copied file
     assert {path.name: path.lstat().st_uid for path in created} == {
         path.name: machine.user.pw_uid for path in created}
 
@@ -263,6 +268,7 @@ def test_index_skips_links_into_another_area(machine: Machine,
     assert _patient_ids(config, "A") == ["OUTSIDE"]
 
 
+@pytest.mark.sqlite_only
 def test_ls_does_not_read_a_linked_index(machine: Machine) -> None:
     hidden = machine.secret_folder / "hidden"
     config = write_config(machine.base, [f"A {machine.user_folder('area')} RW (9, 1024mb) ANY",

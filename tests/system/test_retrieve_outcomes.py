@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from helpers import (
     POLL_DEADLINE,
     free_port,
     have_dcmtk,
+    index_db,
     make_ct,
     poll_until,
     pyqrscp_in_process,
@@ -74,7 +74,7 @@ class Archive:
             raise AssertionError(f"{error}:\n" + "\n".join(self.log)) from None
 
     def file_of(self, uid: str) -> Path:
-        with sqlite3.connect(self.area / "pyqrscp-index.sqlite3") as db:
+        with index_db(self.area) as db:
             row = db.execute("SELECT file_name FROM instance WHERE sop_instance_uid=?",
                              (uid,)).fetchone()
         return self.area / str(row[0])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import warnings
 from pathlib import Path
 
 import pytest
 from helpers import (
     have_dcmtk,
+    index_db,
     make_ct,
     pyqrscp_in_process,
     pyqrscp_process,
@@ -21,7 +21,6 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE
 
-from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.cli.index import main as index_main
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
@@ -54,7 +53,7 @@ def test_deflated_store_is_kept(tmp_path: Path) -> None:
         stored = run_tool("storescu", "-xd", "-aec", "ARCHIVE", "localhost", str(server.port),
                           str(source))
     assert stored.returncode == 0, stored.stderr
-    with sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME) as db:
+    with index_db(tmp_path / "area") as db:
         rows = db.execute("SELECT file_name, transfer_syntax_uid FROM instance").fetchall()
     assert len(rows) == 1 and rows[0][1] == DeflatedExplicitVRLittleEndian
     kept = dcmread(tmp_path / "area" / rows[0][0])
@@ -71,7 +70,7 @@ def test_rebuild_refuses_an_area_a_server_is_using(tmp_path: Path,
         assert index_main(["-c", str(config), "ARCHIVE", "--rebuild"]) == 2
         assert "in use by another pyqrscp process" in capsys.readouterr().err
         assert index_main(["-c", str(config), "ARCHIVE", str(incoming)]) == 0
-    with sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME) as db:
+    with index_db(tmp_path / "area") as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 1
 
 
@@ -84,6 +83,6 @@ def test_two_spellings_of_one_folder_share_one_area(tmp_path: Path) -> None:
                               str(source))
             assert stored.returncode == 0, stored.stderr
     assert "leftovers kept" not in server.log_text()
-    with sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME) as db:
+    with index_db(tmp_path / "area") as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 1
     assert len(stored_files(tmp_path / "area")) == 1

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from helpers import (
     free_port,
     have_dcmtk,
+    index_db,
     make_ct,
     pyqrscp_in_process,
     run_tool,
@@ -41,6 +41,6 @@ def test_move_into_own_area_completes(tmp_path: Path) -> None:
     assert "Received Final Move Response (Success)" in moved.stderr
     assert server.log_text().count("(replaced older copy)") == 5
     assert echo.returncode == 0
-    with sqlite3.connect(tmp_path / "area" / "pyqrscp-index.sqlite3") as db:
+    with index_db(tmp_path / "area") as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 5
     assert len(stored_files(tmp_path / "area")) == 5

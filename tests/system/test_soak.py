@@ -7,7 +7,6 @@ CI-sized by default (``PYQRSCP_SOAK_SECONDS``, 45 s); ``scripts/run-slow-tests``
 from __future__ import annotations
 
 import os
-import sqlite3
 import statistics
 import subprocess
 import time
@@ -18,6 +17,7 @@ from helpers import (
     DCMTK_ENV,
     free_port,
     have_dcmtk,
+    index_db,
     make_ct,
     pyqrscp_process,
     run_tool,
@@ -78,8 +78,7 @@ def test_soak_mixed_traffic_keeps_memory_flat_and_loses_nothing(tmp_path: Path) 
                 moved_total += 5
                 samples.append(_rss_kib(server.process.pid))
                 round_number += 1
-            db_path = tmp_path / "area" / "pyqrscp-index.sqlite3"
-            with sqlite3.connect(db_path) as db:
+            with index_db(tmp_path / "area") as db:
                 rows = dict(db.execute("SELECT sop_instance_uid, file_name FROM instance"))
     finally:
         destination.terminate()

@@ -8,7 +8,6 @@ and the SQLite index itself.
 from __future__ import annotations
 
 import fcntl
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from helpers import (
     DCMTK_ENV,
     ServerInProcess,
     have_dcmtk,
+    index_db,
     make_ct,
     pyqrscp_in_process,
     pyqrscp_process,
@@ -71,7 +71,7 @@ class Archive:
 
     def index(self, name: str) -> dict[str, str]:
         """SOP Instance UID -> file name, straight from the area's SQLite index."""
-        with sqlite3.connect(self.area(name) / INDEX_FILE_NAME) as db:
+        with index_db(self.area(name)) as db:
             return dict(db.execute("SELECT sop_instance_uid, file_name FROM instance"))
 
     def stored(self, name: str, sop_uid: str) -> Path:
@@ -105,7 +105,7 @@ def assert_same_dataset(sent: Path, stored: Path) -> None:
 
 def files_and_rows_agree(area: Path) -> None:
     """Every row names a file, every generated file has a row, no temp file is left."""
-    with sqlite3.connect(area / INDEX_FILE_NAME) as db:
+    with index_db(area) as db:
         indexed = [row[0] for row in db.execute("SELECT file_name FROM instance")]
     present = {name for name in stored_files(area) if GENERATED_NAME.match(name)}
     assert sorted(indexed) == sorted(present)
@@ -221,7 +221,7 @@ def test_parallel_storescu_processes_index_every_instance_once(archive: Archive,
         assert result.returncode == 0, result.stderr
         assert result.stderr.count("Received Store Response (Success)") == 15
     expected = {dcmread(p).SOPInstanceUID for p in shared + sum(own, [])}
-    with sqlite3.connect(archive.area("wonly") / INDEX_FILE_NAME) as db:
+    with index_db(archive.area("wonly")) as db:
         counts = dict(db.execute("SELECT sop_instance_uid, COUNT(*) FROM instance "
                                  "GROUP BY sop_instance_uid"))
     assert expected <= set(counts)
@@ -240,7 +240,7 @@ def test_duplicate_keeps_one_row_with_the_second_content(archive: Archive,
     for path in (first, second):
         result = archive.storescu("STORE", str(path))
         assert result.returncode == 0, result.stderr
-    with sqlite3.connect(archive.area("store") / INDEX_FILE_NAME) as db:
+    with index_db(archive.area("store")) as db:
         assert db.execute("SELECT COUNT(*) FROM instance WHERE sop_instance_uid=?",
                           (sop_uid,)).fetchone()[0] == 1
     assert_same_dataset(second, archive.stored("store", sop_uid))
@@ -258,7 +258,7 @@ def test_study_quota_evicts_the_least_recently_stored_study(archive: Archive,
     a2, c1 = make_ct(sources, study_uid=study_a), make_ct(sources, study_uid=study_c)
     result = archive.storescu("STUDIES2", *map(str, (a1, b1, a2, c1)))
     assert result.returncode == 0, result.stderr
-    with sqlite3.connect(archive.area("studies2") / INDEX_FILE_NAME) as db:
+    with index_db(archive.area("studies2")) as db:
         studies = {row[0] for row in db.execute("SELECT study_instance_uid FROM study")}
     assert studies == {study_a, study_c}
     assert set(archive.index("studies2")) == {dcmread(p).SOPInstanceUID for p in (a1, a2, c1)}
@@ -271,7 +271,7 @@ def test_byte_quota_evicts_the_oldest_instance_and_refuses_a_too_large_one(
     paths = [make_ct(sources, study_uid=study, instance_number=n) for n in range(3)]
     result = archive.storescu("SMALL", *map(str, paths))
     assert result.returncode == 0, result.stderr
-    with sqlite3.connect(archive.area("small") / INDEX_FILE_NAME) as db:
+    with index_db(archive.area("small")) as db:
         sizes = [row[0] for row in db.execute("SELECT file_size FROM instance")]
     assert 2 * max(sizes) <= 3 * 1024 < 3 * min(sizes)  # the sizes this test relies on
     kept = archive.index("small")
@@ -298,7 +298,7 @@ def test_ignore_answers_success_and_stores_nothing(tmp_path: Path, sources: Path
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("Received Store Response (Success)") == 3
     assert not stored_files(tmp_path / "store")
-    with sqlite3.connect(tmp_path / "store" / INDEX_FILE_NAME) as db:
+    with index_db(tmp_path / "store") as db:
         assert db.execute("SELECT COUNT(*) FROM instance").fetchone()[0] == 0
 
 
@@ -362,7 +362,7 @@ def test_sigkill_mid_burst_loses_nothing_acknowledged(tmp_path: Path, sources: P
         echo = run_tool("echoscu", "-aec", "STORE", "127.0.0.1", str(restarted.port))
     assert echo.returncode == 0, echo.stderr
     area = tmp_path / "store"
-    with sqlite3.connect(area / INDEX_FILE_NAME) as db:
+    with index_db(area) as db:
         index = dict(db.execute("SELECT sop_instance_uid, file_name FROM instance"))
     assert set(acknowledged) <= set(index)
     for sop_uid, name in index.items():

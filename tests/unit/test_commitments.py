@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from pyqrscp.archive.commitments import CommitmentLedger, FailureReason, Reference, Verdict
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Quota
@@ -15,6 +17,7 @@ OLD_TABLE = """CREATE TABLE commitment (pk INTEGER PRIMARY KEY, transaction_uid 
     next_attempt REAL NOT NULL DEFAULT 0)"""
 
 
+@pytest.mark.sqlite_only
 def test_a_verdict_is_kept_for_the_retries_and_an_older_ledger_gains_its_column(
         tmp_path: Path) -> None:
     area = StorageArea(tmp_path / "area", Quota(10, 1 << 20), durable=False)

@@ -391,7 +391,8 @@ def test_global_settings(setting: str, attribute: str, expected: object) -> None
         (
             "\n  Port = 104",
             "dcmqrscp.cfg:2:3: unknown keyword 'Port' (expected one of NetworkTCPPort, "
-            "MaxPDUSize, MaxAssociations, SpecificCharacterSet, UserName, GroupName or a table)",
+            "MaxPDUSize, MaxAssociations, SpecificCharacterSet, UserName, GroupName, "
+            "IndexDatabase or a table)",
         ),
         (
             "networktcpport = 104",

@@ -85,6 +85,7 @@ def old_index(root: Path) -> None:
     db.close()
 
 
+@pytest.mark.sqlite_only  # writes the SQLite file itself
 def test_a_schema_1_index_is_upgraded_in_place_with_one_log_line(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     old_index(tmp_path / "area")
@@ -118,6 +119,7 @@ def test_a_schema_1_index_is_upgraded_in_place_with_one_log_line(
         area.close()
 
 
+@pytest.mark.sqlite_only  # writes the SQLite file itself
 def test_an_index_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     old_index(tmp_path / "area")
     db = sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME)

@@ -40,6 +40,7 @@ def many_uids(count: int) -> str:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is Python 3.11+")
+@pytest.mark.sqlite_only
 def test_uid_lists_longer_than_sqlites_variable_limit_are_matched(area: StorageArea) -> None:
     """Lists travel as one parameter: an index whose SQLite allows only 50 variables still
     answers a list of 1,000 UIDs per key, in two unique keys at once."""

@@ -25,6 +25,9 @@ LOGGER = logging.getLogger(__name__)
 
 #: Requesters whose reports are being delivered at once (one thread each).
 MAX_DELIVERY_LANES = 16
+#: How long one delivery attempt holds its request (longer than an attempt can take); a node
+#: that dies mid-attempt leaves the request to the others after that.
+CLAIM_SECONDS = 900.0
 
 Deliver = Callable[[PendingCommitment, Verdict], bool]
 
@@ -94,6 +97,8 @@ class CommitmentWorker:
 
     def _lane(self, ledger: CommitmentLedger, pk: int, requester: str) -> None:
         try:
+            if not ledger.claim(pk, time.time(), CLAIM_SECONDS):
+                return  # another node of a shared index took it
             pending = ledger.load(pk)
             if pending is not None and not self._stopping.is_set():
                 self._deliver_one(ledger, pending)

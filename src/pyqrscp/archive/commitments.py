@@ -1,6 +1,6 @@
 """Storage Commitment (PS3.4 Annex J): pending requests, the integrity check, and delivery retries.
 
-A request is written to the storage area's sqlite file (table ``commitment``) before the N-ACTION
+A request is written to the storage area's index (table ``commitment``) before the N-ACTION
 is answered, and removed only once its N-EVENT-REPORT was accepted or its retries ran out, so a
 restart resumes what was not delivered.  Its references are verified once, at the first delivery
 attempt, and the verdict is written beside the request: retries send the same report without
@@ -23,7 +23,6 @@ from pathlib import Path
 from pydicom import dcmread
 
 from pyqrscp.archive.areafiles import reader
-from pyqrscp.archive.index.database import connect
 from pyqrscp.archive.storage import StorageArea
 
 LOGGER = logging.getLogger(__name__)
@@ -40,7 +39,10 @@ CREATE TABLE IF NOT EXISTS commitment (
     next_attempt REAL NOT NULL DEFAULT 0
 );
 """
-_VERDICT_COLUMN = "ALTER TABLE commitment ADD COLUMN verdict TEXT"
+_ADDED_COLUMNS = {"verdict": "ALTER TABLE commitment ADD COLUMN verdict TEXT",
+                  "claimed": "ALTER TABLE commitment ADD COLUMN claimed REAL NOT NULL DEFAULT 0"}
+"""Columns a ledger written by an older pyqrscp lacks; ``claimed``: until when a node's
+delivery attempt holds the request."""
 
 #: References one N-ACTION may name; more are refused (0x0213 Resource limitation).
 MAX_REFERENCES_PER_REQUEST = 10_000
@@ -144,16 +146,26 @@ def _failure_of(area: StorageArea, reference: Reference) -> FailureReason | None
 
 
 class CommitmentLedger:
-    """The ``commitment`` table in one storage area's sqlite file; safe for many threads."""
+    """The ``commitment`` table in one storage area's index; safe for many threads.
+
+    On a database that several nodes share, each delivery attempt is claimed first (its next
+    attempt moved past the attempt's end, in one conditional update), so one node sends each
+    report, and a request whose node died is taken over when that claim runs out.
+    """
 
     def __init__(self, area: StorageArea) -> None:
         self.area = area
         self._lock = threading.Lock()
-        self._db = connect(area.index_path, area.durable)
-        self._db.executescript(DDL)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(commitment)")}
-        if "verdict" not in columns:
-            self._db.execute(_VERDICT_COLUMN)
+        backend = area.backend
+        self._db = backend.connect(area.root, area.durable)
+        with backend.write_transaction(self._db):
+            for statement in backend.schema_statements(DDL):
+                self._db.execute(statement)
+            present = {column[0] for column in
+                       self._db.execute("SELECT * FROM commitment LIMIT 0").description}
+            for name, statement in _ADDED_COLUMNS.items():
+                if name not in present:
+                    self._db.execute(statement)
 
     def close(self) -> None:
         with self._lock:
@@ -166,9 +178,10 @@ class CommitmentLedger:
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO commitment (transaction_uid, requester_aet, called_aet, refs, "
-                "received) VALUES (?,?,?,?,?)",
+                "received) VALUES (?,?,?,?,?) RETURNING pk",
                 (transaction_uid, requester_aet, called_aet, refs, time.time_ns()))
-        return PendingCommitment(self.area.root, int(cursor.lastrowid or 0), transaction_uid,
+            pk = int(cursor.fetchone()[0])
+        return PendingCommitment(self.area.root, pk, transaction_uid,
                                  requester_aet, called_aet, tuple(references), 0)
 
     def due(self, now: float) -> list[tuple[int, str]]:
@@ -209,12 +222,24 @@ class CommitmentLedger:
 
     def reschedule(self, pk: int, attempts: int, next_attempt: float) -> None:
         with self._lock:
-            self._db.execute("UPDATE commitment SET attempts=?, next_attempt=? WHERE pk=?",
-                             (attempts, next_attempt, pk))
+            self._db.execute("UPDATE commitment SET attempts=?, next_attempt=?, claimed=0 "
+                             "WHERE pk=?", (attempts, next_attempt, pk))
+
+    def claim(self, pk: int, now: float, lease: float) -> bool:
+        """Take the attempt on a due request: False when another node took it first."""
+        with self._lock:
+            return int(self._db.execute(
+                "UPDATE commitment SET next_attempt=?, claimed=? WHERE pk=? AND "
+                "next_attempt <= ?", (now + lease, now + lease, pk, now)).rowcount) == 1
 
     def make_all_due(self) -> int:
-        """On start-up: every request left over from the last run is due now."""
+        """On start-up: every request left over from the last run is due now.  On a shared
+        database another node may be delivering some: requests it holds a live claim on are
+        left to it (a claim of a node that died runs out by itself)."""
         with self._lock:
+            if self.area.backend.shared:
+                return int(self._db.execute("UPDATE commitment SET next_attempt=0 WHERE "
+                                            "claimed < ?", (time.time(),)).rowcount)
             return int(self._db.execute("UPDATE commitment SET next_attempt=0").rowcount)
 
     def remove(self, pk: int) -> None:

@@ -26,14 +26,15 @@ FLUSH_THREADS = 16
 """Flushes in flight at once: enough for the disk to commit them together."""
 
 
-def new_temp_path(root: Path) -> Path:
-    """A fresh temp file name in the area's own folder (where start-up looks for leftovers)."""
-    return root / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+def new_temp_path(root: Path, prefix: str = TEMP_PREFIX) -> Path:
+    """A fresh temp file name in the area's own folder (where start-up looks for leftovers);
+    ``prefix`` names the process writing it (see :mod:`pyqrscp.archive.liveness`)."""
+    return root / f"{prefix}{secrets.token_hex(8)}"
 
 
-def write_temp(root: Path, data: bytes, durable: bool) -> Path:
+def write_temp(root: Path, data: bytes, durable: bool, prefix: str = TEMP_PREFIX) -> Path:
     """Write ``data`` to a new temp file of the area (flushed when ``durable``)."""
-    temp_path = new_temp_path(root)
+    temp_path = new_temp_path(root, prefix)
     try:
         fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -55,12 +56,12 @@ def flush_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="pyqrscp-flush")
 
 
-def write_temps(root: Path, contents: Sequence[bytes], durable: bool, pool: ThreadPoolExecutor
-                ) -> list[Path | StorageFailure]:
+def write_temps(root: Path, contents: Sequence[bytes], durable: bool, pool: ThreadPoolExecutor,
+                prefix: str = TEMP_PREFIX) -> list[Path | StorageFailure]:
     """:func:`write_temp` for many files at once, the flushes in parallel."""
     def write(data: bytes) -> Path | StorageFailure:
         try:
-            return write_temp(root, data, durable)
+            return write_temp(root, data, durable, prefix)
         except StorageFailure as error:
             return error
 

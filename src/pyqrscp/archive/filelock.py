@@ -109,3 +109,8 @@ def _windows_unlock(fd: int) -> None:
 def fsync_folder_supported() -> bool:
     """Windows cannot open a folder to flush it (NTFS journals the rename itself)."""
     return os.name != "nt"
+
+
+def locking_available() -> bool:
+    """Can this platform lock files at all (else every ``try_lock`` succeeds)?"""
+    return fcntl is not None or msvcrt is not None

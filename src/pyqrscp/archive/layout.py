@@ -28,6 +28,8 @@ from pathlib import Path
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 
 TEMP_PREFIX = ".pyqrscp-tmp-"
+NODE_LOCK_PREFIX = ".pyqrscp-node-"
+"""Each process's liveness lock file in an area (:mod:`pyqrscp.archive.liveness`)."""
 LOCK_FILE_NAME = ".pyqrscp.lock"
 SWEEP_MARKER_NAME = ".pyqrscp-sweep"
 IN_USE_MARKER_NAME = ".pyqrscp-in-use"
@@ -85,7 +87,7 @@ def stored_entries(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
     its leaf folders.  Entries are not followed: the caller checks that each is a regular file.
     """
     for entry in _sorted_entries(root):
-        if (entry.name in AREA_OWN_NAMES or entry.name.startswith(TEMP_PREFIX)
+        if (entry.name in AREA_OWN_NAMES or entry.name.startswith((TEMP_PREFIX, NODE_LOCK_PREFIX))
                 or entry.is_dir(follow_symlinks=False)):
             continue
         yield entry.name, entry

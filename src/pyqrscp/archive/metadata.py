@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from io import BytesIO
 from typing import Any
 
@@ -19,6 +18,7 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
+from pyqrscp.archive.index.backend import IndexBackend, IndexConnection
 from pyqrscp.errors import InvalidDataset
 
 LOGGER = logging.getLogger(__name__)
@@ -75,18 +75,20 @@ def _dictionary_vr(tag: Any) -> str:
         return "UN"
 
 
-def create_table(db: sqlite3.Connection) -> None:
-    db.execute(DDL)
+def create_table(db: IndexConnection, backend: IndexBackend) -> None:
+    with backend.write_transaction(db):
+        for statement in backend.schema_statements(DDL):
+            db.execute(statement)
 
 
-def keep(db: sqlite3.Connection, sop_instance_uid: str, metadata: bytes) -> None:
+def keep(db: IndexConnection, sop_instance_uid: str, metadata: bytes) -> None:
     """Store an instance's JSON in the caller's write transaction (after its row)."""
     db.execute("INSERT INTO instance_metadata (instance_pk, json) SELECT pk, ? FROM instance "
                "WHERE sop_instance_uid = ? ON CONFLICT (instance_pk) DO UPDATE SET "
                "json = excluded.json", (metadata, sop_instance_uid))
 
 
-def stored_metadata(db: sqlite3.Connection, study_uid: str, series_uid: str | None = None,
+def stored_metadata(db: IndexConnection, study_uid: str, series_uid: str | None = None,
                     instance_uid: str | None = None) -> list[tuple[str, str, bytes | None]]:
     """``(SOP Instance UID, file name, JSON or None)`` of every instance of a study, series or
     instance, series by series in the order they were stored."""

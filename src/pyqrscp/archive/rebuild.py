@@ -27,8 +27,8 @@ from typing import Protocol
 
 from pyqrscp.archive.areafiles import is_regular, read_regular
 from pyqrscp.archive.dicomfile import Header, read_header
-from pyqrscp.archive.index.database import IndexWriter, connect, create_schema
-from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.index.backend import IndexBackend, SqliteBackend
+from pyqrscp.archive.index.database import IndexWriter, create_schema
 from pyqrscp.archive.layout import (
     IN_USE_MARKER_NAME,
     LOCK_FILE_NAME,
@@ -64,7 +64,8 @@ class ImportReport(Protocol):
 
 
 def add_files(entry: AEEntry, paths: Sequence[Path], report: ImportReport,
-              areas: Sequence[Path] = (), follow_links: bool = False) -> None:
+              areas: Sequence[Path] = (), follow_links: bool = False,
+              backend: IndexBackend | None = None) -> None:
     """Copy every DICOM file under ``paths`` into ``entry``'s area, by batches.
 
     Nothing inside a storage area (``entry``'s or one of ``areas``) is copied.  Links found in
@@ -73,7 +74,7 @@ def add_files(entry: AEEntry, paths: Sequence[Path], report: ImportReport,
     roots = tuple({area.resolve() for area in (entry.storage_area, *areas)})
     files = list(_files_under(paths, roots, follow_links, report))
     report.begin(len(files))
-    area = StorageArea(entry.storage_area, entry.quota)
+    area = StorageArea(entry.storage_area, entry.quota, backend=backend)
     area.open()
     try:
         # one batch is stored (mostly waiting for the disk) while the next one is read
@@ -192,29 +193,24 @@ def _inside(path: Path, areas: tuple[Path, ...]) -> bool:
     return any(path.is_relative_to(area) for area in areas)
 
 
-def rebuild(entry: AEEntry, report: ImportReport) -> None:
+def rebuild(entry: AEEntry, report: ImportReport, backend: IndexBackend | None = None
+            ) -> None:
     """Drop every index row and index the area's own files again, in one transaction."""
+    backend = backend or SqliteBackend()
     root = entry.storage_area
-    index_path = root / INDEX_FILE_NAME
-    if not index_path.exists():
-        for stale in (f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm"):
-            (root / stale).unlink(missing_ok=True)
+    if not backend.has_index(root):
+        backend.forget(root)
     lock = lock_area_file(root / LOCK_FILE_NAME)
     files = _area_files(root, report)
     report.begin(len(files))
-    db = connect(index_path)
+    db = backend.connect(root)
     try:
-        create_schema(db)
-        writer = IndexWriter(db)
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        create_schema(db, backend)
+        writer = IndexWriter(db, lambda: backend.next_store_order(db))
+        with backend.write_transaction(db):
             for table in ("instance", "series", "study", "patient"):
                 db.execute(f"DELETE FROM {table}")
             count = _index_in_place(writer, root, files, report)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
     finally:
         db.close()
         os.close(lock)

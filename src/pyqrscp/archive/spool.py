@@ -35,13 +35,16 @@ class ReceivedDataset(io.BytesIO):
     """The dataset of one incoming DIMSE message.
 
     ``prefix`` (a Part-10 file header) counts as received; ``folder`` is where to spool (None:
-    never, the limit bounds the memory); ``keep`` False only counts (the bytes are not wanted);
-    ``what`` names the dataset in the refusal.
+    never, the limit bounds the memory), in a temp file whose name starts with ``temp_prefix``
+    (the storage area's, naming this process); ``keep`` False only counts (the bytes are not
+    wanted); ``what`` names the dataset in the refusal.
     """
 
     def __init__(self, limit: int, limit_text: str, folder: Path | None = None,
-                 prefix: bytes = b"", keep: bool = True, what: str = "dataset") -> None:
+                 prefix: bytes = b"", keep: bool = True, what: str = "dataset",
+                 temp_prefix: str = TEMP_PREFIX) -> None:
         super().__init__()
+        self.temp_prefix = temp_prefix
         self.limit = limit
         self.limit_text = limit_text
         self.what = what
@@ -83,7 +86,7 @@ class ReceivedDataset(io.BytesIO):
     def _start_spool(self, fragment: Any) -> None:
         if self.folder is None:
             raise StorageFailure("no folder to spool to")
-        self.spool_path = self.folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        self.spool_path = self.folder / f"{self.temp_prefix}{secrets.token_hex(8)}"
         self._spool = open(self.spool_path, "x+b", buffering=1 << 16)  # noqa: SIM115
         self._spool.write(self.getbuffer())
         self._spool.write(fragment)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,8 @@ from pyqrscp.archive.durable import (
     write_temp,
     write_temps,
 )
-from pyqrscp.archive.index.database import IndexWriter, StoredInstance, connect, create_schema
+from pyqrscp.archive.index.backend import IndexBackend, IndexConnection, SqliteBackend
+from pyqrscp.archive.index.database import IndexWriter, StoredInstance, create_schema
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.archive.indexing import index_instance, log_evictions
 from pyqrscp.archive.layout import (
@@ -47,6 +47,7 @@ from pyqrscp.archive.layout import (
     is_safe_relative_name,
 )
 from pyqrscp.archive.leftovers import settle
+from pyqrscp.archive.liveness import NodeLock
 from pyqrscp.archive.metadata import create_table as create_metadata_table
 from pyqrscp.archive.metadata import keep as keep_metadata
 from pyqrscp.archive.quota import EvictionPlan, plan_eviction
@@ -70,14 +71,19 @@ class StorageArea:
     """Files plus index of one AETable storage area; safe for many threads at once."""
 
     def __init__(self, root: Path, quota: Quota, durable: bool = True,
-                 uid_padding: bool = False) -> None:
+                 uid_padding: bool = False, backend: IndexBackend | None = None) -> None:
         self.root = root
+        self.backend: IndexBackend = backend or SqliteBackend()
+        self._index_failures: tuple[type[Exception], ...] = (PyqrscpError,
+                                                             *self.backend.driver_errors)
+        self.node = NodeLock(root)
+        """This process's liveness lock in the area; its temp files carry the node id."""
         self.quota = quota
         self.durable = durable
         self.uid_padding = uid_padding
         self.lock = threading.Lock()
         self.index_path = root / INDEX_FILE_NAME
-        self._db: sqlite3.Connection | None = None
+        self._db: IndexConnection | None = None
         self._lock_file: int | None = None
         self._flush_pool: ThreadPoolExecutor | None = None
         self.describe: Callable[[bytes], bytes] | None = None
@@ -96,15 +102,24 @@ class StorageArea:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_file = _open_lock_file(self.root / LOCK_FILE_NAME)
+        try:
+            self.node.claim()
+        except OSError as error:
+            raise StorageFailure(f"cannot create a lock file in {self.root}: {error}") from error
+        self.node.remove_ended_nodes_temps()
         alone = filelock.try_lock(self._lock_file, exclusive=True)
-        unclean = alone and (not os.path.lexists(self.index_path) or any(
+        unclean = alone and (not self.backend.has_index(self.root) or any(
             os.path.lexists(self.root / name) for name in (IN_USE_MARKER_NAME,
                                                            SWEEP_MARKER_NAME)))
         wal_left = os.path.lexists(f"{self.index_path}-wal")
-        self._db = connect(self.index_path, flush_commits=False)  # see the module docstring
-        create_schema(self._db)
-        create_metadata_table(self._db)
-        first_with_markers = self._first_open_with_markers()
+        self._db = self.backend.connect(self.root, durable=False)  # see the module docstring
+        try:
+            create_schema(self._db, self.backend)
+            create_metadata_table(self._db, self.backend)
+            first_with_markers = self._first_open_with_markers()
+        except self.backend.driver_errors as error:
+            raise StorageFailure(f"cannot open index {self.backend.describe(self.root)}: "
+                                 f"{error}") from error
         unclean |= alone and wal_left and first_with_markers
         _touch(self.root / IN_USE_MARKER_NAME)
         self._flush_folders_quietly([""])  # the marker and the WAL file survive a power loss
@@ -128,6 +143,7 @@ class StorageArea:
                 (self.root / IN_USE_MARKER_NAME).unlink(missing_ok=True)
             os.close(self._lock_file)  # closing releases the flock
             self._lock_file = None
+        self.node.release()
 
     def _first_open_with_markers(self) -> bool:
         """Whether this area was last used by a version without the in-use marker (whose
@@ -142,11 +158,15 @@ class StorageArea:
     def writer(self) -> IndexWriter:
         if self._db is None:
             raise StorageFailure(f"storage area {self.root} is not open")
-        return IndexWriter(self._db)
+        return IndexWriter(self._db, self._next_order)
 
-    def reader(self) -> sqlite3.Connection:
-        """A fresh connection for one query (WAL readers never wait for the writer)."""
-        return connect(self.index_path, flush_commits=False)
+    def _next_order(self) -> int:
+        return self.backend.next_store_order(self.writer.db)
+
+    def reader(self) -> IndexConnection:
+        """A connection for one query, closed by the caller (readers never wait for the
+        writer: SQLite WAL, PostgreSQL MVCC)."""
+        return self.backend.connect(self.root, durable=False)
 
     def path_of(self, file_name: str) -> Path:
         """The path of an indexed file (either layout); refuses any name that could leave the
@@ -209,7 +229,7 @@ class StorageArea:
             self._refuse_oversized(header, len(data))
             file_name = generated_file_name(header.modality, header.series_instance_uid)
             if spooled is None:
-                temp_path = write_temp(self.root, data, self.durable)
+                temp_path = write_temp(self.root, data, self.durable, self.node.temp_prefix)
             else:
                 temp_path = self._flushed(spooled)
         except BaseException:
@@ -257,7 +277,8 @@ class StorageArea:
         if self._flush_pool is None:
             self._flush_pool = flush_pool()
         pool = self._flush_pool
-        temps = write_temps(self.root, [items[number][1] for number in todo], self.durable, pool)
+        temps = write_temps(self.root, [items[number][1] for number in todo], self.durable, pool,
+                            self.node.temp_prefix)
         moves = [(number, temp) for number, temp in zip(todo, temps, strict=True)
                  if not isinstance(temp, StorageFailure)]
         for number, temp in zip(todo, temps, strict=True):
@@ -277,7 +298,7 @@ class StorageArea:
         placed = [number for number, result in enumerate(outcome) if result is None]
         unused: list[str] = []
         try:
-            with self.lock, _write_transaction(self.writer.db):
+            with self.lock, _write_transaction(self.backend, self.writer.db):
                 for number in placed:
                     header, data = items[number]
                     result = self._index_one_of_many(header, names[number], len(data),
@@ -311,12 +332,12 @@ class StorageArea:
         try:
             plan, unused, replaced = index_instance(self.writer, self.quota, header, file_name,
                                                     size, metadata)
-        except (PyqrscpError, sqlite3.Error) as error:
+        except self._index_failures as error:
             db.execute("ROLLBACK TO one_instance")
             db.execute("RELEASE one_instance")
-            if isinstance(error, sqlite3.Error):
-                return StorageFailure(f"index update failed: {error}")
-            return error
+            if isinstance(error, PyqrscpError):
+                return error
+            return StorageFailure(f"index update failed: {error}")
         db.execute("RELEASE one_instance")
         return StoreResult(file_name, plan.studies, plan.instances, replaced), unused
 
@@ -355,7 +376,7 @@ class StorageArea:
         """Flush the index's committed transactions (the WAL file); raise _FlushFailed."""
         if self.durable:
             try:
-                fsync_path(self.index_path.with_name(self.index_path.name + "-wal"))
+                self.backend.flush(self.root)
             except OSError as error:
                 raise _FlushFailed(f"index flush failed: {error.strerror}") from error
 
@@ -380,7 +401,7 @@ class StorageArea:
     def _index(self, header: Header, file_name: str, size: int, metadata: bytes | None = None
                ) -> tuple[EvictionPlan, list[str], bool]:
         """Plan and apply quota evictions and the new row in one write transaction."""
-        with _write_transaction(self.writer.db):
+        with _write_transaction(self.backend, self.writer.db):
             result = index_instance(self.writer, self.quota, header, file_name, size, metadata)
         log_evictions(self.root, result[0])
         return result
@@ -390,7 +411,7 @@ class StorageArea:
         (as quota eviction does: a crash in between leaves files no row names, which the next
         start-up removes).  Returns (instances, bytes) deleted."""
         writer = self.writer
-        with self.lock, _write_transaction(writer.db):
+        with self.lock, _write_transaction(self.backend, writer.db):
             rows = writer.delete_under(level, uid)
         self._remove_unused([str(row[1]) for row in rows])
         return len(rows), sum(int(row[2]) for row in rows)
@@ -402,7 +423,7 @@ class StorageArea:
     def keep_metadata(self, rows: list[tuple[str, bytes]]) -> None:
         """Keep the DICOM JSON of instances stored without it (``(SOP Instance UID, JSON)``)."""
         writer = self.writer
-        with self.lock, _write_transaction(writer.db):
+        with self.lock, _write_transaction(self.backend, writer.db):
             for sop_instance_uid, metadata in rows:
                 keep_metadata(writer.db, sop_instance_uid, metadata)
 
@@ -437,23 +458,12 @@ def lock_area_file(path: Path) -> int:
 
 
 @contextmanager
-def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One ``BEGIN IMMEDIATE`` ... ``COMMIT``: any failure rolls back, and an SQLite error
-    becomes a StorageFailure (the one status the services map index trouble to)."""
+def _write_transaction(backend: IndexBackend, db: IndexConnection) -> Iterator[None]:
+    """One write transaction of the backend (SQLite ``BEGIN IMMEDIATE``; PostgreSQL the area's
+    advisory lock): any failure rolls back, and a database error becomes a StorageFailure
+    (the one status the services map index trouble to)."""
     try:
-        db.execute("BEGIN IMMEDIATE")
-        yield
-        db.execute("COMMIT")
-    except BaseException as error:
-        _rollback_quietly(db)
-        if isinstance(error, sqlite3.Error):
-            raise StorageFailure(f"index update failed: {error}") from error
-        raise
-
-
-def _rollback_quietly(db: sqlite3.Connection) -> None:
-    try:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-    except sqlite3.Error as error:
-        LOGGER.error("index rollback failed: %s", error)
+        with backend.write_transaction(db):
+            yield
+    except backend.driver_errors as error:
+        raise StorageFailure(f"index update failed: {error}") from error

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyqrscp.archive.index.backend import IndexBackend, SqliteBackend
+from pyqrscp.archive.index.choice import index_database_url, open_backend
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry, Config, load_config
@@ -32,10 +34,9 @@ SELECT patient.patient_id, patient.attrs, study.study_instance_uid, study.study_
        COUNT(instance.pk), SUM(instance.file_size), MAX(instance.received)
 FROM instance JOIN series ON series.pk=instance.series_pk
 JOIN study ON study.pk=series.study_pk JOIN patient ON patient.pk=study.patient_pk
-WHERE (?1 IS NULL OR patient.patient_id=?1) AND (?2 IS NULL OR study.study_instance_uid=?2)
-  AND (?3 IS NULL OR series.series_instance_uid=?3)
-GROUP BY series.pk ORDER BY patient.patient_id, study.study_date, study.study_instance_uid,
-         series.series_instance_uid
+{where}
+GROUP BY patient.pk, study.pk, series.pk
+ORDER BY patient.patient_id, study.study_date, study.study_instance_uid, series.series_instance_uid
 """
 
 
@@ -53,19 +54,26 @@ def _entry(config: Config, ae_title: str) -> AEEntry:
 
 
 def area_tree(entry: AEEntry, patient: str | None = None, study: str | None = None,
-              series: str | None = None) -> dict[str, Any]:
+              series: str | None = None, backend: IndexBackend | None = None
+              ) -> dict[str, Any]:
     """The area's patients → studies → series with instance counts, bytes and dates."""
+    backend = backend or SqliteBackend()
     tree: dict[str, Any] = {"ae_title": entry.ae_title, "storage_area": str(entry.storage_area),
                             "patients": []}
-    index = entry.storage_area / INDEX_FILE_NAME
-    if index.is_symlink() or not index.is_file():
-        if index.is_symlink() or index.exists():  # never follow a link someone planted
+    if not backend.has_index(entry.storage_area):
+        index = entry.storage_area / INDEX_FILE_NAME
+        if not backend.shared and (index.is_symlink() or index.exists()):
             print(f"pyqrscp ls: {index} is not a regular file (a link?): not read",
-                  file=sys.stderr)
+                  file=sys.stderr)  # never follow a link someone planted
         return _totals(tree)
-    db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
+    filters = [(column, value) for column, value in (
+        ("patient.patient_id", patient), ("study.study_instance_uid", study),
+        ("series.series_instance_uid", series)) if value is not None]
+    where = "WHERE " + " AND ".join(f"{column}=?" for column, _ in filters) if filters else ""
+    db = backend.connect(entry.storage_area, read_only=True)
     try:
-        rows = db.execute(_TREE_SQL, (patient, study, series)).fetchall()
+        rows = db.execute(_TREE_SQL.format(where=where),
+                          [value for _, value in filters]).fetchall()
     finally:
         db.close()
     patients: dict[str, dict[str, Any]] = {}
@@ -146,16 +154,25 @@ def ls_main(argv: Sequence[str]) -> int:
     which.add_argument("--study", metavar="UID", help="only this Study Instance UID")
     which.add_argument("--series", metavar="UID", help="only this Series Instance UID")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    _add_index_db(parser)
     try:
         args = parser.parse_args(list(argv))
         config = _config(args.config)
         entries = [_entry(config, args.ae_title)] if args.ae_title else list(config.ae_table)
+        backend = open_backend(index_database_url(args.index_db, config, os.environ))
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    except ConfigError as error:
+    except PyqrscpError as error:
         print(f"pyqrscp ls: {error}", file=sys.stderr)
         return 2
-    trees = [area_tree(e, args.patient, args.study, args.series) for e in entries]
+    try:
+        trees = [area_tree(e, args.patient, args.study, args.series, backend)
+                 for e in entries]
+    except backend.driver_errors as error:
+        print(f"pyqrscp ls: cannot read the index: {error}", file=sys.stderr)
+        return 2
+    finally:
+        backend.close()
     if args.json:
         print(json.dumps(trees, indent=2))
     else:
@@ -181,9 +198,12 @@ def rm_main(argv: Sequence[str]) -> int:
     which.add_argument("--instance", metavar="UID", help="SOP Instance UID")
     parser.add_argument("--force", action="store_true",
                         help="also delete from a read-only (R) area")
+    _add_index_db(parser)
     try:
         args = parser.parse_args(list(argv))
-        entry = _entry(_config(args.config), args.ae_title)
+        config = _config(args.config)
+        entry = _entry(config, args.ae_title)
+        url = index_database_url(args.index_db, config, os.environ)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except ConfigError as error:
@@ -195,18 +215,25 @@ def rm_main(argv: Sequence[str]) -> int:
         return 2
     level = "study" if args.study else "series" if args.series else "instance"
     uid = args.study or args.series or args.instance
-    return _delete(entry, level, uid)
+    return _delete(entry, level, uid, url)
 
 
-def _delete(entry: AEEntry, level: str, uid: str) -> int:
+def _add_index_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index-db", metavar="URL", default=None,
+                        help="index database (default: the config's IndexDatabase, else "
+                        "$PYQRSCP_INDEX_DB, else SQLite in each area)")
+
+
+def _delete(entry: AEEntry, level: str, uid: str, url: str | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(DcmtkFormatter())
     root = logging.getLogger("pyqrscp")  # the storage area's warnings too, as W: lines
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     LOGGER.setLevel(logging.INFO)  # the deletion line itself
-    area = StorageArea(entry.storage_area, entry.quota)
+    area: StorageArea | None = None
     try:
+        area = StorageArea(entry.storage_area, entry.quota, backend=open_backend(url))
         area.open()
         count, size = area.delete(level, uid)
         if not count:
@@ -219,5 +246,7 @@ def _delete(entry: AEEntry, level: str, uid: str) -> int:
         print(f"pyqrscp rm: {error}", file=sys.stderr)
         return 2
     finally:
-        area.close()
+        if area is not None:
+            area.close()
+            area.backend.close()
         root.removeHandler(handler)

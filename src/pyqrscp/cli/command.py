@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from pyqrscp import __version__
+from pyqrscp.archive.index.choice import index_database_url
 from pyqrscp.cli.chores import ls_main, rm_main
 from pyqrscp.cli.index import main as index_main
 from pyqrscp.cli.logs import LEVELS, configure_logging
@@ -39,7 +41,7 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("database options: restriction of move targets", ("move_restriction",)),
     ("database options: restriction of query/retrieve models",
      ("no_patient_root", "no_study_root", "no_patient_study")),
-    ("database options: matching (pyqrscp only)", ("case_sensitive_pn",)),
+    ("database options: matching and index (pyqrscp only)", ("case_sensitive_pn", "index_db")),
     ("network options: association negotiation profiles from configuration file",
      ("assoc_config_file",)),
     ("network options: preferred network transfer syntaxes (incoming associations)",
@@ -163,6 +165,7 @@ def resolve_options(flags: dict[str, Any], config: Config) -> Options:
         "max_pdu": config.max_pdu_size,
         "max_associations": config.max_associations,
         "http": config.http.address,
+        "index_db": index_database_url(None, config, os.environ),
     }
     charset = config.specific_character_set
     if charset.character_set is not None:

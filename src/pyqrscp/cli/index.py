@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sqlite3
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from pyqrscp.archive.index.choice import index_database_url, open_backend
 from pyqrscp.archive.rebuild import add_files, rebuild
 from pyqrscp.cli.importreport import Report
 from pyqrscp.config import load_config
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--follow-links", action="store_true",
                         help="follow symbolic links found in folders (never into a storage "
                         "area); by default they are skipped")
+    parser.add_argument("--index-db", metavar="URL", default=None,
+                        help="index database (default: the config's IndexDatabase, else "
+                        "$PYQRSCP_INDEX_DB, else SQLite in the area)")
     parser.add_argument("ae_title", metavar="AETITLE", help="AETable entry whose area to fill")
     parser.add_argument("paths", metavar="PATH", nargs="*", type=Path,
                         help="DICOM files or folders (searched recursively)")
@@ -85,20 +88,30 @@ def main(argv: Sequence[str]) -> int:
         return 2
     report = Report(sys.stderr, show_progress=sys.stderr.isatty())
     with _warnings_to(sys.stderr):
-        try:
+        try:  # the database driver is loaded before the switch to UserName
+            backend = open_backend(index_database_url(args.index_db, config, os.environ))
             if _is_root() and drop_privileges(config.user_name, config.group_name):
                 print(f"pyqrscp index: running as user {config.user_name or 'root'} "
                       "(UserName/GroupName of the config file)", file=sys.stderr)
-            if args.rebuild:
-                rebuild(entry, report)
-                return report.finish(f"{entry.ae_title} ({entry.storage_area}) rebuilt")
-            add_files(entry, args.paths, report, areas=[e.storage_area for e in config.ae_table],
-                      follow_links=args.follow_links)
-            return report.finish(f"{entry.ae_title} ({entry.storage_area})")
-        except (OSError, sqlite3.Error, PyqrscpError) as error:
+        except (OSError, PyqrscpError) as error:
             print(f"pyqrscp index: cannot use storage area {entry.storage_area}: {error}",
                   file=sys.stderr)
             return 2
+        failures: tuple[type[BaseException], ...] = (OSError, PyqrscpError,
+                                                     *backend.driver_errors)
+        try:
+            if args.rebuild:
+                rebuild(entry, report, backend)
+                return report.finish(f"{entry.ae_title} ({entry.storage_area}) rebuilt")
+            add_files(entry, args.paths, report, areas=[e.storage_area for e in config.ae_table],
+                      follow_links=args.follow_links, backend=backend)
+            return report.finish(f"{entry.ae_title} ({entry.storage_area})")
+        except failures as error:
+            print(f"pyqrscp index: cannot use storage area {entry.storage_area}: {error}",
+                  file=sys.stderr)
+            return 2
+        finally:
+            backend.close()
 
 
 def _is_root() -> bool:

@@ -65,9 +65,13 @@ SETTINGS = (
     "SpecificCharacterSet",
     "UserName",
     "GroupName",
+    "IndexDatabase",
 )
 HTTP_SETTINGS = ("HTTPPort", "HTTPToken", "HTTPUser", "HTTPPassword", "HTTPAllowOrigin")
 """pyqrscp's extensions for its HTTP listener (DCMTK refuses them)."""
+#: Settings of pyqrscp's own (DCMTK refuses a config that has one).
+EXTENSIONS = ("IndexDatabase",)
+INDEX_DATABASE_SCHEMES = ("sqlite", "postgresql://", "postgres://")
 OBSOLETE = (
     *("ApplicationTitle", "ApplicationContext", "ImplementationClass", "ImplementationVersion"),
     *("NetworkType", "Display", "DisplayPort"),
@@ -121,6 +125,7 @@ def parse_config(text: str, path: Path) -> Config:
         ae_table=ae_table,
         warnings=tuple(check.warnings),
         http=_http(settings, check),
+        index_database=_index_database(settings.get("IndexDatabase"), check),
     )
 
 
@@ -240,6 +245,19 @@ def _max_associations(setting: SettingLine | None, check: Checker) -> int:
     if setting is None:
         return DEFAULT_MAX_ASSOCIATIONS
     return check.ranged(_single(setting, check), setting.line, "MaxAssociations", 1, None)
+
+
+def _index_database(setting: SettingLine | None, check: Checker) -> str | None:
+    """``IndexDatabase = postgresql://user@host/db`` (a pyqrscp extension): where the storage
+    areas' indexes live; ``sqlite`` (the default) keeps one file in each area."""
+    if setting is None:
+        return None
+    tok = _single(setting, check)
+    if tok.text != "sqlite" and not tok.text.startswith(INDEX_DATABASE_SCHEMES[1:]):
+        raise check.error(setting.line, tok.col, f"IndexDatabase {tok.text!r} is not sqlite or "
+                          "a postgresql://user@host:port/database URL (quote a URL that holds "
+                          "'=' or ',')")
+    return None if tok.text == "sqlite" else tok.text
 
 
 def _name(setting: SettingLine | None, check: Checker) -> str | None:

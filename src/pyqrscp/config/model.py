@@ -135,6 +135,8 @@ class Config:
     ae_table: tuple[AEEntry, ...]
     warnings: tuple[str, ...]
     http: HttpConfig = field(default_factory=HttpConfig)
+    index_database: str | None = None
+    """``IndexDatabase``: a PostgreSQL URL shared by several nodes; None = SQLite per area."""
 
     def ae(self, ae_title: str) -> AEEntry | None:
         """The AETable row for a called AE title (exact match), or None."""
@@ -294,3 +296,12 @@ def resolve_move_destination(config: Config, move_destination: str) -> Peer | No
                 return peer
     peers = config.peers_named(move_destination)
     return peers[0] if peers else None
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

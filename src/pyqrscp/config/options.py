@@ -240,6 +240,10 @@ OPTION_TABLE: tuple[OptionSpec, ...] = (
     _value(("--max-unassociated-per-host",), "max_unassociated_per_host", int, "N",
            "of those, from one host"),
     _flag(("--case-sensitive-pn",), "case_sensitive_pn", "PN matching case-sensitive"),
+    _value(("--index-db",), "index_db", str, "URL",
+           "index database: sqlite (a file in each storage area, default) or "
+           "postgresql://user@host:port/database, shared by several nodes (default: the "
+           "config's IndexDatabase, else $PYQRSCP_INDEX_DB)"),
     _flag(("--check-config",), "check_config", "print the resolved config and exit"),
     _flag(("--print-example-config",), "print_example_config",
           "print an example dcmqrscp.cfg (the walkthrough's) and exit"),
@@ -300,6 +304,7 @@ class Options:
     max_unassociated: int = 64
     max_unassociated_per_host: int = 16
     case_sensitive_pn: bool = False
+    index_db: str | None = None
     check_config: bool = False
     print_example_config: bool = False
     max_associations: int = 16

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyqrscp.config.model import Config, Peer
+from pyqrscp.config.model import Config, Peer, redact_url
 
 
 def _size(size: int) -> str:
@@ -50,7 +50,8 @@ def _globals(config: Config) -> list[str]:
         f"  SpecificCharacterSet {shown_charset}; options: {', '.join(flags) or '(none)'}",
         f"  UserName             {config.user_name or '(not set)'}",
         f"  GroupName            {config.group_name or '(not set)'}",
-    ]
+    ] + ([f"  IndexDatabase        {redact_url(config.index_database)}"]
+         if config.index_database else [])
 
 
 def _tables(config: Config) -> list[str]:

@@ -20,13 +20,15 @@ from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE, 
 from pynetdicom.events import Event, EventHandlerType
 
 from pyqrscp.archive.commitments import RetrySchedule
+from pyqrscp.archive.index.backend import IndexBackend
+from pyqrscp.archive.index.choice import open_backend
 from pyqrscp.archive.spool import ReceivedDataset
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry, Config
 from pyqrscp.config.options import Options
 from pyqrscp.dimse.commands import C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ, N_ACTION_RQ
 from pyqrscp.dimse.part10 import file_header
-from pyqrscp.errors import PyqrscpError, ServiceFailed
+from pyqrscp.errors import PyqrscpError, ServiceFailed, StorageFailure
 from pyqrscp.link.association import DimseMessage, forget_cancels, presentation_context
 from pyqrscp.link.hostnames import HostLookup
 from pyqrscp.link.titles import called_aet, calling_aet
@@ -106,6 +108,9 @@ class Services:
         self.commitment: StorageCommitment | None = None
         self.client_tls: ssl.SSLContext | None = None  # outgoing associations (``+tls``)
         self.hosts = HostLookup()  # HostTable names, for acceptance and C-MOVE restrictions
+        self.backend: IndexBackend = open_backend(options.index_db)
+        """Opened when the server is built, before any switch to UserName (the database
+        driver's modules may not be readable by that user)."""
         self._load_services()
 
     def _load_services(self) -> None:
@@ -119,17 +124,27 @@ class Services:
             C_MOVE: move.serve, C_GET: get.serve, C_FIND: find.serve}
 
     def open(self) -> None:
-        """Open every storage area once (AE titles may share a folder)."""
-        for entry in self.config.ae_table:
-            if area_key(entry) not in self.areas:
-                area = StorageArea(entry.storage_area, entry.quota,
-                                   durable=not self.options.no_sync,
-                                   uid_padding=self.options.uid_padding)
-                area.open()
-                self.areas[area_key(entry)] = area
-            self._area_of_title[entry.ae_title] = self.areas[area_key(entry)]
-        self.commitment = self._commit.StorageCommitment(self, self.commit_retry)
+        """Open the index database and every storage area once (AE titles may share a folder).
+
+        Raises StorageFailure when the index database or an area cannot be used.
+        """
+        try:
+            for entry in self.config.ae_table:
+                if area_key(entry) not in self.areas:
+                    area = StorageArea(entry.storage_area, entry.quota,
+                                       durable=not self.options.no_sync,
+                                       uid_padding=self.options.uid_padding,
+                                       backend=self.backend)
+                    area.open()
+                    self.areas[area_key(entry)] = area
+                self._area_of_title[entry.ae_title] = self.areas[area_key(entry)]
+            self.commitment = self._commit.StorageCommitment(self, self.commit_retry)
+        except self.backend.driver_errors as error:
+            raise StorageFailure(f"cannot use the index database: {error}") from error
         self.commitment.start()
+        if self.backend.shared:
+            LOGGER.info("index database: %s, shared with any other node using it",
+                        self.backend.describe_database())
 
     def close(self) -> None:
         if self.commitment is not None:
@@ -137,6 +152,7 @@ class Services:
             self.commitment = None
         for area in self.areas.values():
             area.close()
+        self.backend.close()
 
     def entry_of(self, assoc: Association) -> AEEntry | None:
         """The AETable entry of the association's called AE title."""
@@ -178,7 +194,8 @@ class Services:
         calling = calling_aet(assoc)
         prefix = file_header(_uid(sop_class_uid), _uid(sop_instance_uid), transfer_syntax,
                              calling)
-        return ReceivedDataset(limit, limit_text, folder=area.root, prefix=prefix)
+        return ReceivedDataset(limit, limit_text, folder=area.root, prefix=prefix,
+                               temp_prefix=area.node.temp_prefix)
 
     def bound_request(self, assoc: Association, request: C_FIND | C_GET | C_MOVE | N_ACTION,
                       transfer_syntax: str) -> None:

@@ -7,13 +7,13 @@ serialise exactly as two C-STOREs do.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
+from pyqrscp.archive.index.backend import IndexConnection
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry
 from pyqrscp.web.settings import WebSettings
@@ -46,7 +46,7 @@ class WebArchive:
         return self.areas[ae_title]
 
     @contextmanager
-    def reader(self, ae_title: str) -> Iterator[sqlite3.Connection]:
+    def reader(self, ae_title: str) -> Iterator[IndexConnection]:
         """A fresh index connection of the area for one request."""
         db = self.areas[ae_title].reader()
         try:

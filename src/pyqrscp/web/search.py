@@ -10,7 +10,6 @@ QIDO-RS's ``/series`` and ``/instances`` without a study need.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from pyqrscp.archive.index.backend import IndexConnection
 from pyqrscp.archive.index.query import (
     LEVEL_ORDER,
     STUDY_ROOT,
@@ -129,7 +129,7 @@ def _count(name: str, value: str) -> int:
     return number
 
 
-def run_search(db: sqlite3.Connection, search: Search, case_sensitive_pn: bool = False
+def run_search(db: IndexConnection, search: Search, case_sensitive_pn: bool = False
                ) -> Iterator[dict[str, str]]:
     """The attributes of each match, after ``offset``, at most ``limit`` of them; C-FIND's own
     entry points (:func:`parse_identifier`, :func:`run_query`) decide what matches.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from pyqrscp.archive.areafiles import reader
+from pyqrscp.archive.index.backend import IndexConnection
 from pyqrscp.archive.index.query import STUDY_ROOT, matching_instances, parse_identifier
 from pyqrscp.archive.storage import StorageArea
 
@@ -28,7 +28,7 @@ class StoredFile:
     path: Path
 
 
-def stored_files(db: sqlite3.Connection, area: StorageArea, study_uid: str,
+def stored_files(db: IndexConnection, area: StorageArea, study_uid: str,
                  series_uid: str | None = None, instance_uid: str | None = None
                  ) -> list[StoredFile]:
     """The instances a retrieve of this study/series/instance sends, in the order they were

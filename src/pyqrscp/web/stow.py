@@ -27,7 +27,6 @@ from starlette.routing import Route
 
 from pyqrscp.archive.areafiles import open_regular
 from pyqrscp.archive.dicomfile import Header, read_header
-from pyqrscp.archive.layout import TEMP_PREFIX
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.errors import InvalidDataset, PyqrscpError, QuotaExceeded, StorageFailure
 from pyqrscp.status import Status
@@ -125,7 +124,7 @@ async def receive_parts(request: Request, area: StorageArea, settings: WebSettin
             for event in parser.feed(chunk):
                 if isinstance(event, PartStart):
                     _check_part_type(event.headers)
-                    current = _new_part(area.root)
+                    current = _new_part(area.root, area.node.temp_prefix)
                     parts.append(current)
                 elif isinstance(event, PartData) and current is not None:
                     current.size += len(event.data)
@@ -151,8 +150,8 @@ def _check_part_type(headers: dict[str, str]) -> None:
         raise HTTPException(415, f"a part of type {kind!r}: only application/dicom is taken")
 
 
-def _new_part(folder: Path) -> SpooledPart:
-    path = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+def _new_part(folder: Path, temp_prefix: str) -> SpooledPart:
+    path = folder / f"{temp_prefix}{secrets.token_hex(8)}"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as error:

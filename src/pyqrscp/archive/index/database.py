@@ -9,21 +9,17 @@ ModalitiesInStudy and SOPClassesInStudy rows list what its series and instances 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import stat
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from pyqrscp.archive.areafiles import open_regular
 from pyqrscp.archive.dicomfile import Header
+from pyqrscp.archive.index.backend import IndexConnection
+from pyqrscp.archive.index.backend import connect_sqlite as connect
 from pyqrscp.archive.index.migration import create_schema
 from pyqrscp.archive.index.schema import value_tag
 from pyqrscp.archive.index.values import value_rows
-from pyqrscp.errors import StorageFailure
 from pyqrscp.query.matching import index_values
 
 __all__ = ["IndexWriter", "StoredInstance", "connect", "create_schema"]
@@ -39,49 +35,6 @@ class StoredInstance:
     transfer_syntax_uid: str
     file_name: str
     file_size: int
-
-
-def connect(path: Path, flush_commits: bool = True) -> sqlite3.Connection:
-    """Open (and create or migrate) an index; one connection per thread of use.
-
-    ``flush_commits``: each commit is flushed to disk (``synchronous=FULL``); else only at
-    checkpoints (``NORMAL``: still atomic, a power loss may take the last commits).
-
-    SQLite follows a symbolic link named like the index (its journal files it never follows):
-    the index is created here without following one, and the file SQLite opened is checked to be
-    that one.  Raises StorageFailure when the index is a link or not a regular file.
-    """
-    _check_index_file(path)
-    connection = sqlite3.connect(path, timeout=60.0, isolation_level=None,
-                                 check_same_thread=False)
-    opened = connection.execute("PRAGMA database_list").fetchone()[2]
-    if opened != os.path.join(os.path.realpath(path.parent), path.name):
-        connection.close()
-        raise StorageFailure(f"cannot open index {path}: it was replaced by a link to {opened}")
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute(f"PRAGMA synchronous={'FULL' if flush_commits else 'NORMAL'}")
-    connection.execute("PRAGMA foreign_keys=ON")
-    return connection
-
-
-def _check_index_file(path: Path) -> None:
-    """Refuse an index that is a link or not a regular file; create a missing one without
-    following a link.  An existing index is only looked at, never opened and closed: closing
-    any descriptor of a file drops every POSIX lock this process holds on it, SQLite's too."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        try:
-            os.close(open_regular(path, os.O_RDWR | os.O_CREAT))
-        except OSError as error:
-            raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
-        return
-    except OSError as error:
-        raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
-    if stat.S_ISLNK(info.st_mode):
-        raise StorageFailure(f"cannot open index {path}: a symbolic link (not followed)")
-    if not stat.S_ISREG(info.st_mode):
-        raise StorageFailure(f"cannot open index {path}: not a regular file")
 
 
 _MODALITIES = value_tag("ModalitiesInStudy")
@@ -102,8 +55,11 @@ class IndexWriter:
     """Every change of the index; the caller (StorageArea) holds the area's lock and runs
     each change in one write transaction."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: IndexConnection,
+                 order: Callable[[], int] = time.time_ns) -> None:
         self.db = connection
+        self.order = order
+        """Where the order of stores comes from (quota eviction: least recently stored)."""
 
     # -- quota facts -------------------------------------------------------------------
     def study_count(self) -> int:
@@ -164,7 +120,7 @@ class IndexWriter:
         ``received`` orders the instance among the others (ns; default now): quota eviction
         removes the least recently received first.
         """
-        now = time.time_ns() if received is None else received
+        now = self.order() if received is None else received
         study_uid, patient_id = self._parents_of(header)
         own_study = study_uid == header.study_instance_uid
         patient = self._upsert("patient", "patient_id", patient_id,

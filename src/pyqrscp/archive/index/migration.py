@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 
-from pyqrscp.archive.index.dialect import SQLITE, Dialect, dialect_of
+from pyqrscp.archive.index.backend import IndexBackend, IndexConnection, SqliteBackend
 from pyqrscp.archive.index.schema import (
     DDL,
     META_DDL,
@@ -27,46 +26,44 @@ LOGGER = logging.getLogger(__name__)
 _BATCH = 1000
 
 
-def create_schema(db: sqlite3.Connection, dialect: Dialect | None = None) -> None:
+def create_schema(db: IndexConnection, backend: IndexBackend | None = None) -> None:
     """Create the tables of a new index, or upgrade an older one; refuse a newer one.
 
-    Runs in one write transaction, so two processes opening one new area at once do not
-    both create it, and an interrupted upgrade leaves the old index as it was.
+    Runs in one write transaction of the backend, so two processes (or nodes of a shared
+    database) opening one new area at once do not both create it, an older schema is upgraded
+    once, by whichever comes first, and an interrupted upgrade leaves the old index as it was.
 
     Raises
     ------
     RuntimeError
         When the index was written by a newer pyqrscp.
     """
-    dialect = dialect or dialect_of(db)
-    db.execute(META_DDL)
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    backend = backend or SqliteBackend()
+    with backend.write_transaction(db):
+        for statement in backend.schema_statements([META_DDL]):
+            db.execute(statement)
         row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
-            for statement in DDL:
-                db.execute(dialect.ddl(statement))
+            for statement in backend.schema_statements(DDL):
+                db.execute(statement)
             db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise RuntimeError(f"index schema {row[0]} is newer than this pyqrscp "
                                f"({SCHEMA_VERSION})")
         elif int(row[0]) < SCHEMA_VERSION:
-            migrate(db, int(row[0]), dialect)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+            migrate(db, int(row[0]), backend)
 
 
-def migrate(db: sqlite3.Connection, from_version: int, dialect: Dialect = SQLITE) -> None:
+def migrate(db: IndexConnection, from_version: int, backend: IndexBackend | None = None
+            ) -> None:
     """Upgrade an index from ``from_version`` inside the caller's transaction."""
     started = time.monotonic()
     if from_version != 1:
         raise RuntimeError(f"index schema {from_version} cannot be upgraded (rebuild it: "
                            "pyqrscp index --rebuild)")
-    for statement in MIGRATE_1_TO_2:
-        db.execute(dialect.ddl(statement))
+    for statement in (backend or SqliteBackend()).schema_statements(MIGRATE_1_TO_2):
+        db.execute(statement)
     for table in TABLES:
         fill_values(db, table)
     fill_computed(db)
@@ -76,7 +73,7 @@ def migrate(db: sqlite3.Connection, from_version: int, dialect: Dialect = SQLITE
                 SCHEMA_VERSION, count, time.monotonic() - started)
 
 
-def fill_values(db: sqlite3.Connection, table: str) -> None:
+def fill_values(db: IndexConnection, table: str) -> None:
     """The value rows of every row of a level's table, from its attributes."""
     cursor = db.execute(f"SELECT pk, attrs FROM {table}")
     while rows := cursor.fetchmany(_BATCH):
@@ -86,7 +83,7 @@ def fill_values(db: sqlite3.Connection, table: str) -> None:
                        "ON CONFLICT DO NOTHING", insertions)
 
 
-def fill_computed(db: sqlite3.Connection) -> None:
+def fill_computed(db: IndexConnection) -> None:
     """ModalitiesInStudy and SOPClassesInStudy rows of every study."""
     for keyword, vr, sql in (
             ("ModalitiesInStudy", "CS", "SELECT DISTINCT study_pk, modality FROM series"),

@@ -8,7 +8,6 @@ matching semantics.  No DICOM file is opened to answer a query.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from pyqrscp.archive.dicomfile import element_text
+from pyqrscp.archive.index.backend import IndexConnection
 from pyqrscp.archive.index.dialect import SQLITE, Dialect, dialect_of
 from pyqrscp.archive.index.schema import level_of, value_tag
 from pyqrscp.archive.index.sql import ALIASES, COUNT_COLUMNS, DEPTHS, conditions
@@ -185,7 +185,7 @@ def candidate_sql(query: Query, levels: frozenset[str] | None = None,
 _LEVEL_OF_ALIAS = {alias: level for level, alias in ALIASES.items()}
 
 
-def candidates(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False,
+def candidates(db: IndexConnection, query: Query, case_sensitive_pn: bool = False,
                levels: frozenset[str] | None = None) -> Iterator[tuple[int, dict[str, str]]]:
     """``(row pk, attributes)`` of every matching entity at the query level, streamed from
     the database in batches: the index narrows (:func:`candidate_sql`), the matcher decides.
@@ -215,7 +215,7 @@ def candidates(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = F
                 yield int(row[4]), attrs
 
 
-def run_query(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
+def run_query(db: IndexConnection, query: Query, case_sensitive_pn: bool = False
               ) -> Iterator[dict[str, str]]:
     """Yield the attributes of every matching entity at the query level (one per entity),
     as the rows arrive: memory stays flat however many match.
@@ -231,7 +231,7 @@ _LISTS = {"ModalitiesInStudy": value_tag("ModalitiesInStudy"),
 _CHUNK = 500
 
 
-def list_values(db: sqlite3.Connection, keyword: str, study_pks: set[int]) -> dict[int, str]:
+def list_values(db: IndexConnection, keyword: str, study_pks: set[int]) -> dict[int, str]:
     """ModalitiesInStudy or SOPClassesInStudy of many studies at once, from the rows the
     writer keeps: each sorted, ``\\``-joined; studies without any are absent."""
     found: dict[int, list[str]] = {}
@@ -298,7 +298,7 @@ _INSTANCES_UNDER = {
 }
 
 
-def matching_instances(db: sqlite3.Connection, query: Query, case_sensitive_pn: bool = False
+def matching_instances(db: IndexConnection, query: Query, case_sensitive_pn: bool = False
                        ) -> list[tuple[str, str, str, str]]:
     """``(SOPInstanceUID, SOPClassUID, TransferSyntaxUID, file name)`` of every instance below
     the entities a C-MOVE/C-GET identifier selects, in the order they were stored."""

@@ -1,0 +1,233 @@
+"""Where the storage areas' indexes live: the seam between the index SQL and a database engine.
+
+Two backends: one SQLite file beside each area's files (the default: one process or one
+machine, nothing to set up), or one PostgreSQL database that several pyqrscp nodes share
+(:mod:`pyqrscp.index.postgres`, a schema per storage area).  The index SQL is written once, in
+the subset both engines speak; a backend supplies connections that behave like :mod:`sqlite3`'s
+(``execute``, ``executemany``, cursors, ``in_transaction``, ``close``), the write transaction,
+schema creation under a lock, the order of stores, and the flush that makes committed rows
+durable before the files they no longer name are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from pyqrscp.archive.areafiles import open_regular
+from pyqrscp.archive.index.dialect import SQLITE, Dialect
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.errors import StorageFailure
+
+
+class IndexCursor(Protocol):
+    """The part of a DB-API cursor the index uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int = ...) -> list[Any]: ...
+
+    @property
+    def description(self) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class IndexConnection(Protocol):
+    """The part of a :class:`sqlite3.Connection` the index uses (``?`` placeholders)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> IndexCursor: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /
+                    ) -> IndexCursor: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class IndexBackend(Protocol):
+    """One database engine holding the indexes of every storage area of a process."""
+
+    name: str
+    """``SQLite`` or ``PostgreSQL``, for log lines."""
+    dialect: Dialect
+    """The SQL fragments that differ (its connections name it too: ``dialect_of``)."""
+    driver_errors: tuple[type[Exception], ...]
+    """The engine's error classes: the store turns them into a failure status."""
+    shared: bool
+    """True when other nodes may write the same index (PostgreSQL)."""
+
+    def connect(self, root: Path, durable: bool = True, read_only: bool = False
+                ) -> IndexConnection:
+        """A connection to the index of the area at ``root`` (created when missing, unless
+        ``read_only``: then :meth:`has_index` must be true)."""
+        ...
+
+    def write_transaction(self, db: IndexConnection) -> AbstractContextManager[None]:
+        """One write transaction, serialised with every other writer of the same area."""
+        ...
+
+    def schema_statements(self, ddl: str | Sequence[str]) -> list[str]:
+        """The DDL (SQLite's types, or ``{pk}``/``{text}`` tokens) as this engine's
+        statements, to run in one :meth:`write_transaction`."""
+        ...
+
+    def next_store_order(self, db: IndexConnection) -> int:
+        """A number larger than any before it in this area (quota eviction order)."""
+        ...
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Would the same transaction succeed if run again (serialisation failure)?"""
+        ...
+
+    def flush(self, root: Path) -> None:
+        """Make the area's committed rows durable (before files they dropped are removed).
+        Raises OSError when that fails."""
+        ...
+
+    def has_index(self, root: Path) -> bool:
+        """Does the area have an index already (without creating one)?"""
+        ...
+
+    def forget(self, root: Path) -> None:
+        """Drop the area's index entirely (``--rebuild`` of an area without one)."""
+        ...
+
+    def describe(self, root: Path) -> str:
+        """Where the area's index lives, for messages."""
+        ...
+
+    def describe_database(self) -> str:
+        """The database itself, for the start-up line (no password)."""
+        ...
+
+    def close(self) -> None:
+        """Release every connection (at shut-down)."""
+        ...
+
+
+class SqliteBackend:
+    """One SQLite file per storage area (WAL: queries read while a store writes)."""
+
+    name = "SQLite"
+    dialect = SQLITE
+    driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    shared = False
+
+    def connect(self, root: Path, durable: bool = True, read_only: bool = False
+                ) -> IndexConnection:
+        if read_only:
+            return sqlite3.connect(f"file:{root / INDEX_FILE_NAME}?mode=ro", uri=True,
+                                   timeout=30, check_same_thread=False)
+        return connect_sqlite(root / INDEX_FILE_NAME, flush_commits=durable)
+
+    @contextmanager
+    def write_transaction(self, db: IndexConnection) -> Iterator[None]:
+        """``BEGIN IMMEDIATE``: takes the file's write lock before any read, so facts read in
+        the transaction stay true until it commits."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def schema_statements(self, ddl: str | Sequence[str]) -> list[str]:
+        return split_statements(ddl, pk="INTEGER PRIMARY KEY", text="TEXT")
+
+    def next_store_order(self, db: IndexConnection) -> int:
+        return time.time_ns()  # one machine, one clock: the order of commits under the lock
+
+    def is_transient(self, error: BaseException) -> bool:
+        return False  # the busy timeout already waited
+
+    def flush(self, root: Path) -> None:
+        wal = root / f"{INDEX_FILE_NAME}-wal"
+        fd = os.open(wal, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def has_index(self, root: Path) -> bool:
+        path = root / INDEX_FILE_NAME
+        return path.is_file() and not path.is_symlink()
+
+    def forget(self, root: Path) -> None:
+        for stale in (f"{INDEX_FILE_NAME}-wal", f"{INDEX_FILE_NAME}-shm"):
+            (root / stale).unlink(missing_ok=True)
+
+    def describe(self, root: Path) -> str:
+        return str(root / INDEX_FILE_NAME)
+
+    def describe_database(self) -> str:
+        return f"SQLite ({INDEX_FILE_NAME} in each storage area)"
+
+    def close(self) -> None:
+        pass
+
+
+def split_statements(ddl: str | Sequence[str], pk: str, text: str) -> list[str]:
+    """DDL as single statements with the ``{pk}`` (integer primary key) and ``{text}``
+    (text compared in byte order) tokens replaced."""
+    parts = ddl.split(";") if isinstance(ddl, str) else list(ddl)
+    return [part.strip().replace("{pk}", pk).replace("{text}", text)
+            for part in parts if part.strip()]
+
+
+def connect_sqlite(path: Path, flush_commits: bool = True) -> sqlite3.Connection:
+    """Open (and create) an SQLite index; one connection per thread of use.
+
+    ``flush_commits``: each commit is flushed to disk (``synchronous=FULL``); else only at
+    checkpoints (``NORMAL``: still atomic, a power loss may take the last commits).
+
+    SQLite follows a symbolic link named like the index (its journal files it never follows):
+    the index is created here without following one, and the file SQLite opened is checked to be
+    that one.  Raises StorageFailure when the index is a link or not a regular file.
+    """
+    _check_index_file(path)
+    connection = sqlite3.connect(path, timeout=60.0, isolation_level=None,
+                                 check_same_thread=False)
+    opened = connection.execute("PRAGMA database_list").fetchone()[2]
+    if opened != os.path.join(os.path.realpath(path.parent), path.name):
+        connection.close()
+        raise StorageFailure(f"cannot open index {path}: it was replaced by a link to {opened}")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={'FULL' if flush_commits else 'NORMAL'}")
+    connection.execute("PRAGMA foreign_keys=ON")
+    return connection
+
+
+def _check_index_file(path: Path) -> None:
+    """Refuse an index that is a link or not a regular file; create a missing one without
+    following a link.  An existing index is only looked at, never opened and closed: closing
+    any descriptor of a file drops every POSIX lock this process holds on it, SQLite's too."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        try:
+            os.close(open_regular(path, os.O_RDWR | os.O_CREAT))
+        except OSError as error:
+            raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
+        return
+    except OSError as error:
+        raise StorageFailure(f"cannot open index {path}: {error.strerror}") from error
+    if stat.S_ISLNK(info.st_mode):
+        raise StorageFailure(f"cannot open index {path}: a symbolic link (not followed)")
+    if not stat.S_ISREG(info.st_mode):
+        raise StorageFailure(f"cannot open index {path}: not a regular file")
