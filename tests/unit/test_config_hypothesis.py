@@ -15,7 +15,9 @@ AE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.+"
 UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 RESERVED = {"ANY", "HostTable", "VendorTable", "AETable"}
 
-ae_titles = st.text(AE_CHARS, min_size=1, max_size=16)
+ae_titles = st.text(AE_CHARS, min_size=1, max_size=16).filter(
+    lambda title: title not in RESERVED  # a row starting "VendorTable" is a table line
+)
 symbolic_names = st.from_regex(r"[a-zA-Z][a-zA-Z0-9_]{0,10}", fullmatch=True).filter(
     lambda name: name not in RESERVED
 )
