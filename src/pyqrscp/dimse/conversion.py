@@ -19,7 +19,7 @@ from io import BytesIO
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import correct_ambiguous_vr_element
-from pydicom.uid import UID
+from pydicom.uid import UID, RLELossless
 from pynetdicom.dsutils import decode, encode
 
 from pyqrscp.errors import SubOperationFailed
@@ -30,6 +30,15 @@ WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _UNIT_KEYWORDS = {0x7FE00010: "BitsAllocated", 0x54001010: "WaveformBitsAllocated"}
 _ARRAY_CODES = {size: next(code for code in "HILQ" if array.array(code).itemsize == size)
                 for size in (2, 4, 8)}
+
+
+def _decoder_of(syntax: UID) -> str:
+    """pydicom's decoding plugin for a compressed syntax: RLE by any (pydicom decodes it
+    itself), everything else by pylibjpeg (the ``codecs`` extra) only.  pydicom would otherwise
+    also use Pillow when it happens to be installed (the web extras and dicomweb-client bring
+    it), whose JPEG 2000 arrays are read-only (the decode fails) and whose conversion results
+    differ from the codec set pyqrscp documents."""
+    return "" if syntax == RLELossless else "pylibjpeg"
 
 
 def convert(data: bytes, source: str, target: str) -> bytes:
@@ -52,7 +61,8 @@ def convert(data: bytes, source: str, target: str) -> bytes:
         if source_uid.is_compressed:
             dataset.file_meta = FileMetaDataset()
             dataset.file_meta.TransferSyntaxUID = source_uid
-            dataset.decompress(generate_instance_uid=False)
+            dataset.decompress(generate_instance_uid=False,
+                               decoding_plugin=_decoder_of(source_uid))
             del dataset.file_meta
         if source_uid.is_little_endian != target_uid.is_little_endian:
             swap_words(dataset, source_uid.is_little_endian)
