@@ -55,3 +55,11 @@ def test_config_keywords() -> None:
                               ("https://a.example", "https://b.example"))
     with pytest.raises(ConfigError, match="did you mean 'HTTPPort'"):
         parse_config("HttpPort = 1\n", Path("x.cfg"))
+
+
+def test_any_origin_with_credentials_is_a_config_error() -> None:
+    text = "HTTPToken = abc\nHTTPAllowOrigin = https://a.example,  *\nAETable BEGIN\nAETable END\n"
+    with pytest.raises(ConfigError, match=r"x\.cfg:2:39: HTTPAllowOrigin \* .*credentials"):
+        parse_config(text, Path("x.cfg"))
+    alone = "HTTPAllowOrigin = *\nAETable BEGIN\nAETable END\n"
+    assert parse_config(alone, Path("x.cfg")).http.allow_origins == ("*",)

@@ -206,9 +206,15 @@ def _http(settings: dict[str, SettingLine], check: Checker) -> HttpConfig:
         return _single(setting, check).text or None if setting is not None else None
 
     origins = settings.get("HTTPAllowOrigin")
+    token, user = one("HTTPToken"), one("HTTPUser")
+    if origins is not None and (token is not None or user is not None):
+        for tok in origins.values:
+            if tok.text == "*":
+                raise check.error(origins.line, tok.col, "HTTPAllowOrigin * with HTTPToken or "
+                                  "HTTPUser would let any web page use a browser's stored "
+                                  "credentials; list the viewers' origins instead")
     return HttpConfig(
-        address=one("HTTPPort"), token=one("HTTPToken"), user=one("HTTPUser"),
-        password=one("HTTPPassword"),
+        address=one("HTTPPort"), token=token, user=user, password=one("HTTPPassword"),
         allow_origins=tuple(tok.text for tok in origins.values) if origins else ())
 
 

@@ -1,4 +1,5 @@
-"""Credentials for the HTTP listener: a bearer token or HTTP basic, from the config.
+"""Credentials for the HTTP listener (a bearer token or HTTP basic, from the config) and the
+``Host`` names it answers.
 
 Checked for every request once any is configured (a non-loopback bind requires one, see
 ``settings.py``).  The comparison takes the same time whatever the guess.  CORS preflight
@@ -14,7 +15,7 @@ import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pyqrscp.web.settings import WebSettings
+from pyqrscp.web.settings import WebSettings, trusted_host
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,3 +63,30 @@ class RequireCredentials:
                     "headers": [(b"www-authenticate", challenge.encode()),
                                 (b"content-type", b"text/plain; charset=utf-8")]})
         await send({"type": "http.response.body", "body": b"credentials required\n"})
+
+
+class TrustedHosts:
+    """ASGI middleware: 400 to a request whose ``Host`` the listener does not trust (see
+    :func:`~pyqrscp.web.settings.trusted_host`); outermost, before CORS and credentials."""
+
+    def __init__(self, app: ASGIApp, settings: WebSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope.get("headers") or []).get(b"host")
+        if host is None or trusted_host(self.settings, host.decode("latin-1")):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client") or ("?", 0)
+        LOGGER.warning("HTTP %s %s from %s:%s refused: Host %r is not a loopback name (set "
+                       "HTTPToken or HTTPUser/HTTPPassword to answer other names)",
+                       scope.get("method"), scope.get("path"), client[0], client[1],
+                       host.decode("latin-1"))
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        await send({"type": "http.response.body",
+                    "body": b"this listener answers loopback host names only\n"})

@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 
 from pyqrscp.web import frames, metadata, page, qido, rendered, stow, wado
-from pyqrscp.web.access import RequireCredentials
+from pyqrscp.web.access import RequireCredentials, TrustedHosts
 from pyqrscp.web.archive import WebArchive
 
 LOGGER = logging.getLogger(__name__)
@@ -27,15 +27,18 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 
 def build_app(archive: WebArchive) -> Starlette:
-    """The application over ``archive``; CORS only for the configured origins."""
+    """The application over ``archive``; CORS only for the configured origins, and without
+    credentials for ``*`` (any page could then use a browser's stored password)."""
     dicomweb: list[BaseRoute] = [*qido.ROUTES, *stow.ROUTES, *rendered.ROUTES, *metadata.ROUTES,
                                  *frames.ROUTES, *wado.ROUTES]
-    middleware = []
-    if archive.settings.allow_origins:
+    origins = archive.settings.allow_origins
+    middleware = [Middleware(TrustedHosts, settings=archive.settings)]
+    if origins:
         middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(archive.settings.allow_origins),
+            CORSMiddleware, allow_origins=list(origins),
             allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
-            allow_credentials=True, expose_headers=["Content-Type", "Content-Length"]))
+            allow_credentials="*" not in origins,
+            expose_headers=["Content-Type", "Content-Length"]))
     middleware.append(Middleware(RequireCredentials, settings=archive.settings))
     app = Starlette(routes=[Mount("/dicomweb/{aet}", routes=dicomweb), *page.ROUTES],
                     middleware=middleware, exception_handlers={HTTPException: _http_error})

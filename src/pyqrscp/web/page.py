@@ -20,11 +20,13 @@ from starlette.routing import Route
 from pyqrscp.web.archive import WebArchive
 from pyqrscp.web.qido import archive_of
 from pyqrscp.web.search import BadSearch, build_search, run_search
+from pyqrscp.web.settings import trusted_host
 from pyqrscp.web.stored import stored_files
 from pyqrscp.web.ziparchive import zip_stream
 
 LOGGER = logging.getLogger(__name__)
 MAX_LISTED = 500
+MAX_FORM_BYTES = 4096
 _STYLE = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{padding:.3em .7em;border-bottom:1px solid #ddd;
 text-align:left;vertical-align:middle}th{background:#f4f4f4}a{color:#1456a0}
@@ -178,16 +180,30 @@ def confirm_delete(request: Request) -> HTMLResponse:
                  "</form>")
 
 
+def _same_origin(request: Request, archive: WebArchive, origin: str) -> bool:
+    """Whether a form's ``Origin`` is this page as the browser reached it: the same scheme
+    and ``host[:port]`` as the request, a host the listener trusts (not the client's
+    ``Host`` alone: a page rebound to 127.0.0.1 would send its own name in both)."""
+    parts = urllib.parse.urlsplit(origin)
+    host = request.headers.get("host", "")
+    return (parts.scheme == request.url.scheme and parts.netloc.lower() == host.lower()
+            and trusted_host(archive.settings, parts.netloc))
+
+
 async def delete(request: Request) -> Response:
     """Delete a study (rows, then files, as ``pyqrscp rm``), from this page's own form."""
     ae_title, study_uid = request.path_params["aet"], request.path_params["study"]
     archive = archive_of(request)
     archive.entry(ae_title, read=True, write=True)
     origin = request.headers.get("origin")
-    if origin is not None and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+    if origin is not None and not _same_origin(request, archive, origin):
         raise HTTPException(403, "a deletion must come from this page")
-    body = (await request.body())[:4096].decode("latin-1")
-    if urllib.parse.parse_qs(body).get("confirm") != [study_uid]:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, "a deletion form is a few bytes")
+    if urllib.parse.parse_qs(body.decode("latin-1")).get("confirm") != [study_uid]:
         raise HTTPException(400, "not confirmed")
     count, size = await run_in_threadpool(archive.area(ae_title).delete, "study", study_uid)
     client = request.client

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from pyqrscp.archive.dicomfile import valid_uid
 from pyqrscp.errors import InvalidIdentifier
 from pyqrscp.web.archive import WebArchive
 from pyqrscp.web.dicomjson import JsonObject, to_json, uri_element
@@ -19,9 +20,25 @@ from pyqrscp.web.search import BadSearch, Search, build_search, result_keywords,
 LOGGER = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
 _ACCEPTED = ("application/dicom+json", "application/json", "*/*", "application/*")
+_PATH_UIDS = ("study", "series", "instance")
 
 
 def archive_of(request: Request) -> WebArchive:
+    """The archive the routes serve, once the UIDs in the path are known to be UIDs.
+
+    Raises
+    ------
+    HTTPException
+        400 for a study, series or instance UID in the path that is not one (PS3.5 9.1): a
+        backslash would make it a list of UIDs to match, a quote would end the page's
+        Content-Disposition file name.
+    """
+    for key in _PATH_UIDS:
+        uid = request.path_params.get(key)
+        if uid is not None and not valid_uid(uid):
+            LOGGER.warning("HTTP %s %s from %s refused: %s UID %r is not a UID",
+                           request.method, request.url.path, _client(request), key, uid)
+            raise HTTPException(400, f"{key} UID {uid!r} is not a UID")
     archive: WebArchive = request.app.state.archive
     return archive
 

@@ -3,7 +3,9 @@
 Off unless ``--http [HOST:]PORT`` or the config's ``HTTPPort`` names a port.  It binds to the
 loopback address unless a host is given; any other bind needs credentials from the config
 (``HTTPToken``, or ``HTTPUser`` with ``HTTPPassword``), which are then required of every
-request, local or not.  CORS answers only the origins ``HTTPAllowOrigin`` lists.
+request, local or not.  Without credentials a request must name a loopback host in its
+``Host`` header (see :func:`trusted_host`).  CORS answers only the origins
+``HTTPAllowOrigin`` lists.
 """
 
 from __future__ import annotations
@@ -53,6 +55,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_name(netloc: str) -> str:
+    """The name in a ``Host`` header or an origin's ``host[:port]``: lower case, without the
+    port, the brackets of an IPv6 address or a trailing dot."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1:].partition("]")[0]
+    name, colon, port = netloc.rpartition(":")
+    return (name if colon and port.isdigit() else netloc).rstrip(".")
+
+
+def trusted_host(settings: WebSettings, netloc: str) -> bool:
+    """Whether a request naming ``netloc`` (``Host`` header) is one to answer.
+
+    Without credentials the listener is on a loopback address and only loopback names are
+    trusted, whatever the port (an SSH tunnel forwards another one): a web page whose own
+    name was rebound to 127.0.0.1 (DNS rebinding) still sends that name, so it cannot read
+    or change the archive.  With credentials any name is answered: such a page has none.
+    """
+    return settings.needs_credentials or is_loopback(host_name(netloc))
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -1,0 +1,112 @@
+"""Requests the HTTP listener must refuse: a foreign Host (DNS rebinding) while it needs no
+credentials, a deletion from another origin or with an oversized body, and malformed UIDs in
+the path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+from dicomweb_server import WebServer, web_server
+from helpers import make_ct
+from pydicom import dcmread
+from test_dicomweb import indexed, post, stow_body
+
+TIMEOUT = 60
+
+
+def _store_studies(web: WebServer, tmp_path: Path, count: int) -> list[str]:
+    files = [make_ct(tmp_path, patient_id=f"P{n}") for n in range(count)]
+    response = post(web.dicomweb() + "/studies", stow_body(*(f.read_bytes() for f in files)))
+    assert response.status_code == 200, response.text
+    return [str(dcmread(f).StudyInstanceUID) for f in files]
+
+
+def _delete(web: WebServer, study_uid: str, body: bytes, **headers: str) -> requests.Response:
+    return requests.post(f"{web.root}/ui/ARCHIVE/studies/{study_uid}/delete", data=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded",
+                                  **headers}, timeout=TIMEOUT, allow_redirects=False)
+
+
+def test_only_loopback_host_names_without_credentials(tmp_path: Path) -> None:
+    with web_server(tmp_path) as web:
+        [study_uid] = _store_studies(web, tmp_path, 1)
+        port = int(web.root.rpartition(":")[2])
+        for host in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}",
+                     "LocalHost."):
+            response = requests.get(web.dicomweb() + "/studies", timeout=TIMEOUT,
+                                    headers={"Host": host})
+            assert response.status_code == 200, (host, response.text)
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.nip.io",
+                     f"192.0.2.1:{port}"):
+            response = requests.get(web.dicomweb() + "/studies", timeout=TIMEOUT,
+                                    headers={"Host": host})
+            assert response.status_code == 400, (host, response.text)
+            assert requests.get(web.root + "/", timeout=TIMEOUT,
+                                headers={"Host": host}).status_code == 400
+        # a page rebound to the attacker's name sends its own name as Host and Origin
+        rebound = _delete(web, study_uid, f"confirm={study_uid}".encode(),
+                          Host=f"attacker.example:{port}",
+                          Origin=f"http://attacker.example:{port}")
+        assert rebound.status_code == 400
+        assert indexed(web.areas["a"]) == 1
+
+
+def test_any_host_name_with_credentials(tmp_path: Path) -> None:
+    with web_server(tmp_path, extra_globals="HTTPToken = tok") as web:
+        response = requests.get(web.dicomweb() + "/studies", timeout=TIMEOUT,
+                                headers={"Host": "pacs.example:8042",
+                                         "Authorization": "Bearer tok"})
+        assert response.status_code == 204, response.text
+
+
+def test_deletion_only_from_the_same_origin(tmp_path: Path) -> None:
+    with web_server(tmp_path) as web:
+        first, second = _store_studies(web, tmp_path, 2)
+        port = int(web.root.rpartition(":")[2])
+        for origin in ("http://attacker.example", f"http://localhost:{port + 1}",
+                       f"https://127.0.0.1:{port}"):
+            refused = _delete(web, first, f"confirm={first}".encode(), Origin=origin)
+            assert refused.status_code == 403, (origin, refused.text)
+        assert indexed(web.areas["a"]) == 2
+        same = _delete(web, first, f"confirm={first}".encode(), Origin=web.root)
+        assert same.status_code == 303, same.text
+        assert indexed(web.areas["a"]) == 1
+        # past 4 KiB the body is refused, not cut to a confirmation that happens to fit
+        padded = f"confirm={second}&pad=".encode() + b"x" * 8192
+        too_big = _delete(web, second, padded, Origin=web.root)
+        assert too_big.status_code == 413, too_big.text
+        assert indexed(web.areas["a"]) == 1
+
+
+def test_malformed_uids_in_the_path(tmp_path: Path) -> None:
+    with web_server(tmp_path) as web:
+        first, second = _store_studies(web, tmp_path, 2)
+        both = f"{first}%5C{second}"
+        for path in (f"/dicomweb/ARCHIVE/studies/{both}/series",
+                     f"/dicomweb/ARCHIVE/studies/{both}",
+                     f"/dicomweb/ARCHIVE/studies/{both}/metadata",
+                     f"/dicomweb/ARCHIVE/studies/{first}/series/1.2*",
+                     f"/ui/ARCHIVE/studies/{both}",
+                     f"/ui/ARCHIVE/studies/{both}/zip",
+                     f"/ui/ARCHIVE/studies/{first}%22%3B%20x%3D/zip"):
+            response = requests.get(web.root + path, timeout=TIMEOUT)
+            assert response.status_code == 400, (path, response.status_code)
+            assert "content-disposition" not in response.headers
+        refused = _delete(web, both, f"confirm={first}%5C{second}".encode(), Origin=web.root)
+        assert refused.status_code == 400
+        assert indexed(web.areas["a"]) == 2
+        ok = requests.get(f"{web.root}/ui/ARCHIVE/studies/{first}/zip", timeout=TIMEOUT)
+        assert ok.status_code == 200
+        assert ok.headers["content-disposition"] == f'attachment; filename="{first}.zip"'
+
+
+def test_any_origin_never_with_credentials(tmp_path: Path) -> None:
+    with web_server(tmp_path, extra_globals="HTTPAllowOrigin = *") as web:
+        for method in ("GET", "OPTIONS"):
+            response = requests.request(method, web.dicomweb() + "/studies", timeout=TIMEOUT,
+                                        headers={"Origin": "https://viewer.example",
+                                                 "Access-Control-Request-Method": "GET",
+                                                 "Cookie": "a=b"})
+            assert response.headers["access-control-allow-origin"] == "*", method
+            assert "access-control-allow-credentials" not in response.headers, method
