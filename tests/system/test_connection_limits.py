@@ -33,6 +33,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
@@ -233,13 +234,60 @@ def test_unassociated_connections_have_their_own_bounded_allowance(tmp_path: Pat
         with silent_connections(server.port, 4) as connections:
             # each connection is admitted in its own thread: whichever of the four comes last
             # (not necessarily the last opened) finds the three places taken and is closed
-            poll_until(lambda: [s for s in connections if not still_open(s)] or None,
-                       "a connection beyond the allowance to be closed")
-            assert sum(still_open(s) for s in connections) <= 3
+            closed = poll_until(lambda: [s for s in connections if not still_open(s)] or None,
+                                "a connection beyond the allowance to be closed")
+            assert len(closed) == 1
+            assert sum(still_open(s) for s in connections) == 3
         assert run_tool("echoscu", "-aec", "ARCHIVE", "localhost",
                         str(server.port)).returncode == 0
         wait_for_log(server, "connection from 127.0.0.1 closed")
         wait_for_log(server, "--max-unassociated-per-host 3")
+
+
+@pytest.mark.pynetdicom_internals(
+    reason=("ending pynetdicom's wait for the A-ASSOCIATE-RQ of a peer that is gone needs its "
+            "queues (else stopping waits for the silent connections)"))
+def test_a_connection_handed_to_its_association_is_counted_once(tmp_path: Path) -> None:
+    """A connection's association thread is live a moment before its handler gives back the
+    place it took on arrival; a connection from the same host arriving in that moment must
+    see one connection waiting, not two.  The first connection's handler is held exactly
+    there (a profile hook on its return from starting the association's thread) until the
+    second connection has been admitted or closed."""
+    options = dataclasses.replace(Options(), port=0, acse_timeout=120,
+                                  unassociated_timeout=120, max_unassociated_per_host=2)
+    server = ArchiveServer(load_config(config_for(tmp_path)), options, host="127.0.0.1")
+    server.start()
+    in_handover = threading.Event()
+    release = threading.Event()
+    second_started = threading.Event()
+    start_code = threading.Thread.start.__code__
+
+    def profile(frame: FrameType, event: str, _arg: Any) -> None:
+        if (event != "return" or frame.f_code is not start_code
+                or not isinstance(frame.f_locals.get("self"), Association)):
+            return
+        if not in_handover.is_set():
+            in_handover.set()
+            release.wait(120)  # held between the thread's start and the handler's return
+        else:
+            second_started.set()
+
+    threading.setprofile(profile)
+    try:
+        with silent_connections(server.port, 1) as (first,):
+            poll_until(in_handover.is_set, "the first connection's association to start")
+            with silent_connections(server.port, 1) as (second,):
+                poll_until(lambda: second_started.is_set() or not still_open(second),
+                           "the second connection to be admitted or closed")
+                release.set()
+                assert still_open(second), "a connection within the allowance was closed"
+                assert still_open(first)
+                with silent_connections(server.port, 1) as (third,):  # the bound still holds
+                    poll_until(lambda: not still_open(third), "the third to be closed")
+    finally:
+        release.set()
+        threading.setprofile(None)
+        server.stop()
 
 
 def test_a_connection_without_a_request_is_closed_after_the_unassociated_timeout(

@@ -63,12 +63,23 @@ def set_read_timeout(assoc: Association, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
+Peer = tuple[str, int]
+"""A connection's peer, (address, port): unique among the live connections."""
+
+
+def peer_of(assoc: Association) -> Peer:
+    """The association's peer as :class:`UnassociatedAllowance` keys it."""
+    return str(assoc.requestor.address), int(assoc.requestor.port)
+
+
 class UnassociatedAllowance:
     """Counts connections that have not sent an A-ASSOCIATE-RQ yet, in all and per host.
 
     Live associations are counted from ``associations()`` (pynetdicom's acceptor threads);
     connections not yet handed to pynetdicom (a TLS handshake, the association being created)
-    are counted while :meth:`admit`'s caller holds their ticket.
+    are counted while :meth:`admit`'s caller holds their ticket.  The two overlap: an
+    association's thread is live before its handler gives the ticket back.  Both are therefore
+    keyed by the peer's (address, port), and a connection in both is counted once.
     """
 
     def __init__(self, associations: Callable[[], Iterable[Association]], total: int,
@@ -77,16 +88,17 @@ class UnassociatedAllowance:
         self.total = total
         self.per_host = per_host
         self._lock = threading.Lock()
-        self._arriving: dict[str, int] = {}
+        self._arriving: set[Peer] = set()
 
-    def admit(self, host: str) -> bool:
-        """Take a place for a new connection from ``host``; False when none is free (the caller
+    def admit(self, peer: Peer) -> bool:
+        """Take a place for a new connection from ``peer``; False when none is free (the caller
         closes the connection).  A place taken must be given back with :meth:`arrived`."""
+        host = peer[0]
         with self._lock:
-            waiting = [str(assoc.requestor.address) for assoc in self.associations()
-                       if is_unassociated(assoc)]
-            total = len(waiting) + sum(self._arriving.values())
-            from_host = waiting.count(host) + self._arriving.get(host, 0)
+            waiting = {peer_of(assoc) for assoc in self.associations()
+                       if is_unassociated(assoc)} | self._arriving
+            total = len(waiting)
+            from_host = sum(1 for address, _port in waiting if address == host)
             if total >= self.total or from_host >= self.per_host:
                 limit = ("--max-unassociated", self.total) if total >= self.total else (
                     "--max-unassociated-per-host", self.per_host)
@@ -94,14 +106,10 @@ class UnassociatedAllowance:
                                "their A-ASSOCIATE-RQ (%s %d)", host,
                                total if total >= self.total else from_host, *limit)
                 return False
-            self._arriving[host] = self._arriving.get(host, 0) + 1
+            self._arriving.add(peer)
             return True
 
-    def arrived(self, host: str) -> None:
+    def arrived(self, peer: Peer) -> None:
         """The connection is a live pynetdicom association now (or gone): counted from there."""
         with self._lock:
-            left = self._arriving.get(host, 0) - 1
-            if left > 0:
-                self._arriving[host] = left
-            else:
-                self._arriving.pop(host, None)
+            self._arriving.discard(peer)

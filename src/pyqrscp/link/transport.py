@@ -41,8 +41,9 @@ class ArchiveRequestHandler(RequestHandler):
         """Admit the connection within the unassociated allowance, run the preparation (TLS),
         and start pynetdicom's association, which counts itself as unassociated from then on."""
         allowance = self.server.allowance
-        host = str(self.client_address[0])
-        if allowance is not None and not allowance.admit(host):
+        remote = self.remote  # as the association's requestor will have it
+        peer = (str(remote.address), int(remote.port))
+        if allowance is not None and not allowance.admit(peer):
             self.request.close()
             return
         try:
@@ -52,7 +53,7 @@ class ArchiveRequestHandler(RequestHandler):
             super().handle()
         finally:
             if allowance is not None:
-                allowance.arrived(host)
+                allowance.arrived(peer)
 
 
 class RoutedRequestHandler(internals.CreatesAssociations, ArchiveRequestHandler):
