@@ -1,6 +1,7 @@
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -120,3 +121,19 @@ def index_db_url(postgres: Cluster, request: pytest.FixtureRequest) -> str:
     """The URL of a new empty PostgreSQL database for one test."""
     name = "t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
     return postgres.create_database(name)
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers() -> Iterator[None]:
+    """Give pyqrscp's and pynetdicom's loggers back as they were after each test.
+
+    ``main()`` run in-process installs a handler on the ``sys.stderr`` of that moment, which is
+    pytest's capture stream; left in place, a later test's log line would hit it closed.
+    """
+    loggers = [logging.getLogger(name) for name in ("pyqrscp", "pynetdicom", "pydicom")]
+    saved = [(log, log.handlers[:], log.level, log.propagate) for log in loggers]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
