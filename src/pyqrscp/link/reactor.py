@@ -29,12 +29,17 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
+
+_WAKE = "_pyqrscp_wake"
+"""Where the reactor's wake-up event is kept on the association (as ``internals.attach``)."""
 
 LONGEST_WAIT = 0.05
 """Longest wait without an event: how late an expired ARTIM or network timer may be seen."""
@@ -52,7 +57,7 @@ _DIMSE_NAMES = ("get_msg", "msg_queue")
 _ACSE_NAMES = ("is_release_requested", "is_aborted", "send_release")
 
 
-def usable(assoc: Any) -> bool:
+def usable(assoc: Association) -> bool:
     """Does this association's pynetdicom have the internals both loops rely on (those of
     pynetdicom 3.0)?"""
     dul, dimse, acse = (getattr(assoc, name, None) for name in ("dul", "dimse", "acse"))
@@ -221,7 +226,7 @@ class EventDrivenDUL(DULServiceProvider):
         return True
 
 
-def install(assoc: Any) -> bool:
+def install(assoc: Association) -> bool:
     """Make a new acceptor association's DUL and reactor wait for events; False (nothing
     changed) when this pynetdicom lacks what they rely on.  Call before its threads start;
     the association's class must run :func:`run_reactor` as its ``_run_reactor``."""
@@ -230,21 +235,22 @@ def install(assoc: Any) -> bool:
     wake_user = threading.Event()
     dul = assoc.dul
     dul.__class__ = EventDrivenDUL
-    dul.waker = Waker()
-    dul.wake_user = wake_user.set
-    dul.to_provider_queue = WakingQueue(dul.waker.wake)
-    dul.to_user_queue = WakingQueue(wake_user.set)
+    event_dul = cast(EventDrivenDUL, dul)
+    event_dul.waker = Waker()
+    event_dul.wake_user = wake_user.set
+    event_dul.to_provider_queue = WakingQueue(event_dul.waker.wake)
+    event_dul.to_user_queue = WakingQueue(wake_user.set)
     assoc.dimse.msg_queue = WakingQueue(wake_user.set)
-    assoc._pyqrscp_wake = wake_user
+    assoc.__dict__[_WAKE] = wake_user
     return True
 
 
-def run_reactor(assoc: Any) -> bool:
+def run_reactor(assoc: Association) -> bool:
     """Run the association's reactor, pynetdicom 3.0's ``_run_reactor`` turn for turn, but
     waiting for its wake-up event instead of sleeping 1 ms per turn; False (nothing run) when
     :func:`install` did not install the event."""
-    wake: threading.Event | None = getattr(assoc, "_pyqrscp_wake", None)
-    if wake is None:
+    wake = assoc.__dict__.get(_WAKE)
+    if not isinstance(wake, threading.Event):
         return False
     while not assoc._kill:
         # parked while it waits, so that a thread pausing it (pynetdicom's send_* methods, a
@@ -259,11 +265,11 @@ def run_reactor(assoc: Any) -> bool:
     return True
 
 
-def _turn(assoc: Any) -> bool:
+def _turn(assoc: Association) -> bool:
     """One turn of pynetdicom's reactor loop; True when the association has ended."""
     logger = ASSOCIATION_LOGGER
     context_id, msg = assoc.dimse.get_msg(block=False)
-    if msg:
+    if msg and context_id is not None:
         assoc._serve_request(msg, context_id)
     if assoc.is_established and assoc.acse.is_release_requested():
         assoc.acse.send_release(is_response=True)
@@ -302,7 +308,7 @@ def _turn(assoc: Any) -> bool:
 
 
 
-def send_pdu_lazily(dul: Any, primitive: Any) -> None:
+def send_pdu_lazily(dul: DULServiceProvider, primitive: P_DATA) -> None:
     """Queue a P-DATA primitive for the DUL thread without a wake-up of its own (pending
     C-MOVE responses: one wake-up of the DUL per batch instead of per response); pynetdicom's
     ``send_pdu`` where the event-driven loop is not installed."""
