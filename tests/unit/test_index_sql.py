@@ -288,3 +288,19 @@ def test_sql_narrowing_returns_exactly_what_the_matcher_alone_returns(
             assert sorted(found, key=repr) == sorted(expected, key=repr)
         finally:
             db.close()
+
+
+@pytest.mark.parametrize(("level", "keys"), [
+    ("STUDY", {"SOPClassesInStudy": "\\"}),
+    ("SERIES", {"StudyInstanceUID": "1.2.7.3", "FrameOfReferenceUID": "\\\\"}),
+    ("STUDY", {"ModalitiesInStudy": "\\"}),
+])
+def test_a_key_of_separators_only_answers_as_the_matcher_does(
+    db: sqlite3.Connection, level: str, keys: dict[str, str]
+) -> None:
+    """A value of nothing but backslashes gives SQL no value to compare: the key narrows
+    nothing in SQL, and the answer is the matcher's (never an SQL syntax error)."""
+    query = parse_identifier(identifier(level, **keys), STUDY_ROOT)
+    found = [attrs for _, attrs in candidates(db, query)
+             if compile_identifier(query.keys, case_sensitive_pn=False)(attrs)]
+    assert found == matched_by_python(db, query, case_sensitive_pn=False)

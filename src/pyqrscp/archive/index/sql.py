@@ -119,6 +119,8 @@ def key_condition(keyword: str, vr: str, terms: KeyTerms, depth: int, dialect: D
         parts.append("(" + " AND ".join(f"value {op} ?" for op, v in bounds if v is not None)
                      + ")")
         args.extend(v for _, v in bounds if v is not None)
+    if not parts:  # nothing but separators: no value for SQL to compare; the matcher decides
+        return None
     rank = (3 if any(not prefix for prefix, _ in terms.patterns) else
             2 if terms.patterns or terms.ranges else 1)
     return Condition(rank, tuple(args), table=f"{level}_value", alias=ALIASES[level],
