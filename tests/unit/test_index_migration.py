@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 from helpers import identifier
 
+from pyqrscp.archive import filelock
 from pyqrscp.archive.index.query import STUDY_ROOT, parse_identifier, run_query
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME, SCHEMA_VERSION
+from pyqrscp.archive.layout import LOCK_FILE_NAME
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Quota
+from pyqrscp.errors import StorageFailure
 
 # Schema 1, as pyqrscp 0.1 created it (index/schema.py DDL and the meta row).
 SCHEMA_1 = """
@@ -127,6 +131,27 @@ def test_an_index_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     db.commit()
     db.close()
     area = StorageArea(tmp_path / "area", Quota(10, 10**9), durable=False)
-    with pytest.raises(RuntimeError, match="newer than this pyqrscp"):
+    with pytest.raises(StorageFailure, match="newer than this pyqrscp"):
         area.open()
     area.close()
+
+
+@pytest.mark.sqlite_only  # writes the SQLite file itself
+def test_no_upgrade_while_another_process_uses_the_area(tmp_path: Path) -> None:
+    """A process of the older version still holding the area (its shared lock) would go on
+    writing rows of the old schema: the upgrade waits until it has stopped."""
+    old_index(tmp_path / "area")
+    other = os.open(tmp_path / "area" / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        filelock.lock_shared(other)
+        area = StorageArea(tmp_path / "area", Quota(10, 10**9), durable=False)
+        with pytest.raises(StorageFailure, match="stop the other pyqrscp process"):
+            area.open()
+        area.close()
+    finally:
+        os.close(other)
+    db = sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME)
+    try:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    finally:
+        db.close()

@@ -114,7 +114,7 @@ class StorageArea:
         wal_left = os.path.lexists(f"{self.index_path}-wal")
         self._db = self.backend.connect(self.root, durable=False)  # see the module docstring
         try:
-            create_schema(self._db, self.backend)
+            create_schema(self._db, self.backend, may_upgrade=alone)
             create_metadata_table(self._db, self.backend)
             first_with_markers = self._first_open_with_markers()
         except self.backend.driver_errors as error:
@@ -151,7 +151,9 @@ class StorageArea:
         db = self.writer.db
         if db.execute("SELECT 1 FROM meta WHERE key='in_use_marker'").fetchone() is not None:
             return False
-        db.execute("INSERT INTO meta (key, value) VALUES ('in_use_marker', '1')")
+        # two processes (or nodes) opening one area at once: the second finds it noted
+        db.execute("INSERT INTO meta (key, value) VALUES ('in_use_marker', '1') "
+                   "ON CONFLICT (key) DO NOTHING")
         return True
 
     @property

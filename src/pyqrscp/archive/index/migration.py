@@ -20,14 +20,19 @@ from pyqrscp.archive.index.schema import (
     value_tag,
 )
 from pyqrscp.archive.index.values import value_rows
+from pyqrscp.errors import StorageFailure
 from pyqrscp.query.matching import index_values
 
 LOGGER = logging.getLogger(__name__)
 _BATCH = 1000
 
 
-def create_schema(db: IndexConnection, backend: IndexBackend | None = None) -> None:
+def create_schema(db: IndexConnection, backend: IndexBackend | None = None, *,
+                  may_upgrade: bool = True) -> None:
     """Create the tables of a new index, or upgrade an older one; refuse a newer one.
+
+    ``may_upgrade`` is False while another process uses the area: one still running an older
+    pyqrscp would go on writing rows of the old schema into the upgraded index.
 
     Runs in one write transaction of the backend, so two processes (or nodes of a shared
     database) opening one new area at once do not both create it, an older schema is upgraded
@@ -35,8 +40,8 @@ def create_schema(db: IndexConnection, backend: IndexBackend | None = None) -> N
 
     Raises
     ------
-    RuntimeError
-        When the index was written by a newer pyqrscp.
+    StorageFailure
+        When the index was written by a newer pyqrscp, or needs an upgrade that may not run.
     """
     backend = backend or SqliteBackend()
     with backend.write_transaction(db):
@@ -49,9 +54,13 @@ def create_schema(db: IndexConnection, backend: IndexBackend | None = None) -> N
             db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
-            raise RuntimeError(f"index schema {row[0]} is newer than this pyqrscp "
-                               f"({SCHEMA_VERSION})")
+            raise StorageFailure(f"index schema {row[0]} is newer than this pyqrscp "
+                                 f"({SCHEMA_VERSION})")
         elif int(row[0]) < SCHEMA_VERSION:
+            if not may_upgrade:
+                raise StorageFailure(f"index schema {row[0]} needs an upgrade to "
+                                     f"{SCHEMA_VERSION}: stop the other pyqrscp process using "
+                                     "this storage area, then start again")
             migrate(db, int(row[0]), backend)
 
 
@@ -60,7 +69,7 @@ def migrate(db: IndexConnection, from_version: int, backend: IndexBackend | None
     """Upgrade an index from ``from_version`` inside the caller's transaction."""
     started = time.monotonic()
     if from_version != 1:
-        raise RuntimeError(f"index schema {from_version} cannot be upgraded (rebuild it: "
+        raise StorageFailure(f"index schema {from_version} cannot be upgraded (rebuild it: "
                            "pyqrscp index --rebuild)")
     for statement in (backend or SqliteBackend()).schema_statements(MIGRATE_1_TO_2):
         db.execute(statement)
