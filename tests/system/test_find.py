@@ -320,6 +320,7 @@ def _as_list(value: object) -> list[str]:
     (["PatientName=%"], []),
     (["PatientName=A_B*"], [8]),
     (["PatientID=P_"], []),
+    (["SOPClassesInStudy=\\"], []),  # a UID list of no UID is not universal: no match
 ])
 def test_study_level_matching(archive: Archive, keys: list[str], expected: list[int]) -> None:
     result = findscu(archive.port, "-S", ["QueryRetrieveLevel=STUDY", "StudyInstanceUID",

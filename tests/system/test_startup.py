@@ -6,18 +6,22 @@ import dataclasses
 import logging
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import have_dcmtk, run_tool, write_config
 
+from pyqrscp.archive.index.schema import INDEX_FILE_NAME, SCHEMA_VERSION
+from pyqrscp.archive.storage import StorageArea
 from pyqrscp.cli.command import main
-from pyqrscp.config import load_config
+from pyqrscp.config import Quota, load_config
 from pyqrscp.config.options import Options
 from pyqrscp.server.server import ArchiveServer
 from pyqrscp.services import echo
@@ -115,6 +119,24 @@ def test_missing_config_file_is_reported_as_such(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-c", str(tmp_path / "nope.cfg"), "0"]) == 2
     assert capsys.readouterr().err == f"pyqrscp: {tmp_path / 'nope.cfg'}: config file not found\n"
+
+
+@pytest.mark.sqlite_only  # writes the SQLite index file itself
+def test_an_index_of_a_newer_pyqrscp_stops_start_up_with_one_clear_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    area = tmp_path / "area"
+    config = write_config(tmp_path, [f"ARCHIVE {area} RW (10, 1mb) ANY"])
+    index = StorageArea(area, Quota(10, 10**6), durable=False)
+    index.open()
+    index.close()
+    with closing(sqlite3.connect(area / INDEX_FILE_NAME)) as db:
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                   (str(SCHEMA_VERSION + 1),))
+        db.commit()
+    assert main(["-c", str(config), "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"pyqrscp: index schema {SCHEMA_VERSION + 1} is newer than this "
+                            "pyqrscp") and error.count("\n") == 1, error
 
 
 def test_help_is_grouped_as_dcmqrscp_with_defaults_warnings_and_examples(

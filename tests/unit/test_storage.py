@@ -267,6 +267,46 @@ def test_a_process_killed_between_rename_and_index_leaves_a_file_the_next_start_
     assert rows(area) == {header.sop_instance_uid: "0a/0b/CT_0a0b000000000001.dcm"}
 
 
+OPEN_TOGETHER = (
+    "import os, sys, time\n"
+    "from pathlib import Path\n"
+    "from pyqrscp.config import Quota\n"
+    "from pyqrscp.archive.storage import StorageArea\n"
+    "top, openers, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])\n"
+    "failed = False\n"
+    "for n in range(rounds):\n"
+    "    gate = top / f'gate{n}'\n"
+    "    gate.mkdir(exist_ok=True)\n"
+    "    (gate / str(os.getpid())).touch()\n"
+    "    while len(os.listdir(gate)) < openers:\n"
+    "        time.sleep(0.0005)\n"
+    "    area = StorageArea(top / f'area{n}', Quota(100, 1 << 30), durable=False)\n"
+    "    try:\n"
+    "        area.open()\n"
+    "    except Exception as error:  # go on: the others wait for this one each round\n"
+    "        print(f'round {n}: {error!r}', file=sys.stderr)\n"
+    "        failed = True\n"
+    "    area.close()\n"
+    "sys.exit(1 if failed else 0)\n")
+
+
+def test_processes_opening_one_new_area_at_once_all_open_it(tmp_path: Path) -> None:
+    """Servers (or a server and ``pyqrscp index``) started together on a new area: each one
+    opens it, none fails on what another is creating at that moment (each round, the openers
+    wait for each other, then open a new area together)."""
+    openers = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, str(tmp_path), "4", "40"],
+                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        failures = [errors for opener in openers
+                    for _, errors in [opener.communicate(timeout=300)] if opener.returncode]
+    finally:
+        for opener in openers:
+            if opener.poll() is None:
+                opener.kill()
+                opener.wait()
+    assert failures == []
+
+
 def lose_rows(db: sqlite3.Connection, *sop_instance_uids: str) -> None:
     """What a power loss does to commits that were not flushed yet: the rows are gone."""
     db.execute("PRAGMA foreign_keys=ON")

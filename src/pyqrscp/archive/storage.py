@@ -112,8 +112,8 @@ class StorageArea:
             os.path.lexists(self.root / name) for name in (IN_USE_MARKER_NAME,
                                                            SWEEP_MARKER_NAME)))
         wal_left = os.path.lexists(f"{self.index_path}-wal")
-        self._db = self.backend.connect(self.root, durable=False)  # see the module docstring
         try:
+            self._db = self.backend.connect(self.root, durable=False)  # see the module docstring
             create_schema(self._db, self.backend, may_upgrade=alone)
             create_metadata_table(self._db, self.backend)
             first_with_markers = self._first_open_with_markers()

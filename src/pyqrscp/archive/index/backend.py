@@ -207,10 +207,25 @@ def connect_sqlite(path: Path, flush_commits: bool = True) -> sqlite3.Connection
     if opened != os.path.join(os.path.realpath(path.parent), path.name):
         connection.close()
         raise StorageFailure(f"cannot open index {path}: it was replaced by a link to {opened}")
-    connection.execute("PRAGMA journal_mode=WAL")
+    _enter_wal(connection)
     connection.execute(f"PRAGMA synchronous={'FULL' if flush_commits else 'NORMAL'}")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
+
+
+def _enter_wal(connection: sqlite3.Connection) -> None:
+    """Switch a new index to WAL mode (an existing one already is: the mode is kept in the
+    file).  While another process switches the same new file, SQLite answers "database is
+    locked" at once, without its busy timeout: retried until that switch is done."""
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _check_index_file(path: Path) -> None:
