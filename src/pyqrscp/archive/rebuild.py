@@ -1,15 +1,17 @@
 """Register existing DICOM files into an AE title's storage area, or rebuild its index.
 
-Two modes, both meant for a stopped server (opening an area removes leftovers of writes that
-another process may still be doing):
+Two modes:
 
 * :func:`add_files` copies every file found (folders recursively) through
   :meth:`StorageArea.store_batch`, so file names are generated and quotas apply as for C-STORE.
   Files go in by batches: each batch's files are flushed together, then its index rows are
   committed and flushed at once, and only then counted as in.  That is what makes a bulk import
-  run at thousands of small files a second instead of one flush-bound file at a time.
+  run at thousands of small files a second instead of one flush-bound file at a time.  It
+  shares the area with a running server, as another server would
+  (:meth:`StorageArea.open`).
 * :func:`rebuild` recreates the index rows from the area's own files (in either layout, see
-  :mod:`pyqrscp.archive.layout`) in one transaction, keeping every file where it is.
+  :mod:`pyqrscp.archive.layout`) in one transaction, keeping every file where it is.  It holds
+  the area alone and refuses while any other pyqrscp process uses it.
 
 A file that cannot go in is reported and skipped, never fatal; what is reported and how (lines,
 progress bar) is the caller's :class:`ImportReport`.  The command (``pyqrscp index``) is

@@ -1,12 +1,14 @@
 """``pyqrscp index``: register existing DICOM files into an AE title's storage area.
 
-Two modes, both meant for a stopped server (opening an area removes leftovers of writes that
-another process may still be doing):
+Two modes:
 
 * ``pyqrscp index -c CFG AETITLE PATH...`` copies every file found (folders recursively) through
-  :meth:`StorageArea.store`, so file names are generated and quotas apply as for C-STORE;
+  :meth:`StorageArea.store_batch`, so file names are generated and quotas apply as for C-STORE.
+  It works while the server runs: both share the area (each process's temp files carry its own
+  id, and leftovers are settled only by a process that finds the area unused);
 * ``pyqrscp index -c CFG AETITLE --rebuild`` recreates the index rows from the area's own files
-  in one transaction, keeping every file where it is.
+  in one transaction, keeping every file where it is.  It needs the area alone and refuses
+  while a server (or any other pyqrscp process) uses it.
 
 Started as root with UserName/GroupName in the config, it switches to them first, as the server
 does: the area's files stay the served user's, and the files to add must be readable by it.
