@@ -137,6 +137,8 @@ def test_an_index_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite_only  # writes the SQLite file itself
+@pytest.mark.skipif(not filelock.locking_available(),
+                    reason="no file locks: nothing tells another process uses the area")
 def test_no_upgrade_while_another_process_uses_the_area(tmp_path: Path) -> None:
     """A process of the older version still holding the area (its shared lock) would go on
     writing rows of the old schema: the upgrade waits until it has stopped."""
