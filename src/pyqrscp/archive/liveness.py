@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pyqrscp.archive import filelock
 from pyqrscp.archive.areafiles import open_regular
+from pyqrscp.archive.durable import unlink_quietly
 from pyqrscp.archive.layout import NODE_LOCK_PREFIX, TEMP_PREFIX
 
 LOGGER = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class NodeLock:
                 pass
             except BaseException:
                 os.close(fd)
-                _unlink_quietly(passing)
+                unlink_quietly(passing)
                 raise
             os.close(fd)
             self.node_id = secrets.token_hex(8)
@@ -67,7 +68,7 @@ class NodeLock:
         """Remove the lock file, then let the lock go (a clean stop leaves nothing behind)."""
         if self._fd is None:
             return
-        _unlink_quietly(self.root / f"{NODE_LOCK_PREFIX}{self.node_id}.lock")
+        unlink_quietly(self.root / f"{NODE_LOCK_PREFIX}{self.node_id}.lock")
         os.close(self._fd)
         self._fd = None
 
@@ -88,12 +89,12 @@ class NodeLock:
         for entry in entries:
             match = _NODE_TEMP.match(entry.name)
             if match is not None and match.group(1) in ended:
-                _unlink_quietly(Path(entry.path))
+                unlink_quietly(Path(entry.path))
                 removed.append(entry.name)
         for node_id, fd in ended.items():
             for name in (f"{NODE_LOCK_PREFIX}{node_id}.lock",
                          f"{NODE_LOCK_PREFIX}{node_id}.lock.new"):
-                _unlink_quietly(self.root / name)
+                unlink_quietly(self.root / name)
             os.close(fd)
         if removed:
             LOGGER.warning("%s: removed %d temp file(s) of ended pyqrscp processes", self.root,
@@ -111,11 +112,3 @@ class NodeLock:
         os.close(fd)
         return None
 
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        LOGGER.error("cannot remove %s: %s", path, error)
