@@ -111,4 +111,3 @@ class NodeLock:
             return fd
         os.close(fd)
         return None
-
