@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -157,6 +158,37 @@ def test_study_quota_evicts_the_least_recently_stored_study(tmp_path: Path,
     assert studies(area) == {"1.2.3.1", "1.2.3.3"}
     assert dicom_files(area) == names["1.2.3.1"] | names["1.2.3.3"]
     assert set(rows(area).values()) == dicom_files(area)
+
+
+def test_eviction_follows_the_order_of_stores_when_the_clock_steps_back(
+        tmp_path: Path, sources: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The least recently stored study is the one stored first, even when the machine's clock
+    was set back by an hour between two stores (NTP, a hand-set clock, another node)."""
+    area = open_area(tmp_path / "area", Quota(2, MB))
+    area.store(*instance(sources, study_uid="1.2.3.1"))
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() - 3600 * 10**9)
+    area.store(*instance(sources, study_uid="1.2.3.2"))
+    result = area.store(*instance(sources, study_uid="1.2.3.3"))
+    area.close()
+    assert result.evicted_studies == ("1.2.3.1",)
+    assert studies(area) == {"1.2.3.2", "1.2.3.3"}
+
+
+def test_an_index_with_clock_orders_goes_on_counting_above_them(tmp_path: Path,
+                                                                 sources: Path) -> None:
+    """An index whose orders are clock times (an older pyqrscp) keeps its least recently
+    stored study first: the counter starts above the clock times."""
+    area = open_area(tmp_path / "area", Quota(2, MB))
+    area.store(*instance(sources, study_uid="1.2.3.1"))
+    with closing(sqlite3.connect(area.index_path)) as db, db:
+        db.execute("UPDATE study SET last_stored = ?", (time.time_ns(),))
+        db.execute("UPDATE instance SET received = ?", (time.time_ns(),))
+        db.execute("DELETE FROM meta WHERE key = 'store_order'")
+    area.store(*instance(sources, study_uid="1.2.3.2"))
+    result = area.store(*instance(sources, study_uid="1.2.3.3"))
+    area.close()
+    assert result.evicted_studies == ("1.2.3.1",)
 
 
 def test_byte_quota_evicts_the_oldest_instances_of_that_study_only(tmp_path: Path,

@@ -151,7 +151,7 @@ class SqliteBackend:
         return split_statements(ddl, pk="INTEGER PRIMARY KEY", text="TEXT")
 
     def next_store_order(self, db: IndexConnection) -> int:
-        return time.time_ns()  # one machine, one clock: the order of commits under the lock
+        return sqlite_store_order(db)
 
     def is_transient(self, error: BaseException) -> bool:
         return False  # the busy timeout already waited
@@ -180,6 +180,19 @@ class SqliteBackend:
 
     def close(self) -> None:
         pass
+
+
+def sqlite_store_order(db: IndexConnection) -> int:
+    """The next number of the area's store counter (a row of ``meta``), taken in the caller's
+    write transaction: the order in which stores commit, whatever any clock says.  An index
+    without the counter starts it above every order already given (clock times, once)."""
+    row = db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                     "WHERE key = 'store_order' RETURNING value").fetchone()
+    if row is not None:
+        return int(row[0])
+    start = int(db.execute("SELECT COALESCE(MAX(last_stored), 0) + 1 FROM study").fetchone()[0])
+    db.execute("INSERT INTO meta (key, value) VALUES ('store_order', ?)", (str(start),))
+    return start
 
 
 def split_statements(ddl: str | Sequence[str], pk: str, text: str) -> list[str]:

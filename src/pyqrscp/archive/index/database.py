@@ -9,13 +9,12 @@ ModalitiesInStudy and SOPClassesInStudy rows list what its series and instances 
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyqrscp.archive.dicomfile import Header
-from pyqrscp.archive.index.backend import IndexConnection
+from pyqrscp.archive.index.backend import IndexConnection, sqlite_store_order
 from pyqrscp.archive.index.backend import connect_sqlite as connect
 from pyqrscp.archive.index.migration import create_schema
 from pyqrscp.archive.index.schema import value_tag
@@ -56,10 +55,11 @@ class IndexWriter:
     each change in one write transaction."""
 
     def __init__(self, connection: IndexConnection,
-                 order: Callable[[], int] = time.time_ns) -> None:
+                 order: Callable[[], int] | None = None) -> None:
         self.db = connection
-        self.order = order
-        """Where the order of stores comes from (quota eviction: least recently stored)."""
+        self.order = order or (lambda: sqlite_store_order(connection))
+        """Where the order of stores comes from (quota eviction: least recently stored): a
+        counter in the database, never a clock."""
 
     # -- quota facts -------------------------------------------------------------------
     def study_count(self) -> int:
@@ -117,8 +117,8 @@ class IndexWriter:
                      received: int | None = None) -> None:
         """Insert (or replace, same SOP Instance UID) one instance and its parents.
 
-        ``received`` orders the instance among the others (ns; default now): quota eviction
-        removes the least recently received first.
+        ``received`` orders the instance among the others (default: the next store order):
+        quota eviction removes the least recently received first.
         """
         now = self.order() if received is None else received
         study_uid, patient_id = self._parents_of(header)
