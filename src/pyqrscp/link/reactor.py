@@ -252,11 +252,15 @@ def run_reactor(assoc: Association) -> bool:
     wake = assoc.__dict__.get(_WAKE)
     if not isinstance(wake, threading.Event):
         return False
+    messages = assoc.dimse.msg_queue
     while not assoc._kill:
         # parked while it waits, so that a thread pausing it (pynetdicom's send_* methods, a
         # Storage Commitment report) need not wait for a turn; it stops at the checkpoint
         assoc._is_paused = True
-        wake.wait(LONGEST_WAIT)
+        # a turn serves one message: with more queued (one wake-up for several) the event
+        # is already spent, so waiting would leave them for up to LONGEST_WAIT
+        if messages.empty():
+            wake.wait(LONGEST_WAIT)
         wake.clear()
         assoc._reactor_checkpoint.wait()
         assoc._is_paused = False
