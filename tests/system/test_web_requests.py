@@ -1,9 +1,11 @@
 """Requests the HTTP listener must refuse: a foreign Host (DNS rebinding) while it needs no
 credentials, a deletion from another origin or with an oversized body, and malformed UIDs in
-the path."""
+the path; and answers sent without Nagle's delay."""
 
 from __future__ import annotations
 
+import gc
+import socket
 from pathlib import Path
 
 import requests
@@ -110,3 +112,28 @@ def test_any_origin_never_with_credentials(tmp_path: Path) -> None:
                                                  "Cookie": "a=b"})
             assert response.headers["access-control-allow-origin"] == "*", method
             assert "access-control-allow-credentials" not in response.headers, method
+
+
+def _server_side(client: socket.socket) -> socket.socket:
+    """The listener's end of ``client``'s connection (the server runs in this process)."""
+    wanted = (client.getpeername(), client.getsockname())
+    for thing in gc.get_objects():
+        if isinstance(thing, socket.socket) and thing.fileno() >= 0:
+            try:
+                if (thing.getsockname(), thing.getpeername()) == wanted:
+                    return thing
+            except OSError:
+                continue
+    raise AssertionError("no server-side socket for the connection")
+
+
+def test_answers_are_not_held_back_by_nagle(tmp_path: Path) -> None:
+    # headers and body go out in two writes: with Nagle's algorithm on, the body waited for
+    # the client's delayed acknowledgement (about 40 ms a request on a kept-alive connection)
+    with web_server(tmp_path) as web:
+        port = int(web.root.rpartition(":")[2])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            client.sendall(b"GET /dicomweb/ARCHIVE/studies HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 204")
+            server_end = _server_side(client)
+            assert server_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -47,12 +47,19 @@ class WebListener:
         return "https" if self.tls else "http"
 
     def bind(self) -> None:
-        """Bind the listening socket; ListenError when that is refused."""
+        """Bind the listening socket; ListenError when that is refused.
+
+        Its protocol is named (``IPPROTO_TCP``, not 0) so that asyncio turns Nagle's
+        algorithm off on each connection, as it does for the sockets it creates itself: with
+        it on, an answer written in two pieces (headers, then body) waited for the client's
+        delayed acknowledgement, about 40 ms per request on a kept-alive connection.
+        """
         host, port = self.settings.host, self.settings.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((host, port))
             sock.listen(128)
         except OSError as error:
