@@ -170,9 +170,11 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
 
 @contextmanager
-def archive(config: Path, retry: RetrySchedule | None = None) -> Iterator[ArchiveServer]:
+def archive(config: Path, retry: RetrySchedule | None = None,
+            index_db: str | None = None) -> Iterator[ArchiveServer]:
     """An in-process archive on port 0 (fast retries injectable); always stopped."""
-    server = ArchiveServer(load_config(config), dataclasses.replace(Options(), port=0),
+    server = ArchiveServer(load_config(config),
+                           dataclasses.replace(Options(), port=0, index_db=index_db),
                            host="127.0.0.1")
     if retry is not None:
         server.services.commit_retry = retry
@@ -424,3 +426,24 @@ def test_an_unreachable_requester_does_not_delay_another_requesters_report(
         silent.close()
         server.stop()
     assert report.information.TransactionUID == transaction_uid
+
+
+# -- several nodes on one index ---------------------------------------------------------------
+
+
+@leaks_refused_socket
+def test_a_request_left_by_a_node_that_stopped_is_reported_by_another_node(
+        setup: Setup, log_watch: LogWatch, index_db_url: str) -> None:
+    """The other node was already running (its dispatcher asleep with nothing due) when the
+    request arrived on the first: it finds the request in the shared index by itself."""
+    retry = RetrySchedule(first=2.0, longest=2.0, max_attempts=50)
+    with archive(setup.config, retry, index_db_url):  # the node that takes over
+        with archive(setup.config, retry, index_db_url) as first:
+            setup.requester.store(first.port, list((setup.base / "in").iterdir()))
+            _, transaction_uid, _ = setup.requester.request(first.port, setup.stored,
+                                                            in_band=False)
+            log_watch.wait_for("retrying in 2.0 s")
+        setup.requester.listen()
+        report = setup.requester.reports.get(timeout=WAIT * 3)
+    assert report.information.TransactionUID == transaction_uid
+    assert sorted(committed(report)) == sorted(uid for _, uid in setup.stored)

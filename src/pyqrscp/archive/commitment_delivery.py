@@ -28,6 +28,9 @@ MAX_DELIVERY_LANES = 16
 #: How long one delivery attempt holds its request (longer than an attempt can take); a node
 #: that dies mid-attempt leaves the request to the others after that.
 CLAIM_SECONDS = 900.0
+#: On an index that several nodes share, how often the dispatcher looks for requests the other
+#: nodes received or left behind (a node that stopped or died): it cannot be woken by them.
+SHARED_POLL_SECONDS = 5.0
 
 Deliver = Callable[[PendingCommitment, Verdict], bool]
 
@@ -143,13 +146,16 @@ class CommitmentWorker:
 
     def _seconds_to_next(self) -> float:
         """Until the next request due whose requester has no lane running (a lane that ends
-        wakes the dispatcher); with every lane taken, until one ends."""
+        wakes the dispatcher); with every lane taken, until one ends.  On a shared index at
+        most `SHARED_POLL_SECONDS`: requests arrive there that no local event announces."""
         with self._lanes_lock:
             busy = set(self._lanes)
         if len(busy) >= MAX_DELIVERY_LANES:
             return 3600.0
+        longest = (SHARED_POLL_SECONDS if any(ledger.area.backend.shared
+                                              for ledger in self.ledgers.values()) else 3600.0)
         dues = [due for ledger in self.ledgers.values()
                 if (due := ledger.next_due(busy)) is not None]
         if not dues:
-            return 3600.0
-        return max(0.0, min(dues) - time.time())
+            return longest
+        return min(longest, max(0.0, min(dues) - time.time()))
