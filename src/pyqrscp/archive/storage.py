@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pyqrscp.archive import filelock
 from pyqrscp.archive.areafiles import open_regular, read_regular
@@ -35,7 +35,13 @@ from pyqrscp.archive.durable import (
     write_temp,
     write_temps,
 )
-from pyqrscp.archive.index.backend import IndexBackend, IndexConnection, SqliteBackend
+from pyqrscp.archive.index.backend import (
+    CommitUnknown,
+    IndexBackend,
+    IndexConnection,
+    SqliteBackend,
+    run_write,
+)
 from pyqrscp.archive.index.database import IndexWriter, StoredInstance, create_schema
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.archive.indexing import index_instance, log_evictions
@@ -55,6 +61,7 @@ from pyqrscp.config import Quota
 from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
 
 LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +250,9 @@ class StorageArea:
         try:
             with self.lock:
                 plan, unused, replaced = self._index(header, file_name, len(data), metadata)
+        except CommitUnknown:
+            self._mark_for_sweep(True)  # its row may be there: the file stays for the sweep
+            raise
         except BaseException:
             self._discard([file_name])
             raise
@@ -298,26 +308,31 @@ class StorageArea:
                      outcome: list[StoreResult | PyqrscpError | None]) -> None:
         """Index the placed files (``None`` in ``outcome``) in one transaction, then flush it."""
         placed = [number for number, result in enumerate(outcome) if result is None]
-        unused: list[str] = []
+        described = {number: self._described(*items[number]) for number in placed}
+
+        def index_all() -> list[tuple[StoreResult, list[str]] | PyqrscpError]:
+            return [self._index_one_of_many(items[number][0], names[number],
+                                            len(items[number][1]), described[number])
+                    for number in placed]
         try:
-            with self.lock, _write_transaction(self.backend, self.writer.db):
-                for number in placed:
-                    header, data = items[number]
-                    result = self._index_one_of_many(header, names[number], len(data),
-                                                     self._described(header, data))
-                    if isinstance(result, PyqrscpError):
-                        outcome[number] = result
-                    else:
-                        outcome[number], gone = result
-                        unused += gone
+            with self.lock:
+                results = _run_write(self.backend, self.writer.db, index_all)
             self._flush_index()
         except PyqrscpError as error:
-            committed = isinstance(error, _FlushFailed)
             for number in placed:
                 outcome[number] = error
-            if not committed:
+            if isinstance(error, CommitUnknown):
+                self._mark_for_sweep(True)
+            elif not isinstance(error, _FlushFailed):  # committed, though not flushed
                 self._discard([names[number] for number in placed])
             return
+        unused: list[str] = []
+        for number, result in zip(placed, results, strict=True):
+            if isinstance(result, PyqrscpError):
+                outcome[number] = result
+            else:
+                outcome[number], gone = result
+                unused += gone
         self._discard([names[number] for number in placed
                        if isinstance(outcome[number], PyqrscpError)])
         for stored in outcome:
@@ -335,6 +350,8 @@ class StorageArea:
             plan, unused, replaced = index_instance(self.writer, self.quota, header, file_name,
                                                     size, metadata)
         except self._index_failures as error:
+            if self.backend.is_transient(error):
+                raise  # the whole batch runs again
             db.execute("ROLLBACK TO one_instance")
             db.execute("RELEASE one_instance")
             if isinstance(error, PyqrscpError):
@@ -403,8 +420,9 @@ class StorageArea:
     def _index(self, header: Header, file_name: str, size: int, metadata: bytes | None = None
                ) -> tuple[EvictionPlan, list[str], bool]:
         """Plan and apply quota evictions and the new row in one write transaction."""
-        with _write_transaction(self.backend, self.writer.db):
-            result = index_instance(self.writer, self.quota, header, file_name, size, metadata)
+        writer = self.writer
+        result = _run_write(self.backend, writer.db, lambda: index_instance(
+            writer, self.quota, header, file_name, size, metadata))
         log_evictions(self.root, result[0])
         return result
 
@@ -413,8 +431,8 @@ class StorageArea:
         (as quota eviction does: a crash in between leaves files no row names, which the next
         start-up removes).  Returns (instances, bytes) deleted."""
         writer = self.writer
-        with self.lock, _write_transaction(self.backend, writer.db):
-            rows = writer.delete_under(level, uid)
+        with self.lock:
+            rows = _run_write(self.backend, writer.db, lambda: writer.delete_under(level, uid))
         self._remove_unused([str(row[1]) for row in rows])
         return len(rows), sum(int(row[2]) for row in rows)
 
@@ -425,9 +443,12 @@ class StorageArea:
     def keep_metadata(self, rows: list[tuple[str, bytes]]) -> None:
         """Keep the DICOM JSON of instances stored without it (``(SOP Instance UID, JSON)``)."""
         writer = self.writer
-        with self.lock, _write_transaction(self.backend, writer.db):
+
+        def keep_all() -> None:
             for sop_instance_uid, metadata in rows:
                 keep_metadata(writer.db, sop_instance_uid, metadata)
+        with self.lock:
+            _run_write(self.backend, writer.db, keep_all)
 
 
 class _FlushFailed(StorageFailure):
@@ -459,13 +480,12 @@ def lock_area_file(path: Path) -> int:
     return fd
 
 
-@contextmanager
-def _write_transaction(backend: IndexBackend, db: IndexConnection) -> Iterator[None]:
-    """One write transaction of the backend (SQLite ``BEGIN IMMEDIATE``; PostgreSQL the area's
-    advisory lock): any failure rolls back, and a database error becomes a StorageFailure
-    (the one status the services map index trouble to)."""
+def _run_write(backend: IndexBackend, db: IndexConnection, body: Callable[[], T]) -> T:
+    """``body()`` in one write transaction of the backend (SQLite ``BEGIN IMMEDIATE``;
+    PostgreSQL the area's advisory lock, run again on a serialisation failure or deadlock):
+    any failure rolls back, and a database error becomes a StorageFailure (the one status the
+    services map index trouble to)."""
     try:
-        with backend.write_transaction(db):
-            yield
+        return run_write(backend, db, body)
     except backend.driver_errors as error:
         raise StorageFailure(f"index update failed: {error}") from error

@@ -11,19 +11,31 @@ durable before the files they no longer name are removed.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pyqrscp.archive.areafiles import open_regular
 from pyqrscp.archive.index.dialect import SQLITE, Dialect
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.errors import StorageFailure
+
+LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+#: How often a transaction is run when the database refuses it as transient (a serialisation
+#: failure, a deadlock): the first run and four more.
+TRANSACTION_ATTEMPTS = 5
+
+
+class CommitUnknown(StorageFailure):
+    """The connection broke during COMMIT and the database could not be asked afterwards
+    whether the transaction committed: its files are kept (a later start settles them)."""
 
 
 class IndexCursor(Protocol):
@@ -119,7 +131,49 @@ class IndexBackend(Protocol):
         ...
 
 
-class SqliteBackend:
+class Transactions:
+    """The write transaction of every backend, around its own ``begin`` and ``commit``."""
+
+    def begin(self, db: IndexConnection) -> None:
+        """Start a write transaction that holds the area's writer lock."""
+        raise NotImplementedError
+
+    def commit(self, db: IndexConnection) -> None:
+        """Commit; returns only once the transaction is committed."""
+        raise NotImplementedError
+
+    @contextmanager
+    def write_transaction(self, db: IndexConnection) -> Iterator[None]:
+        """One write transaction, serialised with every other writer of the same area; any
+        failure rolls it back."""
+        self.begin(db)
+        try:
+            yield
+            self.commit(db)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+
+def run_write(backend: IndexBackend, db: IndexConnection, body: Callable[[], T]) -> T:
+    """``body()`` in one write transaction, run again (at most :data:`TRANSACTION_ATTEMPTS`
+    times in all) while the database refuses it as transient; its result once committed.
+    ``body`` must change nothing but the database."""
+    attempt = 1
+    while True:
+        try:
+            with backend.write_transaction(db):
+                return body()
+        except backend.driver_errors as error:
+            if attempt >= TRANSACTION_ATTEMPTS or not backend.is_transient(error):
+                raise
+            LOGGER.info("index transaction run again (%d of %d): %s", attempt + 1,
+                        TRANSACTION_ATTEMPTS, str(error).strip())
+        attempt += 1
+
+
+class SqliteBackend(Transactions):
     """One SQLite file per storage area (WAL: queries read while a store writes)."""
 
     name = "SQLite"
@@ -134,18 +188,13 @@ class SqliteBackend:
                                    timeout=30, check_same_thread=False)
         return connect_sqlite(root / INDEX_FILE_NAME, flush_commits=durable)
 
-    @contextmanager
-    def write_transaction(self, db: IndexConnection) -> Iterator[None]:
+    def begin(self, db: IndexConnection) -> None:
         """``BEGIN IMMEDIATE``: takes the file's write lock before any read, so facts read in
         the transaction stay true until it commits."""
         db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+
+    def commit(self, db: IndexConnection) -> None:
+        db.execute("COMMIT")
 
     def schema_statements(self, ddl: str | Sequence[str]) -> list[str]:
         return split_statements(ddl, pk="INTEGER PRIMARY KEY", text="TEXT")

@@ -1,0 +1,162 @@
+"""The PostgreSQL index backend against a real PostgreSQL: what its sessions are set to, a
+commit whose connection breaks, transactions the database refuses as transient."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import make_ct, poll_until
+from pgcluster import Cluster, postgres_cluster
+
+from pyqrscp.archive.dicomfile import Header, read_header
+from pyqrscp.archive.index.choice import open_backend
+from pyqrscp.archive.index.postgres import area_lock_key, schema_name
+from pyqrscp.archive.storage import StorageArea, StoreResult
+from pyqrscp.config import Quota
+from pyqrscp.errors import PyqrscpError
+
+MB = 1024**2
+ROOMY = Quota(100, 100 * MB)
+
+
+@contextmanager
+def postgres_area(root: Path, url: str, quota: Quota = ROOMY) -> Iterator[StorageArea]:
+    """An open storage area indexed in ``url``; closed with its backend's pools."""
+    backend = open_backend(url)
+    area = StorageArea(root, quota, durable=False, backend=backend)
+    area.open()
+    try:
+        yield area
+    finally:
+        area.close()
+        backend.close()
+
+
+def instance(folder: Path, study_uid: str | None = None) -> tuple[Header, bytes]:
+    folder.mkdir(exist_ok=True)
+    data = make_ct(folder, study_uid=study_uid).read_bytes()
+    return read_header(data), data
+
+
+def instance_rows(area: StorageArea) -> dict[str, str]:
+    """SOP Instance UID -> file name, read on a connection of the area's own."""
+    db = area.reader()
+    try:
+        return dict(db.execute("SELECT sop_instance_uid, file_name FROM instance").fetchall())
+    finally:
+        db.close()
+
+
+def store_in_thread(area: StorageArea, header: Header, data: bytes
+                    ) -> tuple[threading.Thread, list[StoreResult | PyqrscpError]]:
+    outcome: list[StoreResult | PyqrscpError] = []
+
+    def store() -> None:
+        try:
+            outcome.append(area.store(header, data))
+        except PyqrscpError as error:
+            outcome.append(error)
+    thread = threading.Thread(target=store, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def database_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def test_sessions_commit_durably_and_read_committed_whatever_the_database_says(
+        tmp_path: Path, index_db_url: str) -> None:
+    """A database whose default is ``synchronous_commit=off`` could lose an acknowledged
+    store; one whose default isolation is serializable would hide commits that came before
+    the area's lock was granted: the backend sets both on its own sessions."""
+    with psycopg.connect(index_db_url, autocommit=True) as admin:
+        name = database_of(index_db_url)
+        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_isolation = '
+                      "'serializable'")
+    with postgres_area(tmp_path / "area", index_db_url) as area:
+        db = area.reader()
+        try:
+            assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+            assert db.execute("SHOW default_transaction_isolation").fetchone()[0] == (
+                "read committed")
+        finally:
+            db.close()
+
+
+@pytest.mark.usefixtures("postgres")  # skips (or fails in CI) without PostgreSQL
+def test_a_store_whose_connection_breaks_after_the_commit_is_a_success(tmp_path: Path) -> None:
+    """The connection breaks during COMMIT once the transaction has committed (here: a
+    commit waiting for a synchronous standby that never answers, its session terminated, as
+    a failover does): the store asks on a new connection and answers success, and its file
+    stays (a failure would have removed the file its row names)."""
+    with postgres_cluster() as cluster, postgres_area(tmp_path / "area", cluster.url) as area:
+        header, data = instance(tmp_path / "sources")
+        with psycopg.connect(cluster.url, autocommit=True) as admin:
+            _expect_synchronous_standby(cluster, admin, "nobody")
+            try:
+                thread, outcome = store_in_thread(area, header, data)
+                pid = poll_until(lambda: admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'").fetchone(),
+                    "a commit waiting for the standby")[0]
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                thread.join(120)
+            finally:
+                _expect_synchronous_standby(cluster, admin, "")
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], StoreResult), outcome
+        assert instance_rows(area) == {header.sop_instance_uid: outcome[0].file_name}
+        assert (area.root / outcome[0].file_name).is_file()
+
+
+def _expect_synchronous_standby(cluster: Cluster, admin: psycopg.Connection[object],
+                                names: str) -> None:
+    if names:
+        admin.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+    else:
+        admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    admin.execute("SELECT pg_reload_conf()")
+
+    def in_force() -> bool:
+        with psycopg.connect(cluster.url, autocommit=True) as fresh:
+            shown = fresh.execute("SHOW synchronous_standby_names").fetchone()
+        return shown is not None and shown[0] == names
+    poll_until(in_force, f"synchronous_standby_names = {names!r}")
+
+
+def test_a_store_chosen_as_a_deadlock_victim_is_run_again(tmp_path: Path,
+                                                          index_db_url: str) -> None:
+    """Another session holds the study's row and then waits for the area's lock that the
+    store holds: PostgreSQL ends the store's transaction (deadlock_detected); the store runs
+    it again once the other is done, and succeeds."""
+    with psycopg.connect(index_db_url, autocommit=True) as admin:  # the store is the victim
+        admin.execute(f'ALTER DATABASE "{database_of(index_db_url)}" '
+                      "SET deadlock_timeout = '10s'")
+    with postgres_area(tmp_path / "area", index_db_url) as area:
+        first = instance(tmp_path / "sources", study_uid="1.2.3.7")
+        second = instance(tmp_path / "sources", study_uid="1.2.3.7")
+        area.store(*first)
+        schema = schema_name(area.root)
+        with psycopg.connect(index_db_url) as other, psycopg.connect(
+                index_db_url, autocommit=True) as watcher:
+            other.execute("SET deadlock_timeout = '1h'")
+            other.execute(f'SELECT 1 FROM "{schema}".study WHERE study_instance_uid = %s '
+                          "FOR UPDATE", ("1.2.3.7",))
+            thread, outcome = store_in_thread(area, *second)
+            poll_until(lambda: watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                "query LIKE 'UPDATE study%%'").fetchone(),
+                "the store waiting for the study row")
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (area_lock_key(schema),))
+            other.commit()
+        thread.join(120)
+        assert not thread.is_alive()
+        assert isinstance(outcome[0], StoreResult), outcome
+        assert set(instance_rows(area)) == {first[0].sop_instance_uid,
+                                            second[0].sop_instance_uid}
