@@ -146,6 +146,17 @@ def test_a_p_data_tf_of_several_pdvs_is_sent_as_one_pdu_per_pdv() -> None:
     assert pdus.one_pdv_per_pdu(release_rq) == release_rq
 
 
+def test_a_message_primitive_sent_one_pdv_per_pdu_is_framed_as_the_stream() -> None:
+    """A short message queued as one primitive leaves as the same PDUs as the framed stream."""
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    dataset = b"\x08\x00\x18\x00\x04\x00\x00\x001.2 "
+    primitive = pdus.message_primitive(5, command, dataset)
+    packed = p_data_pdu(b"".join(struct.pack(">I", len(data) + 1) + bytes([context_id]) + data
+                                 for context_id, data in primitive.presentation_data_value_list))
+    assert pdus.one_pdv_per_pdu(packed) == message(5, command, dataset, 0)
+    assert len(pdus.message_primitive(5, command, None).presentation_data_value_list) == 1
+
+
 @pytest.mark.parametrize("peer_max_pdu", [7, 8, 100, 300])
 def test_framing_for_a_tiny_peer_maximum_costs_a_batch_of_memory(peer_max_pdu: int) -> None:
     """A peer announcing 7 bytes gets one data byte per PDU; framing 2 MiB for it must not cost

@@ -1,4 +1,4 @@
-"""link/reactor.py: the association's event-driven reactor loses no wake-up.
+"""link/reactor.py: the event-driven reactor loses no wake-up, and a sender waits for the DUL.
 
 The reactor runs on a stand-in association (only what its loop reads), in the test's own
 thread, with a wake-up event that never blocks: the event records every wait that would
@@ -15,7 +15,7 @@ from typing import cast
 
 from pynetdicom.association import Association
 
-from pyqrscp.link.reactor import _WAKE, run_reactor
+from pyqrscp.link.reactor import _WAKE, WakingQueue, run_reactor
 
 
 class RecordingEvent(threading.Event):
@@ -116,3 +116,27 @@ def test_a_message_queued_while_one_is_served_is_served_next() -> None:
     assert run_reactor(cast(Association, assoc))
     assert assoc.served == ["first", "second", "third"]
     assert assoc.wake.lost == []
+
+
+def test_a_waiting_sender_is_woken_by_the_consumer_taking_items() -> None:
+    woken: list[None] = []
+    waiting = WakingQueue(lambda: woken.append(None))
+    for item in range(3):
+        waiting.put(item)
+    assert len(woken) == 3
+    assert not waiting.wait_below(1, 0)
+    consumer = threading.Thread(target=lambda: [waiting.get() for _ in range(3)])
+    consumer.start()
+    assert waiting.wait_below(1, 60)
+    consumer.join()
+    assert waiting.empty()
+
+
+def test_a_closed_queue_stops_the_wait_and_says_what_is_left() -> None:
+    waiting = WakingQueue(lambda: None)
+    waiting.put("unsent")
+    closer = threading.Thread(target=waiting.close)
+    closer.start()
+    assert not waiting.wait_below(1, 60)  # returns at the close, not after a minute
+    closer.join()
+    assert waiting.closed and waiting.wait_below(2, 0)

@@ -172,6 +172,18 @@ def p_data_primitives(context_id: int, command: bytes, dataset: bytes | None,
             yield primitive
 
 
+def message_primitive(context_id: int, command: bytes, dataset: bytes | None) -> P_DATA:
+    """A whole DIMSE message as one P-DATA primitive: the command and the dataset each one
+    last-fragment PDV, for a sender that frames one PDV per PDU (:func:`one_pdv_per_pdu`).
+    Only for a message that fits the peer's maximum PDU."""
+    primitive = P_DATA()
+    values = primitive.presentation_data_value_list
+    values.append((context_id, bytes([_COMMAND | _LAST]) + command))
+    if dataset is not None:
+        values.append((context_id, bytes([_LAST]) + dataset))
+    return primitive
+
+
 def one_pdv_per_pdu(pdu: bytes) -> bytes:
     """A P-DATA-TF carrying several PDVs as one P-DATA-TF per PDV, as DCMTK and pynetdicom frame
     messages (PS3.8 allows several, but GDCM's ``gdcmscu`` then loses a C-FIND response); any

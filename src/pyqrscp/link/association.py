@@ -8,19 +8,19 @@ when the calling thread holds it, pynetdicom's queues otherwise (:mod:`internals
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, P_DATA
 from pynetdicom.presentation import PresentationContext
 
-from pyqrscp.dimse.pdus import p_data_primitives
+from pyqrscp.dimse.pdus import max_pdv, message_primitive, p_data_primitives
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link import internals
 from pyqrscp.link.channel import Channel, PushedBack, wait_for_dul_room
 from pyqrscp.link.internals import DimseMessage
-from pyqrscp.link.reactor import send_pdu_lazily
+from pyqrscp.link.reactor import send_pdu_lazily, wait_for_sending
 
 __all__ = ["DimseMessage"]  # the type of the messages below, for services' annotations
 from pyqrscp.link.responses import ReadReply, Reply
@@ -40,8 +40,14 @@ def send_message(assoc: Association, context_id: int, command: bytes,
     if channel is not None and channel.held_here():
         channel.send(context_id, command, dataset, defer=defer)
         return
-    for primitive in p_data_primitives(context_id, command, dataset,
-                                       int(assoc.requestor.maximum_length or 0)):
+    peer_max_pdu = int(assoc.requestor.maximum_length or 0)
+    primitives: Iterable[P_DATA]
+    if channel is not None and _fits(command, dataset, peer_max_pdu):
+        # one turn of the DUL's loop instead of two; the channel sends one PDU per PDV
+        primitives = (message_primitive(context_id, command, dataset),)
+    else:
+        primitives = p_data_primitives(context_id, command, dataset, peer_max_pdu)
+    for primitive in primitives:
         wait_for_dul_room(assoc)
         if defer:
             send_pdu_lazily(assoc.dul, primitive)
@@ -49,9 +55,10 @@ def send_message(assoc: Association, context_id: int, command: bytes,
             assoc.dul.send_pdu(primitive)
 
 
-def send_pdvs(assoc: Association, primitive: P_DATA) -> None:
-    """Queue one P-DATA primitive (PDVs framed by the caller) for pynetdicom's DUL."""
-    assoc.dul.send_pdu(primitive)
+def _fits(command: bytes, dataset: bytes | None, peer_max_pdu: int) -> bool:
+    """Do the command and the dataset each fit one PDV of the peer's maximum PDU?"""
+    limit = max_pdv(peer_max_pdu)
+    return len(command) <= limit and (dataset is None or len(dataset) <= limit)
 
 
 def queued_to_send(assoc: Association) -> int:
@@ -59,9 +66,19 @@ def queued_to_send(assoc: Association) -> int:
     return internals.queued_to_send(assoc.dul)
 
 
-def splits_pdvs(assoc: Association) -> bool:
-    """Does the association send one PDV per P-DATA-TF, whatever it is given (its channel)?"""
-    return Channel.of(assoc) is not None
+def wait_until_sent(assoc: Association, timeout: float) -> bool:
+    """Wait until pynetdicom's DUL has taken everything queued for it to send, woken as it
+    takes each message; True then or once the association has ended (nothing left to wait
+    for), False when it still has something to send after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not assoc.is_established or not assoc.dul.is_alive():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if wait_for_sending(assoc.dul, 1, min(remaining, _POLL_SECONDS)):
+            return True
 
 
 def cancel_requested(assoc: Association, message_id: int) -> bool:

@@ -27,7 +27,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link import internals
 from pyqrscp.link.connections import ReadTimeouts, is_unassociated
 from pyqrscp.link.idle import ACTIVE_DELAY, polling
-from pyqrscp.link.reactor import EventDrivenDUL
+from pyqrscp.link.reactor import EventDrivenDUL, wait_for_sending
 from pyqrscp.link.titles import calling_aet
 from pyqrscp.link.writes import send_parts
 
@@ -83,6 +82,8 @@ def held_channel(assoc: Association) -> Iterator[Channel | None]:
 
 QUEUED_PDUS = 64
 """PDUs queued for pynetdicom's DUL at most, per association."""
+_ROOM_CHECK = 0.5
+"""How often a sender waiting for room looks whether the connection is gone."""
 
 
 def wait_for_dul_room(assoc: Association) -> None:
@@ -90,10 +91,9 @@ def wait_for_dul_room(assoc: Association) -> None:
     :class:`PeerUnavailable` when the DUL stops sending (the connection is gone: a peer that
     reads nothing is dropped by the socket's send timeout)."""
     dul = assoc.dul
-    while internals.queued_to_send(dul) >= QUEUED_PDUS:
+    while not wait_for_sending(dul, QUEUED_PDUS, _ROOM_CHECK):
         if not dul.is_alive() or internals.dul_state(dul) != "Sta6":
             raise PeerUnavailable("the connection is closed")
-        time.sleep(0.0005)
 
 
 class PushedBack(Exception):

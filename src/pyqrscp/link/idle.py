@@ -43,13 +43,13 @@ def _polling_of(dul: DULServiceProvider) -> _Polling:
 
 
 @contextmanager
-def fast_polling(dul: DULServiceProvider) -> Iterator[None]:
+def fast_polling(assoc: Association) -> Iterator[None]:
     """Poll every :data:`BUSY_DELAY` while a service streams on this association.
 
     pynetdicom's DUL sleeps its delay whenever it finds nothing to do, twice per request/response
     round trip; 0.1 ms polling costs about a fifth of a core, so it is used only inside.
     """
-    with polling(dul, BUSY_DELAY):
+    with polling(assoc.dul, BUSY_DELAY):
         yield
 
 

@@ -28,6 +28,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -107,11 +108,31 @@ LAZY_BATCH = 16
 
 
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]
-    """A queue that calls ``wake`` after every put."""
+    """A queue that calls ``wake`` after every put, and lets a producer wait until its
+    consumer has taken enough (:meth:`wait_below`) instead of polling its size."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         super().__init__()
         self._wake = wake
+        self.closed = False
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.not_full.notify_all()  # called with the queue's lock held
+        return item
+
+    def close(self) -> None:
+        """The consumer has stopped: nobody waits in :meth:`wait_below` any longer."""
+        with self.not_full:
+            self.closed = True
+            self.not_full.notify_all()
+
+    def wait_below(self, count: int, timeout: float) -> bool:
+        """Wait until fewer than ``count`` items are queued; False after ``timeout`` seconds
+        or once the consumer has stopped with ``count`` or more still queued."""
+        with self.not_full:
+            self.not_full.wait_for(lambda: self._qsize() < count or self.closed, timeout)
+            return self._qsize() < count
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
@@ -144,6 +165,8 @@ class EventDrivenDUL(DULServiceProvider):
             self._event_loop()
         finally:
             self.waker.close()
+            if isinstance(self.to_provider_queue, WakingQueue):
+                self.to_provider_queue.close()
             self.wake_user()
 
     def _event_loop(self) -> None:
@@ -321,6 +344,21 @@ def send_pdu_lazily(dul: DULServiceProvider, primitive: P_DATA) -> None:
         queued.put_lazily(primitive)
     else:
         dul.send_pdu(primitive)
+
+
+def wait_for_sending(dul: DULServiceProvider, count: int, timeout: float) -> bool:
+    """Wait until fewer than ``count`` primitives wait for the DUL thread to send them; False
+    after ``timeout`` seconds or once the DUL has stopped.  Woken by the DUL taking one where
+    the event-driven loop is installed; pynetdicom's own DUL is looked at every 0.5 ms."""
+    queued = getattr(dul, "to_provider_queue", None)
+    if isinstance(queued, WakingQueue):
+        return queued.wait_below(count, timeout)
+    deadline = time.monotonic() + timeout
+    while dul.to_provider_queue.qsize() >= count:
+        if not dul.is_alive() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.0005)
+    return True
 
 
 def describe_pdus(enabled: bool) -> None:

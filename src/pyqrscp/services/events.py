@@ -29,6 +29,7 @@ from pyqrscp.archive.storage import StorageArea
 from pyqrscp.dimse.contexts import proposed_syntaxes
 from pyqrscp.dimse.conversion import convert
 from pyqrscp.errors import PyqrscpError, SubOperationFailed
+from pyqrscp.link.titles import call_from, called_aet, calling_aet
 from pyqrscp.link.tls import client_tls_args
 from pyqrscp.services.common import log_request, peer_of
 from pyqrscp.services.find import MODEL_OF_SOP_CLASS, answer
@@ -187,8 +188,8 @@ def move_responses(services: Services, event: Event) -> Iterator[object]:
     destination_aet = str(request.MoveDestination or "").strip()
     selected = _selected(services, event, request, "Move")
     destination = allowed_destination(services.config, services.options, services.hosts,
-                                      str(assoc.requestor.ae_title).strip(),
-                                      str(assoc.requestor.address), destination_aet)
+                                      calling_aet(assoc), str(assoc.requestor.address),
+                                      destination_aet)
     if destination is None:
         LOGGER.error("Move from %s: destination %r unknown or not allowed", peer_of(assoc),
                      destination_aet)
@@ -200,11 +201,11 @@ def move_responses(services: Services, event: Event) -> Iterator[object]:
     contexts = [build_context(cx.abstract_syntax, list(cx.transfer_syntaxes))
                 for cx in sub_association_contexts(selection, options)] or [
         build_context("1.2.840.10008.1.1")]
-    calling_aet = str(assoc.acceptor.ae_title).strip()
+    move_aet = called_aet(assoc)
     yield destination.host, destination.port, {
         "contexts": contexts, "max_pdu": options.max_pdu or 16384,
         "tls_args": client_tls_args(services.client_tls, destination.host),
-        "evt_handlers": [(evt.EVT_CONN_OPEN, lambda e: _call_from(e.assoc, calling_aet)),
+        "evt_handlers": [(evt.EVT_CONN_OPEN, lambda e: call_from(e.assoc, move_aet)),
                          (evt.EVT_ESTABLISHED, lambda e: sub.append(e.assoc))]}
     if isinstance(selected, Refusal):
         yield 1
@@ -212,16 +213,6 @@ def move_responses(services: Services, event: Event) -> Iterator[object]:
         return
     yield from _move_instances(event, selected, sub,
                                proposed_syntaxes(options.propose_transfer_syntax))
-
-
-def _call_from(sub_association: Association, calling_aet: str) -> None:
-    """``EVT_CONN_OPEN`` of the sub-association (the A-ASSOCIATE-RQ is built from its
-    primitive right after): call from the move's called AE title, as dcmqrscp does, instead
-    of the server AE's."""
-    sub_association.requestor.ae_title = calling_aet
-    primitive = sub_association.requestor.primitive
-    if primitive is not None:
-        primitive.calling_ae_title = calling_aet
 
 
 def _move_instances(event: Event, selected: tuple[StorageArea, Selection],

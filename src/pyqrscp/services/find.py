@@ -2,17 +2,17 @@
 
 pyqrscp serves C-FIND itself (through :meth:`Services.route_request`), on the association's own
 thread: each pending response is a command set packed with ``struct`` plus an identifier from
-:mod:`pyqrscp.dimse.encoding`, queued for pynetdicom's DUL.  pynetdicom built and validated a
-pydicom Dataset for both, about 0.6 ms per response.  The command set and the identifier go in
-P-DATA-TF PDUs of their own, as DCMTK and pynetdicom send them: PS3.8 allows both in one PDU,
-but some peers (GDCM's ``gdcmscu``) read the identifier from the PDU after the command's and
-then wait forever for a final response they have already swallowed.
+:mod:`pyqrscp.dimse.encoding`, sent through :mod:`pyqrscp.link.association` (pynetdicom's
+service class would build and validate a pydicom Dataset for both, about 0.6 ms a response).
+The command set and the identifier go in P-DATA-TF PDUs of their own, as DCMTK and pynetdicom
+send them: PS3.8 allows both in one PDU, but some peers (GDCM's ``gdcmscu``) read the
+identifier from the PDU after the command's and then wait forever for a final response they
+have already swallowed.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +22,6 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.events import Event
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 
 from pyqrscp.archive.index.query import (
@@ -42,14 +41,12 @@ from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config.options import Options
 from pyqrscp.dimse.commands import find_response
 from pyqrscp.dimse.encoding import Element, encode_identifier
-from pyqrscp.dimse.pdus import max_pdv
 from pyqrscp.errors import InvalidIdentifier, PyqrscpError
 from pyqrscp.link.association import (
     cancel_requested,
     queued_to_send,
     send_message,
-    send_pdvs,
-    splits_pdvs,
+    wait_until_sent,
 )
 from pyqrscp.link.idle import fast_polling
 from pyqrscp.link.titles import called_aet
@@ -79,7 +76,6 @@ _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
 queued responses, wait for it to drain so that a C-CANCEL is seen
 between responses."""
-_DRAIN_POLL = 0.0001  # while waiting for the DUL to send queued responses
 
 
 class Responses(Protocol):
@@ -100,7 +96,7 @@ def serve(services: Services, assoc: Association, request: C_FIND,
           context: PresentationContext, model: InformationModel) -> None:
     """Answer one C-FIND-RQ completely: pending responses, then the final one."""
     responder = FindResponder(assoc, request, context, services.options.response_timeout)
-    with fast_polling(assoc.dul):
+    with fast_polling(assoc):
         answer(services, request, model, responder)
 
 
@@ -220,7 +216,7 @@ def _pydicom_encoded(elements: list[Element], transfer_syntax: UID) -> bytes | N
 
 
 class FindResponder:
-    """Sends C-FIND responses on the requesting association through pynetdicom's DUL."""
+    """Sends C-FIND responses on the requesting association (:mod:`pyqrscp.link.association`)."""
 
     def __init__(self, assoc: Association, request: C_FIND, context: PresentationContext,
                  dimse_timeout: float) -> None:
@@ -230,8 +226,6 @@ class FindResponder:
         self.context_id = int(context.context_id or 0)
         self.transfer_syntax = UID(context.transfer_syntax[0])
         self.dimse_timeout = dimse_timeout
-        self.max_pdu = max_pdv(int(assoc.requestor.maximum_length or 0)) + 6
-        self.splits = splits_pdvs(assoc)
 
     def is_cancelled(self) -> bool:
         """Has a C-CANCEL for this request arrived?"""
@@ -239,34 +233,20 @@ class FindResponder:
 
     def pending(self, identifier: bytes) -> None:
         """One pending response: the command set, then the identifier, each in P-DATA-TF PDUs
-        of its own.  When both fit the peer's maximum PDU they are queued as one P-DATA
-        primitive (one turn of the DUL's loop instead of two), which the association's channel
-        sends as two PDUs."""
+        of its own."""
         if queued_to_send(self.assoc) >= _QUEUED_RESPONSES:
             self.drain()
         command = find_response(self.sop_class, self.message_id, int(Status.PENDING),
                                 has_identifier=True)
-        if not self.splits or len(command) + len(identifier) + 12 > self.max_pdu:
-            send_message(self.assoc, self.context_id, command, identifier)
-            return
-        primitive = P_DATA()
-        pdvs = primitive.presentation_data_value_list
-        pdvs.append((self.context_id, b"\x03" + command))
-        pdvs.append((self.context_id, b"\x02" + identifier))
-        send_pdvs(self.assoc, primitive)
+        send_message(self.assoc, self.context_id, command, identifier)
 
     def drain(self) -> None:
-        """Wait until the DUL has sent everything queued; abort a peer that reads nothing for
-        the DIMSE timeout (pynetdicom's own sender would block as long)."""
-        deadline = time.monotonic() + self.dimse_timeout
-        while (queued_to_send(self.assoc) and self.assoc.is_established
-               and self.assoc.dul.is_alive()):
-            if time.monotonic() > deadline:
-                LOGGER.error("Find: %s read no response for %s s, aborting",
-                             peer_of(self.assoc), self.dimse_timeout)
-                self.assoc.abort()
-                return
-            time.sleep(_DRAIN_POLL)
+        """Wait until everything queued is sent; abort a peer that reads nothing for the
+        DIMSE timeout (pynetdicom's own sender would block as long)."""
+        if not wait_until_sent(self.assoc, self.dimse_timeout):
+            LOGGER.error("Find: %s read no response for %s s, aborting",
+                         peer_of(self.assoc), self.dimse_timeout)
+            self.assoc.abort()
 
     def final(self, status: Status, error_comment: str = "") -> None:
         """The last response (no identifier)."""

@@ -59,7 +59,7 @@ def serve(services: Services, assoc: Association, request: C_GET,
     if not selection.instances:
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
-    with fast_polling(assoc.dul), held_channel(assoc) as held:
+    with fast_polling(assoc), held_channel(assoc) as held:
         sender = _GetSender(assoc, services.options.response_timeout, held)
         progress = run_sub_operations(selection, area, sender, responder.is_cancelled,
                                       responder.pending)

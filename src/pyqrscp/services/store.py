@@ -97,7 +97,7 @@ def serve(services: Services, assoc: Association, request: DimseMessage, context
     """
     if not isinstance(request, C_STORE) or not _ours(assoc, request, context_id):
         return False
-    with fast_polling(assoc.dul):
+    with fast_polling(assoc):
         return _serve_following(services, assoc, request, context_id)
 
 
