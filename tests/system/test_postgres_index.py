@@ -10,12 +10,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import make_ct, poll_until
+from helpers import identifier, make_ct, poll_until
 from pgcluster import Cluster, postgres_cluster
 
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.index.choice import open_backend
 from pyqrscp.archive.index.postgres import area_lock_key, schema_name
+from pyqrscp.archive.index.query import STUDY_ROOT, parse_identifier, run_query
 from pyqrscp.archive.storage import StorageArea, StoreResult
 from pyqrscp.config import Quota
 from pyqrscp.errors import PyqrscpError
@@ -37,9 +38,10 @@ def postgres_area(root: Path, url: str, quota: Quota = ROOMY) -> Iterator[Storag
         backend.close()
 
 
-def instance(folder: Path, study_uid: str | None = None) -> tuple[Header, bytes]:
+def instance(folder: Path, study_uid: str | None = None, series_uid: str | None = None
+             ) -> tuple[Header, bytes]:
     folder.mkdir(exist_ok=True)
-    data = make_ct(folder, study_uid=study_uid).read_bytes()
+    data = make_ct(folder, study_uid=study_uid, series_uid=series_uid, rows=2).read_bytes()
     return read_header(data), data
 
 
@@ -160,3 +162,36 @@ def test_a_store_chosen_as_a_deadlock_victim_is_run_again(tmp_path: Path,
         assert isinstance(outcome[0], StoreResult), outcome
         assert set(instance_rows(area)) == {first[0].sop_instance_uid,
                                             second[0].sop_instance_uid}
+
+
+def test_a_query_streams_its_matches_from_a_server_side_cursor(tmp_path: Path,
+                                                               index_db_url: str) -> None:
+    """A C-FIND of many matches reads them from the server a batch at a time (memory stays
+    flat however many match); a query left unfinished leaves no transaction open."""
+    study, series = "1.2.3.9", "1.2.3.9.1"
+    with postgres_area(tmp_path / "area", index_db_url) as area, psycopg.connect(
+            index_db_url, autocommit=True) as watcher:
+        stored = area.store_batch([instance(tmp_path / "sources", study, series)
+                                   for _ in range(450)])
+        assert all(isinstance(result, StoreResult) for result in stored)
+        query = parse_identifier(identifier("IMAGE", StudyInstanceUID=study,
+                                            SeriesInstanceUID=series, SOPInstanceUID=""),
+                                 STUDY_ROOT)
+
+        def sessions(where: str) -> list[tuple[str, str]]:
+            return [(str(row[0]), str(row[1])) for row in watcher.execute(
+                "SELECT state, query FROM pg_stat_activity WHERE datname = current_database()"
+                f" AND pid <> pg_backend_pid() AND {where}").fetchall()]
+        db = area.reader()
+        try:
+            matches = run_query(db, query)
+            next(matches)
+            assert [(state, text.split(" FROM ")[0]) for state, text in
+                    sessions("query LIKE 'FETCH%'")] == [("idle in transaction",
+                                                         "FETCH FORWARD 200")]
+            assert len(list(matches)) == 449
+            unfinished = run_query(db, query)
+            next(unfinished)
+        finally:
+            db.close()
+        assert sessions("state = 'idle in transaction'") == []

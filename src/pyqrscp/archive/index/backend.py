@@ -70,6 +70,20 @@ class IndexConnection(Protocol):
     def close(self) -> None: ...
 
 
+def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: int
+                ) -> Iterator[list[Any]]:
+    """The rows of a query in lists of up to ``batch``, never all held at once: a connection
+    that streams from the server (PostgreSQL's ``stream``: a server-side cursor) does, else a
+    cursor's ``fetchmany`` (SQLite steps through its result as it is read)."""
+    streaming = getattr(db, "stream", None)
+    if streaming is not None:
+        yield from streaming(sql, parameters, batch)
+        return
+    cursor = db.execute(sql, parameters)
+    while rows := cursor.fetchmany(batch):
+        yield rows
+
+
 class IndexBackend(Protocol):
     """One database engine holding the indexes of every storage area of a process."""
 

@@ -17,11 +17,12 @@ of the DDL.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,8 @@ class PostgresConnection:
         self._translated: dict[str, str] = {}
         self.xid = 0
         """The id of the write transaction under way (``txid_current()``)."""
+        self._streams: list[Generator[list[Any], None, None]] = []
+        self._streamed = 0
 
     @property
     def lost(self) -> bool:
@@ -158,6 +161,37 @@ class PostgresConnection:
             raise
         return cursor
 
+    def stream(self, sql: str, parameters: Sequence[Any], batch: int) -> Iterator[list[Any]]:
+        """The rows of a query, ``batch`` at a time, from a server-side cursor (in a
+        transaction of its own unless one is under way): a query of 100,000 matches never
+        holds them all in this process.  Other statements may run on the connection while it
+        streams; :meth:`close` ends a stream not read to its end."""
+        self._streamed += 1
+        stream = self._stream(sql, parameters, batch, f"pyqrscp_stream_{self._streamed}")
+        self._streams = [*(open_stream for open_stream in self._streams
+                           if inspect.getgeneratorstate(open_stream) != inspect.GEN_CLOSED),
+                         stream]
+        return stream
+
+    def _stream(self, sql: str, parameters: Sequence[Any], batch: int, name: str
+                ) -> Generator[list[Any], None, None]:
+        own = not self.in_transaction
+        connection = self._live()
+        if own:
+            self.execute("BEGIN")
+        cursor = connection.cursor(name=name)
+        done = False
+        try:
+            cursor.execute(self._sql(sql), tuple(parameters))
+            while rows := cursor.fetchmany(batch):
+                yield rows
+            done = True
+        finally:
+            if self._connection is connection and not connection.broken:
+                cursor.close()
+                if own and self.in_transaction:
+                    self.execute("COMMIT" if done else "ROLLBACK")
+
     @property
     def in_transaction(self) -> bool:
         connection = self._connection
@@ -173,6 +207,9 @@ class PostgresConnection:
                 LOGGER.debug("index connection not returned: %s", error)
 
     def close(self) -> None:
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()
         if self.in_transaction and self._connection is not None:
             self._connection.rollback()
         self._release()

@@ -15,7 +15,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from pyqrscp.archive.dicomfile import element_text
-from pyqrscp.archive.index.backend import IndexConnection
+from pyqrscp.archive.index.backend import IndexConnection, stream_rows
 from pyqrscp.archive.index.dialect import SQLITE, Dialect, dialect_of
 from pyqrscp.archive.index.schema import level_of, value_tag
 from pyqrscp.archive.index.sql import ALIASES, COUNT_COLUMNS, DEPTHS, conditions
@@ -196,8 +196,7 @@ def candidates(db: IndexConnection, query: Query, case_sensitive_pn: bool = Fals
     computed = [k for k in query.return_keys if k in COMPUTED]
     lists = [k for k in computed if k in _LISTS]
     sql, args = candidate_sql(query, levels, dialect_of(db))
-    cursor = db.execute(sql, args)
-    while rows := cursor.fetchmany(_BATCH):
+    for rows in stream_rows(db, sql, args, _BATCH):
         values = {keyword: list_values(db, keyword, {int(row[6]) for row in rows})
                   for keyword in lists}
         for row in rows:
