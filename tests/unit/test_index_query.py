@@ -64,3 +64,23 @@ def test_a_key_listing_more_values_than_the_bound_is_refused() -> None:
     over = many_uids(MAX_VALUES_PER_KEY)
     with pytest.raises(InvalidIdentifier, match=f"lists {MAX_VALUES_PER_KEY + 3} values"):
         parse_identifier(identifier("IMAGE", SOPInstanceUID=over), STUDY_ROOT)
+
+
+def test_nul_characters_are_not_indexed(tmp_path: Path, area: StorageArea) -> None:
+    """A NUL inside a text value (a writer's padding gone wrong) is left out of the index on
+    both backends (PostgreSQL's text cannot hold one): the instance is stored, found by the
+    value without it, and answered without it."""
+    data = make_ct(tmp_path / "in", study_uid="1.2.3.40", patient_id="PID\x0040",
+                   extra={"StudyDescription": ("LO", "Head\x00 CT")}).read_bytes()
+    area.store(read_header(data), data)
+    db = area.reader()
+    try:
+        found = list(run_query(db, parse_identifier(identifier(
+            "STUDY", PatientID="PID40", StudyInstanceUID="", StudyDescription=""), STUDY_ROOT)))
+        asked_with_nul = list(run_query(db, parse_identifier(identifier(
+            "STUDY", StudyDescription="Head\x00 CT", StudyInstanceUID=""), STUDY_ROOT)))
+    finally:
+        db.close()
+    assert [(study["StudyInstanceUID"], study["StudyDescription"]) for study in found] == [
+        ("1.2.3.40", "Head CT")]
+    assert [study["StudyInstanceUID"] for study in asked_with_nul] == ["1.2.3.40"]

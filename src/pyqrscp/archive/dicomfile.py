@@ -260,10 +260,12 @@ def _texts(dataset: Dataset) -> dict[str, str]:
 
 
 def _split_levels(texts: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The texts by level, without NUL characters (padding gone wrong; PostgreSQL's text
+    cannot hold one, and both index backends must match alike)."""
     levels: dict[str, dict[str, str]] = {"patient": {}, "study": {}, "series": {}, "instance": {}}
     for keyword, text in texts.items():
         if len(text) <= MAX_TEXT_LENGTH:
-            levels[level_of(keyword)][keyword] = text
+            levels[level_of(keyword)][keyword] = text.replace("\x00", "")
     charset = texts.get("SpecificCharacterSet")
     if charset is not None:
         for attrs in levels.values():

@@ -108,7 +108,7 @@ def parse_identifier(identifier: Dataset, model: InformationModel, strict: bool 
         return_keys.append(keyword)
         if element.VR == "SQ":
             continue
-        text = element_text(element.value)
+        text = element_text(element.value).replace("\x00", "")  # as the index holds it
         check_value_count(keyword, element.VR, text)
         if key_depth < depth and not relational and keyword not in unique_above:
             if not is_universal(text, element.VR):
