@@ -13,7 +13,7 @@ import enum
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
@@ -31,17 +31,15 @@ from pyqrscp.archive.commitments import (
     Verdict,
 )
 from pyqrscp.config import resolve_move_destination
+from pyqrscp.config.options import Options
 from pyqrscp.dimse.contexts import STORAGE_COMMITMENT_PUSH_MODEL, proposed_syntaxes
 from pyqrscp.link.association import send_from_outside
 from pyqrscp.link.titles import calling_aet
 from pyqrscp.link.tls import client_tls_args
 from pyqrscp.services.common import area_key, peer
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.statuses import DECODING_ERRORS
 from pyqrscp.status import Status
-
-if TYPE_CHECKING:
-    from pyqrscp.config.options import Options
-    from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ class ActionStatus(enum.IntEnum):
 class StorageCommitment:
     """Ledgers per storage area, the delivery worker, and the live requesting associations."""
 
-    def __init__(self, services: Services, schedule: RetrySchedule) -> None:
+    def __init__(self, services: ServiceContext, schedule: RetrySchedule) -> None:
         self.services = services
         self.ledgers = {root: CommitmentLedger(area) for root, area in services.areas.items()}
         self.worker = CommitmentWorker(list(self.ledgers.values()), self.deliver, schedule)

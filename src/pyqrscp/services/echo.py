@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_ECHO
@@ -12,23 +11,21 @@ from pynetdicom.events import Event
 from pyqrscp.dimse.commands import echo_response
 from pyqrscp.link.association import presentation_context, send_message
 from pyqrscp.services.common import peer, peer_of
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.status import Status
-
-if TYPE_CHECKING:
-    from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
 
 VERIFICATION = "1.2.840.10008.1.1"
 
 
-def handle(services: Services, event: Event) -> int:
+def handle(services: ServiceContext, event: Event) -> int:
     """Answer success; log one line, as dcmqrscp does for every operation."""
     LOGGER.info("Received Echo Request from %s", peer(event))
     return int(Status.SUCCESS)
 
 
-def serve(services: Services, assoc: Association, request: C_ECHO, context_id: int) -> bool:
+def serve(services: ServiceContext, assoc: Association, request: C_ECHO, context_id: int) -> bool:
     """Answer a C-ECHO-RQ with a command packed by pyqrscp (pynetdicom's Verification service
     builds and validates a pydicom Dataset for it); False for a request pynetdicom must judge
     (invalid, or on a context that is not Verification's)."""

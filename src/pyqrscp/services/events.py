@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from io import BytesIO
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
@@ -32,6 +32,7 @@ from pyqrscp.errors import PyqrscpError, SubOperationFailed
 from pyqrscp.link.titles import call_from, called_aet, calling_aet
 from pyqrscp.link.tls import client_tls_args
 from pyqrscp.services.common import log_request, peer_of
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.find import MODEL_OF_SOP_CLASS, answer
 from pyqrscp.services.find import handle as find_failure
 from pyqrscp.services.get import scu_context
@@ -39,9 +40,6 @@ from pyqrscp.services.move import allowed_destination, sub_association_contexts
 from pyqrscp.services.retrieve import Refusal, Selection, select_instances, stored_dataset
 from pyqrscp.services.statuses import failure
 from pyqrscp.status import Status
-
-if TYPE_CHECKING:
-    from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ class QueuedResponses:
         raise _Closed
 
 
-def find_responses(services: Services, event: Event) -> Iterator[Yielded]:
+def find_responses(services: ServiceContext, event: Event) -> Iterator[Yielded]:
     """``EVT_C_FIND``: the answer :func:`~pyqrscp.services.find.answer` gives, streamed from
     a worker thread."""
     request = cast(C_FIND, event.request)
@@ -147,7 +145,7 @@ def _status(status: Status, comment: str) -> int | Dataset:
 # -- C-GET ----------------------------------------------------------------------------------
 
 
-def get_responses(services: Services, event: Event) -> Iterator[int | Yielded]:
+def get_responses(services: ServiceContext, event: Event) -> Iterator[int | Yielded]:
     """``EVT_C_GET``: the number of sub-operations, then each instance as pynetdicom sends
     it (converted to a syntax the requestor accepted); a refusal as one failed
     sub-operation's final status."""
@@ -178,7 +176,7 @@ def get_responses(services: Services, event: Event) -> Iterator[int | Yielded]:
 # -- C-MOVE ---------------------------------------------------------------------------------
 
 
-def move_responses(services: Services, event: Event) -> Iterator[object]:
+def move_responses(services: ServiceContext, event: Event) -> Iterator[object]:
     """``EVT_C_MOVE``: the destination (the sub-association calls from the move's called AE
     title and proposes the stored syntaxes), the number of sub-operations, then each instance
     (converted to a syntax the destination accepted)."""
@@ -244,7 +242,7 @@ def _move_instances(event: Event, selected: tuple[StorageArea, Selection],
 # -- shared ---------------------------------------------------------------------------------
 
 
-def _selected(services: Services, event: Event, request: C_GET | C_MOVE, verb: str
+def _selected(services: ServiceContext, event: Event, request: C_GET | C_MOVE, verb: str
               ) -> tuple[StorageArea, Selection] | Refusal:
     model = MODEL_OF_SOP_CLASS.get(str(event.context.abstract_syntax))
     if model is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -52,13 +52,11 @@ from pyqrscp.link.idle import fast_polling
 from pyqrscp.link.titles import called_aet
 from pyqrscp.query.charset import TEXT_VRS, choose_charset, requested_charsets
 from pyqrscp.services.common import peer_of
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.negotiation import is_relational
 from pyqrscp.services.retrieve import log_ignored_keys, read_identifier
 from pyqrscp.services.statuses import IDENTIFIER_ERRORS, failure, status_of
 from pyqrscp.status import Status
-
-if TYPE_CHECKING:
-    from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ class Responses(Protocol):
     def drain(self) -> None: ...
 
 
-def serve(services: Services, assoc: Association, request: C_FIND,
+def serve(services: ServiceContext, assoc: Association, request: C_FIND,
           context: PresentationContext, model: InformationModel) -> None:
     """Answer one C-FIND-RQ completely: pending responses, then the final one."""
     responder = FindResponder(assoc, request, context, services.options.response_timeout)
@@ -100,7 +98,7 @@ def serve(services: Services, assoc: Association, request: C_FIND,
         answer(services, request, model, responder)
 
 
-def answer(services: Services, request: C_FIND, model: InformationModel,
+def answer(services: ServiceContext, request: C_FIND, model: InformationModel,
            responder: Responses) -> None:
     """Answer one C-FIND-RQ through ``responder``."""
     assoc = responder.assoc
@@ -125,7 +123,7 @@ def answer(services: Services, request: C_FIND, model: InformationModel,
     responder.drain()
 
 
-def _answer(services: Services, area: StorageArea, responder: Responses,
+def _answer(services: ServiceContext, area: StorageArea, responder: Responses,
             identifier: Dataset, query: Query, who: str) -> None:
     db = area.reader()
     count = 0
@@ -256,7 +254,7 @@ class FindResponder:
                                        error_comment), None)
 
 
-def handle(services: Services, event: Event
+def handle(services: ServiceContext, event: Event
            ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """pynetdicom's EVT_C_FIND handler, reached only by requests :func:`serve` refuses to take
     (malformed, or on a context that is no Q/R information model): a failure status."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydicom.uid import UID
 from pynetdicom.association import Association
@@ -30,6 +29,7 @@ from pyqrscp.link.channel import Channel, held_channel
 from pyqrscp.link.idle import fast_polling
 from pyqrscp.link.responses import Reply, await_store_response
 from pyqrscp.services.common import peer_of
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.retrieve import (
     Progress,
     Responder,
@@ -40,13 +40,10 @@ from pyqrscp.services.retrieve import (
 )
 from pyqrscp.status import Status
 
-if TYPE_CHECKING:
-    from pyqrscp.services import Services
-
 LOGGER = logging.getLogger(__name__)
 
 
-def serve(services: Services, assoc: Association, request: C_GET,
+def serve(services: ServiceContext, assoc: Association, request: C_GET,
           context: PresentationContext, model: InformationModel) -> None:
     """Answer one C-GET-RQ completely: pending responses, then the final one."""
     responder = Responder(assoc, request, context)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydicom.uid import UID
 from pynetdicom.association import Association
@@ -21,6 +20,7 @@ from pynetdicom.presentation import PresentationContext
 from pyqrscp.archive.index.query import InformationModel
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Config, Peer, resolve_move_destination
+from pyqrscp.config.options import Options
 from pyqrscp.dimse.acse import AcceptedContext, ProposedContext, propose
 from pyqrscp.dimse.contexts import UNCOMPRESSED, proposed_syntaxes
 from pyqrscp.dimse.conversion import convert
@@ -29,6 +29,7 @@ from pyqrscp.link.hostnames import HostLookup, host_matches, peer_host_names
 from pyqrscp.link.sender import StoreAssociation
 from pyqrscp.link.titles import called_aet, calling_aet
 from pyqrscp.services.common import peer_of
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.retrieve import (
     Progress,
     Responder,
@@ -40,14 +41,10 @@ from pyqrscp.services.retrieve import (
 )
 from pyqrscp.status import Status
 
-if TYPE_CHECKING:
-    from pyqrscp.config.options import Options
-    from pyqrscp.services import Services
-
 LOGGER = logging.getLogger(__name__)
 
 
-def serve(services: Services, assoc: Association, request: C_MOVE,
+def serve(services: ServiceContext, assoc: Association, request: C_MOVE,
           context: PresentationContext,
           model: InformationModel) -> None:
     """Answer one C-MOVE-RQ completely: pending responses, then the final one."""
@@ -74,7 +71,7 @@ def serve(services: Services, assoc: Association, request: C_MOVE,
     _move(services, assoc, request, responder, selection, destination, area)
 
 
-def _move(services: Services, assoc: Association, request: C_MOVE, responder: Responder,
+def _move(services: ServiceContext, assoc: Association, request: C_MOVE, responder: Responder,
           selection: Selection, destination: Peer, area: StorageArea) -> None:
     options = services.options
     try:

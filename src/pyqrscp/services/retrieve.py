@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -33,12 +33,10 @@ from pyqrscp.dimse.part10 import file_meta
 from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, SubOperationFailed
 from pyqrscp.link.association import cancel_requested, requestor_gone, send_message
 from pyqrscp.services.common import peer_of
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.negotiation import is_relational
 from pyqrscp.services.statuses import IDENTIFIER_ERRORS, status_of
 from pyqrscp.status import Status
-
-if TYPE_CHECKING:
-    from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
 
@@ -274,7 +272,7 @@ class Refusal:
     error_comment: str
 
 
-def select_instances(services: Services, assoc: Association, request: C_GET | C_MOVE,
+def select_instances(services: ServiceContext, assoc: Association, request: C_GET | C_MOVE,
                      transfer_syntax: UID, model: InformationModel, verb: str
                      ) -> tuple[StorageArea, Selection] | Refusal:
     """The checks every C-MOVE/C-GET starts with (access, identifier, size), then the
@@ -298,7 +296,7 @@ def select_instances(services: Services, assoc: Association, request: C_GET | C_
     return area, selection
 
 
-def prepare(services: Services, assoc: Association, request: C_GET | C_MOVE,
+def prepare(services: ServiceContext, assoc: Association, request: C_GET | C_MOVE,
             responder: Responder, model: InformationModel, verb: str
             ) -> tuple[StorageArea, Selection] | None:
     """:func:`select_instances`; on a refusal its final response is sent here and ``None``

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
@@ -46,11 +46,9 @@ from pyqrscp.link.channel import Channel, MessageBroken, PushedBack, Received, h
 from pyqrscp.link.idle import fast_polling
 from pyqrscp.link.titles import called_aet
 from pyqrscp.services.common import peer_of
+from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.statuses import failure
 from pyqrscp.status import Status
-
-if TYPE_CHECKING:
-    from pyqrscp.services import Services
 
 LOGGER = logging.getLogger(__name__)
 
@@ -88,7 +86,7 @@ class StoreRequest:
                    dataset if isinstance(dataset, (bytes, ReceivedDataset)) else b"")
 
 
-def serve(services: Services, assoc: Association, request: DimseMessage, context_id: int
+def serve(services: ServiceContext, assoc: Association, request: DimseMessage, context_id: int
           ) -> bool:
     """Serve a C-STORE-RQ and every C-STORE that follows within :data:`RECEIVING_WINDOW`.
 
@@ -101,7 +99,7 @@ def serve(services: Services, assoc: Association, request: DimseMessage, context
         return _serve_following(services, assoc, request, context_id)
 
 
-def _serve_following(services: Services, assoc: Association, request: C_STORE,
+def _serve_following(services: ServiceContext, assoc: Association, request: C_STORE,
                      context_id: int) -> bool:
     while True:
         _serve_held(services, assoc, StoreRequest.of_primitive(request), context_id)
@@ -115,7 +113,7 @@ def _serve_following(services: Services, assoc: Association, request: C_STORE,
         request = message
 
 
-def _serve_held(services: Services, assoc: Association, first: StoreRequest,
+def _serve_held(services: ServiceContext, assoc: Association, first: StoreRequest,
                 context_id: int) -> None:
     """Serve the request pynetdicom handed over, then C-STORE-RQs straight from the socket
     while they keep coming; abort (once the socket is pynetdicom's again) when a message broke
@@ -137,7 +135,7 @@ def _serve_held(services: Services, assoc: Association, first: StoreRequest,
         assoc.abort()
 
 
-def _serve_held_messages(services: Services, assoc: Association, held: Channel
+def _serve_held_messages(services: ServiceContext, assoc: Association, held: Channel
                          ) -> MessageBroken | None:
     take = functools.partial(_ours_command, assoc)
     while True:
@@ -157,7 +155,7 @@ def _serve_held_messages(services: Services, assoc: Association, held: Channel
             return None
 
 
-def handle(services: Services, event: Event) -> int | Dataset:
+def handle(services: ServiceContext, event: Event) -> int | Dataset:
     """The ``EVT_C_STORE`` handler, for a C-STORE pynetdicom serves (see :func:`serve`)."""
     request = cast(C_STORE, event.request)
     status, comment = store(services, event.assoc, StoreRequest.of_primitive(request),
@@ -167,7 +165,7 @@ def handle(services: Services, event: Event) -> int | Dataset:
     return failure(PyqrscpError(comment), status)
 
 
-def store(services: Services, assoc: Association, request: StoreRequest, transfer_syntax: str
+def store(services: ServiceContext, assoc: Association, request: StoreRequest, transfer_syntax: str
           ) -> tuple[Status, str]:
     """Validate, store durably, index; ``(status, error comment)`` once the index row has
     committed (or the instance was refused)."""
@@ -210,7 +208,7 @@ def _failed(who: str, error: Exception) -> tuple[Status, str]:
     return Status(response.Status), str(response.ErrorComment)
 
 
-def _serve_one(services: Services, assoc: Association, request: StoreRequest,
+def _serve_one(services: ServiceContext, assoc: Association, request: StoreRequest,
                context_id: int) -> None:
     """Store one instance and answer it (unless the association ended meanwhile)."""
     transfer_syntax = transfer_syntax_of(assoc, context_id) or ""
