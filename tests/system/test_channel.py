@@ -59,7 +59,7 @@ def instances(tmp_path: Path, count: int, rows: int = 64) -> list[Path]:
 
 def dataset_bytes(path: Path) -> bytes:
     """A Part-10 file's dataset, as sent on the wire and as stored."""
-    return stored_dataset(path)[1]
+    return bytes(stored_dataset(path)[1])
 
 
 def stored_uids(area: Path) -> set[str]:

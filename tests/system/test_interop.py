@@ -114,7 +114,7 @@ def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interop]:
 
 def dataset_bytes(path: Path) -> bytes:
     """Everything after the file meta information: what travelled on the wire."""
-    return stored_dataset(path)[1]
+    return bytes(stored_dataset(path)[1])
 
 
 def assert_same_instance(received: Path, original: Path) -> None:

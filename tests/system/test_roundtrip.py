@@ -134,7 +134,7 @@ def _read_folder(folder: Path) -> Received:
             if file.read(132)[128:] != b"DICM":
                 continue  # the index, a lock file
         syntax, data = stored_dataset(path)
-        found[_uid(path)] = (syntax, data)
+        found[_uid(path)] = (syntax, bytes(data))
     return found
 
 

@@ -186,3 +186,28 @@ def test_streamed_framing_equals_pdu_by_pdu_framing() -> None:
             assert b"".join(message_stream(1, command, dataset, peer_max_pdu)) == expected
             assembled = assemble(expected)
             assert assembled.dataset == dataset
+
+
+@pytest.mark.parametrize("peer_max_pdu", [0, 7, 4101, 4102, 16384, 65536])
+def test_gathered_buffers_are_the_framed_message_without_copying_the_dataset(
+        peer_max_pdu: int) -> None:
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    for size in (0, 1, 4095, 4096, 4097, 16378, 200_000):
+        dataset = (bytes(range(256)) * (size // 256 + 1))[:size]
+        view = memoryview(dataset)[:]
+        batches = list(pdus.message_buffers(1, command, view, peer_max_pdu))
+        flat = [buffer for batch in batches for buffer in batch]
+        assert b"".join(flat) == pdus.message(1, command, dataset, peer_max_pdu)
+        assert all(len(batch) <= pdus.GATHER_BUFFERS for batch in batches)
+        if pdus.max_pdv(peer_max_pdu) >= pdus.GATHER_FROM and size:
+            assert all(buffer.obj is dataset for buffer in flat[3:] if len(buffer) > 12
+                       and isinstance(buffer, memoryview))
+            assert sum(len(b) for b in flat if isinstance(b, memoryview)) == size + len(command)
+
+
+def test_a_dataset_of_many_pdus_comes_in_batches_of_at_most_512_buffers() -> None:
+    dataset = bytes(300 * 4096)
+    batches = list(pdus.message_buffers(3, b"\0" * 8, dataset, 4096 + 6))
+    assert len(batches) > 1 and all(len(batch) <= pdus.GATHER_BUFFERS for batch in batches)
+    assert b"".join(b for batch in batches for b in batch) == pdus.message(3, b"\0" * 8,
+                                                                           dataset, 4102)

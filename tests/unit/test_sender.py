@@ -79,7 +79,7 @@ def _send(sub: StoreAssociation, path: Path, message_id: int = 1) -> int:
     context = sub.context_for(CTImageStorage, stored_syntax, list(UNCOMPRESSED))
     assert context is not None
     if context.transfer_syntax != stored_syntax:
-        data = convert(data, stored_syntax, context.transfer_syntax)
+        data = memoryview(convert(data, stored_syntax, context.transfer_syntax))
     return sub.send_c_store(context, str(ds.SOPInstanceUID), data, message_id, "MOVESCU",
                             7).status
 
@@ -126,7 +126,7 @@ def test_stored_dataset_skips_the_file_meta(tmp_path: Path) -> None:
     syntax, data = stored_dataset(path)
     assert syntax == ExplicitVRLittleEndian
     whole = path.read_bytes()
-    assert whole.endswith(data) and data[:2] == b"\x08\x00"
+    assert whole.endswith(data) and bytes(data[:2]) == b"\x08\x00"
 
 
 def test_stored_dataset_of_a_missing_file_fails_one_sub_operation(tmp_path: Path) -> None:

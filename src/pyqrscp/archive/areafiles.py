@@ -52,9 +52,21 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int
 
 
 def read_regular(path: Path) -> bytes:
-    """The whole content of the regular file ``path`` (see :func:`open_regular`)."""
-    with reader(path) as stream:
-        return stream.read()
+    """The whole content of the regular file ``path`` (see :func:`open_regular`), in one
+    ``read`` of the size the file has (no buffered reader, no joined chunks)."""
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) == size:
+            return data
+        # cut since, grown since, or a read capped by the system (2 GiB on Linux): to the end
+        parts = [data]
+        while chunk := os.read(fd, 1 << 24):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def reader(path: Path) -> BinaryIO:

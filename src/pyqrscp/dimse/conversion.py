@@ -41,7 +41,7 @@ def _decoder_of(syntax: UID) -> str:
     return "" if syntax == RLELossless else "pylibjpeg"
 
 
-def convert(data: bytes, source: str, target: str) -> bytes:
+def convert(data: bytes | memoryview, source: str, target: str) -> bytes:
     """Re-encode a dataset (no group 0002) from ``source`` to ``target`` syntax.
 
     Compressed sources are decompressed when pydicom can (RLE natively; other codecs with the

@@ -152,6 +152,48 @@ def message_stream(context_id: int, command: bytes, dataset: bytes | None,
         yield from p_data_stream(context_id, dataset, False, limit)
 
 
+GATHER_FROM = 4096
+"""Fragments at least this long are sent as views of the data (:func:`message_buffers`);
+shorter ones (a peer announcing a tiny maximum PDU length) are framed into one copy."""
+GATHER_BUFFERS = 512
+"""Most buffers in one batch of :func:`message_buffers` (the system's limit per ``sendmsg``
+is 1,024 on Linux)."""
+
+Buffer = bytes | memoryview
+
+
+def message_buffers(context_id: int, command: bytes, dataset: Buffer | None,
+                    peer_max_pdu: int) -> Iterator[list[Buffer]]:
+    """:func:`message_stream` without copying the data: batches of buffers, each PDU's
+    12-byte header followed by a view of its fragment, command and dataset in the same batch
+    (one gathered write sends a small message whole).  Fragments shorter than
+    :data:`GATHER_FROM` are framed by :func:`message_stream` instead, one batch per
+    buffer."""
+    limit = max_pdv(peer_max_pdu)
+    if limit < GATHER_FROM:
+        for framed in message_stream(context_id, command, bytes(dataset)
+                                     if dataset is not None else None, peer_max_pdu):
+            yield [framed]
+        return
+    batch: list[Buffer] = []
+    size = 0
+    parts = [(memoryview(command), _COMMAND)]
+    if dataset is not None:
+        parts.append((memoryview(dataset), 0x00))
+    for view, kind in parts:
+        for start in range(0, max(len(view), 1), limit):
+            fragment = view[start:start + limit]
+            flags = kind | (_LAST if start + limit >= len(view) else 0x00)
+            batch += [_P_DATA_HEADER.pack(P_DATA_TF, len(fragment) + 6, len(fragment) + 2,
+                                          context_id, flags), fragment]
+            size += len(fragment)
+            if len(batch) >= GATHER_BUFFERS or size >= BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def message(context_id: int, command: bytes, dataset: bytes | None, peer_max_pdu: int
             ) -> bytes:
     """:func:`message_stream` in one piece (for short messages)."""

@@ -31,7 +31,7 @@ _POLL_SECONDS = 0.5
 
 
 def send_message(assoc: Association, context_id: int, command: bytes,
-                 dataset: bytes | None, defer: bool = False) -> None:
+                 dataset: bytes | memoryview | None, defer: bool = False) -> None:
     """Send one DIMSE message: straight to the socket when this thread holds the association's
     channel, else queued for pynetdicom's DUL, which sends it in order (a few PDUs at a time:
     a peer announcing a tiny maximum PDU length must not fill memory with PDUs to send).
@@ -41,12 +41,13 @@ def send_message(assoc: Association, context_id: int, command: bytes,
         channel.send(context_id, command, dataset, defer=defer)
         return
     peer_max_pdu = int(assoc.requestor.maximum_length or 0)
+    data = bytes(dataset) if dataset is not None else None  # pynetdicom's DUL keeps it
     primitives: Iterable[P_DATA]
-    if channel is not None and _fits(command, dataset, peer_max_pdu):
+    if channel is not None and _fits(command, data, peer_max_pdu):
         # one turn of the DUL's loop instead of two; the channel sends one PDU per PDV
-        primitives = (message_primitive(context_id, command, dataset),)
+        primitives = (message_primitive(context_id, command, data),)
     else:
-        primitives = p_data_primitives(context_id, command, dataset, peer_max_pdu)
+        primitives = p_data_primitives(context_id, command, data, peer_max_pdu)
     for primitive in primitives:
         wait_for_dul_room(assoc)
         if defer:

@@ -49,7 +49,7 @@ from pyqrscp.link.connections import ReadTimeouts, is_unassociated
 from pyqrscp.link.idle import ACTIVE_DELAY, polling
 from pyqrscp.link.reactor import EventDrivenDUL, wait_for_sending
 from pyqrscp.link.titles import calling_aet
-from pyqrscp.link.writes import send_parts
+from pyqrscp.link.writes import gathers, send_parts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class Channel:
         return bool(self._unread) or internals.has_received_unhandled(self.assoc,
                                                                       _RECEIVE_EVENTS)
 
-    def send(self, context_id: int, command: bytes, dataset: bytes | None,
+    def send(self, context_id: int, command: bytes, dataset: pdus.Buffer | None,
              defer: bool = False) -> None:
         """One DIMSE message, framed for the peer's maximum PDU length as it is sent.
 
@@ -323,26 +323,36 @@ class Channel:
         ends, whichever comes first: the order on the wire is unchanged."""
         max_pdu = int(self.assoc.requestor.maximum_length or 0)
         if defer:
-            self._deferred.append(pdus.message(context_id, command, dataset, max_pdu))
+            self._deferred.append(pdus.message(context_id, command, bytes(dataset)
+                                               if dataset is not None else None, max_pdu))
             return
-        self._send_batches(pdus.message_stream(context_id, command, dataset, max_pdu))
+        self._send_batches(context_id, command, dataset, max_pdu)
 
     def flush(self) -> None:
         """Send what :meth:`send` deferred."""
         if self._deferred:
-            self._send_batches(iter(()))
+            self._send_batches()
 
-    def _send_batches(self, batches: Iterator[bytes]) -> None:
+    def _send_batches(self, context_id: int = 0, command: bytes | None = None,
+                      dataset: pdus.Buffer | None = None, max_pdu: int = 0) -> None:
+        """What was deferred, then the message (if any) in the same write: PDU headers and
+        views of the data gathered (no copy of the dataset) where the socket allows it."""
         sock = self.assoc_socket.socket
         deferred, self._deferred = self._deferred, []
         if sock is None:
             raise PeerUnavailable("the connection is closed")
+        batches: Iterator[list[pdus.Buffer]] = iter(())
+        if command is not None:
+            batches = (pdus.message_buffers(context_id, command, dataset, max_pdu)
+                       if gathers(sock) else
+                       ([batch] for batch in pdus.message_stream(
+                           context_id, command,
+                           bytes(dataset) if dataset is not None else None, max_pdu)))
         try:
             with self.send_lock:
-                first = next(batches, None)
-                send_parts(sock, [*deferred, first] if first is not None else deferred)
+                send_parts(sock, [*deferred, *next(batches, [])])
                 for batch in batches:
-                    sock.sendall(batch)
+                    send_parts(sock, batch)
         except OSError as error:
             raise PeerUnavailable(f"sending failed: {error}") from error
 

@@ -27,14 +27,16 @@ from pyqrscp.dimse.pdus import (
     ASSOCIATE_RJ,
     P_DATA_TF,
     RELEASE_RQ,
+    Buffer,
     MessageAssembler,
+    message_buffers,
     message_stream,
     pdvs,
     read_pdu,
 )
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link.responses import Reply, StoreResponse, await_store_response
-from pyqrscp.link.writes import send_parts
+from pyqrscp.link.writes import gathers, send_parts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class StoreAssociation:
         return next((cx for cx in sorted(candidates, key=lambda c: c.context_id)
                      if cx.transfer_syntax in convertible), None)
 
-    def send_c_store(self, context: AcceptedContext, sop_instance: str, dataset: bytes,
+    def send_c_store(self, context: AcceptedContext, sop_instance: str, dataset: Buffer,
                      message_id: int, originator_aet: str = "",
                      originator_message_id: int | None = None) -> StoreResponse:
         """Send one C-STORE-RQ and wait for its response; :class:`PeerUnavailable` on a lost
@@ -101,7 +103,7 @@ class StoreAssociation:
                           originator_message_id)
         return self.read_response(sop_instance, message_id)
 
-    def send_request(self, context: AcceptedContext, sop_instance: str, dataset: bytes,
+    def send_request(self, context: AcceptedContext, sop_instance: str, dataset: Buffer,
                      message_id: int, originator_aet: str = "",
                      originator_message_id: int | None = None) -> None:
         """The first half of :meth:`send_c_store`: the request, its command and the first
@@ -110,7 +112,13 @@ class StoreAssociation:
                                 originator_aet, originator_message_id)
         try:
             self.sock.settimeout(self.dimse_timeout)
-            batches = message_stream(context.context_id, command, dataset, self.peer_max_pdu)
+            if gathers(self.sock):  # headers and views of the dataset, no copy
+                for buffers in message_buffers(context.context_id, command, dataset,
+                                               self.peer_max_pdu):
+                    send_parts(self.sock, buffers)
+                return
+            batches = message_stream(context.context_id, command, bytes(dataset),
+                                     self.peer_max_pdu)
             first = [next(batches)]  # the command, then the dataset's first batch with it
             second = next(batches, None)
             send_parts(self.sock, first if second is None else [*first, second])

@@ -254,7 +254,8 @@ def _selected(services: ServiceContext, event: Event, request: C_GET | C_MOVE, v
 
 def _dataset(area: StorageArea, file_name: str, target: str) -> Dataset:
     """A stored instance as a Dataset in ``target`` (pynetdicom picks the context by it)."""
-    stored_syntax, data = stored_dataset(area.path_of(file_name))
+    stored_syntax, stored = stored_dataset(area.path_of(file_name))
+    data: bytes | memoryview = stored
     if target != stored_syntax:
         data = convert(data, stored_syntax, target)
     syntax = UID(target)

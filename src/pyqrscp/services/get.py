@@ -77,7 +77,7 @@ class _Request:
     context_id: int
     message_id: int
     command: bytes
-    dataset: bytes
+    dataset: bytes | memoryview
 
 
 class _GetSender:
@@ -94,7 +94,8 @@ class _GetSender:
     def prepare(self, sop_instance: str, sop_class: str, transfer_syntax: str,
                 path: Path) -> _Request:
         context = self._context_for(sop_class, transfer_syntax)
-        stored_syntax, data = stored_dataset(path)
+        stored_syntax, stored = stored_dataset(path)
+        data: bytes | memoryview = stored
         target = str(context.transfer_syntax[0])
         if target != stored_syntax:
             data = convert(data, stored_syntax, target)

@@ -137,7 +137,8 @@ class _Sender:
             raise SubOperationFailed(f"{self.destination_aet} accepted no context for "
                                      f"{UID(sop_class).name} in {UID(transfer_syntax).name} "
                                      "or an uncompressed syntax")
-        stored_syntax, data = stored_dataset(path)
+        stored_syntax, stored = stored_dataset(path)
+        data: bytes | memoryview = stored
         if context.transfer_syntax != stored_syntax:
             data = convert(data, stored_syntax, context.transfer_syntax)
         return _Request(context, sop_instance, data, next(self.ids))
@@ -165,7 +166,7 @@ class _Request:
 
     context: AcceptedContext
     sop_instance: str
-    dataset: bytes
+    dataset: bytes | memoryview
     message_id: int
 
 

@@ -86,8 +86,9 @@ def read_identifier(request: C_FIND | C_GET | C_MOVE, transfer_syntax: UID) -> D
                   transfer_syntax.is_little_endian, transfer_syntax.is_deflated)
 
 
-def stored_dataset(path: Path) -> tuple[str, bytes]:
-    """``(transfer syntax, dataset bytes)`` of a Part-10 file: everything after group 0002.
+def stored_dataset(path: Path) -> tuple[str, memoryview]:
+    """``(transfer syntax, dataset bytes)`` of a Part-10 file: everything after group 0002,
+    as a view of the file's bytes (read in one piece, sent without a copy).
 
     A link in place of the stored file is not followed (its target may lie outside every area).
     """
@@ -101,7 +102,7 @@ def stored_dataset(path: Path) -> tuple[str, bytes]:
     transfer_syntax, offset = meta
     if not transfer_syntax:
         raise SubOperationFailed(f"stored file {path.name} has no TransferSyntaxUID")
-    return transfer_syntax, data[offset:]
+    return transfer_syntax, memoryview(data)[offset:]
 
 
 @dataclass(slots=True)
