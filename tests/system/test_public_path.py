@@ -11,7 +11,7 @@ import pytest
 from helpers import free_port, have_dcmtk, make_ct, pyqrscp_process, run_tool, write_config
 from query_tool import findscu
 
-from pyqrscp.link.internals import PUBLIC_ONLY_VARIABLE
+from pyqrscp.link.internals import PUBLIC_ONLY_VARIABLE, public_path_warning
 
 pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
@@ -48,5 +48,4 @@ def test_forced_public_path_warns_once_and_serves_every_service(
         assert [str(ds.SOPInstanceUID) for ds in received] == [f"{STUDY}.1.1"]
         assert received[0].PixelData == pydicom.dcmread(sent).PixelData
     warnings = [line for line in log if line.startswith("W:")]
-    assert warnings == [f"W: {PUBLIC_ONLY_VARIABLE} is set: serving through pynetdicom's "
-                        "public API only"]
+    assert warnings == [f"W: {PUBLIC_ONLY_VARIABLE} is set: {public_path_warning()}"]

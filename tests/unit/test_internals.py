@@ -13,10 +13,12 @@ from pynetdicom.association import Association
 
 from pyqrscp.link.internals import (
     PUBLIC_ONLY_VARIABLE,
+    PUBLIC_PATH_LOSSES,
     REQUIRED,
     Internal,
     internals_usable,
     missing_internals,
+    public_path_warning,
     sample_owners,
 )
 
@@ -56,7 +58,29 @@ def test_the_switch_forces_the_public_path_with_one_warning(
     with caplog.at_level(logging.WARNING, logger="pyqrscp.link.internals"):
         assert internals_usable({PUBLIC_ONLY_VARIABLE: "1"}) is False
     assert [record.getMessage() for record in caplog.records] == [
-        f"{PUBLIC_ONLY_VARIABLE} is set: serving through pynetdicom's public API only"]
+        f"{PUBLIC_ONLY_VARIABLE} is set: serving through pynetdicom's public API only; lost: "
+        + "; ".join(PUBLIC_PATH_LOSSES)]
+
+
+def test_the_warning_line_names_what_the_public_path_loses() -> None:
+    """Each loss is named in the one line, among them the C-MOVE status that differs."""
+    line = public_path_warning()
+    assert "\n" not in line
+    assert all(loss in line for loss in PUBLIC_PATH_LOSSES)
+    assert "held channel" in line and "0xA801, not 0xA702" in line
+
+
+def test_missing_internals_take_the_public_path_with_one_line_naming_them_and_the_losses(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Reshaped(Association):
+        def _serve_request(self, message: object, context: int) -> None:
+            """pynetdicom with other parameter names."""
+
+    with caplog.at_level(logging.WARNING, logger="pyqrscp.link.internals"):
+        assert internals_usable({}, sample_owners(Reshaped(AE(), "acceptor"))) is False
+    assert [record.getMessage() for record in caplog.records] == [
+        "pynetdicom lacks internals pyqrscp relies on (Association._serve_request (parameters "
+        "('message', 'context'))): " + public_path_warning()]
 
 
 def _without(owner: object, name: str) -> SimpleNamespace:

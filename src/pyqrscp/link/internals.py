@@ -168,19 +168,38 @@ def _mismatch(owner: object, internal: Internal) -> str:
     return ""
 
 
-def internals_usable(environ: Mapping[str, str] = os.environ) -> bool:
+PUBLIC_PATH_LOSSES = (
+    "no held channel (slower; C-FIND and C-GET responses encoded by pydicom)",
+    "datasets bounded only once whole and held in memory",
+    "no limit on the announced PDU length and no stall timeout",
+    "NUL-padded AE titles refused",
+    "a P-DATA-TF ending one message and starting the next is aborted",
+    "a connection closed before its A-ASSOCIATE-RQ holds its --max-unassociated place",
+    "C-MOVE to a destination that does not answer gets 0xA801, not 0xA702",
+)
+"""What the public path does differently (docs/performance.md lists them in full), named in
+its warning line."""
+
+
+def internals_usable(environ: Mapping[str, str] = os.environ,
+                     owners: Mapping[str, object] | None = None) -> bool:
     """May pyqrscp use pynetdicom's internals?  Decided once, at start-up; when not, one
-    warning line says why (the switch, or every name that differs)."""
+    warning line says why (the switch, or every name that differs on ``owners``, see
+    :func:`missing_internals`) and what is lost (:data:`PUBLIC_PATH_LOSSES`)."""
     if environ.get(PUBLIC_ONLY_VARIABLE, "") not in ("", "0"):
-        LOGGER.warning("%s is set: serving through pynetdicom's public API only",
-                       PUBLIC_ONLY_VARIABLE)
-        return False
-    missing = missing_internals()
-    if missing:
-        LOGGER.warning("pynetdicom lacks internals pyqrscp relies on (%s): serving through its "
-                       "public API only", "; ".join(missing))
-        return False
-    return True
+        reason = f"{PUBLIC_ONLY_VARIABLE} is set"
+    elif missing := missing_internals(owners):
+        reason = f"pynetdicom lacks internals pyqrscp relies on ({'; '.join(missing)})"
+    else:
+        return True
+    LOGGER.warning("%s: %s", reason, public_path_warning())
+    return False
+
+
+def public_path_warning() -> str:
+    """The public path's warning, after its reason: what it serves through and what is lost."""
+    return ("serving through pynetdicom's public API only; lost: "
+            + "; ".join(PUBLIC_PATH_LOSSES))
 
 
 # -- the association ------------------------------------------------------------------------
