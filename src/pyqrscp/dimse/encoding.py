@@ -104,7 +104,7 @@ def _person_names(text: str, encodings: Sequence[str], ascii_safe: bool) -> byte
 
 
 def _numbers(code: str, text: str) -> bytes | None:
-    """Binary numbers; text the index cannot parse is sent empty (as before: no value)."""
+    """Binary numbers; text the index cannot parse is sent empty (no value)."""
     if text == "":
         return b""
     convert = float if code in "fd" else int
