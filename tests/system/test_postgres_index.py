@@ -15,7 +15,7 @@ from pgcluster import Cluster, postgres_cluster
 
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.index.choice import open_backend
-from pyqrscp.archive.index.postgres import area_lock_key, schema_name
+from pyqrscp.archive.index.postgres import POOL_SIZE, area_lock_key, schema_name
 from pyqrscp.archive.index.query import STUDY_ROOT, parse_identifier, run_query
 from pyqrscp.archive.storage import StorageArea, StoreResult
 from pyqrscp.config import Quota
@@ -195,3 +195,33 @@ def test_a_query_streams_its_matches_from_a_server_side_cursor(tmp_path: Path,
         finally:
             db.close()
         assert sessions("state = 'idle in transaction'") == []
+
+
+def test_queries_holding_every_readers_connection_leave_stores_theirs(
+        tmp_path: Path, index_db_url: str) -> None:
+    """After the database dropped every session (a restart), as many queries as the readers'
+    pool holds are under way: a store still gets a connection of its own at once."""
+    with postgres_area(tmp_path / "area", index_db_url) as area, psycopg.connect(
+            index_db_url, autocommit=True) as admin:
+        area.store(*instance(tmp_path / "sources"))
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                      "datname = current_database() AND pid <> pg_backend_pid()")
+        poll_until(lambda: _store_fails_or_none(area, tmp_path / "sources"),
+                   "a store meeting the dropped connection")  # it fails; the next reconnects
+        readers = [area.reader() for _ in range(POOL_SIZE)]
+        try:
+            for reader in readers:
+                reader.execute("SELECT 1").fetchall()
+            stored = area.store(*instance(tmp_path / "sources"))
+        finally:
+            for reader in readers:
+                reader.close()
+        assert stored.file_name in instance_rows(area).values()
+
+
+def _store_fails_or_none(area: StorageArea, sources: Path) -> bool:
+    try:
+        area.store(*instance(sources))
+    except PyqrscpError:
+        return True
+    return False

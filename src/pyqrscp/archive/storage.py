@@ -175,7 +175,7 @@ class StorageArea:
     def reader(self) -> IndexConnection:
         """A connection for one query, closed by the caller (readers never wait for the
         writer: SQLite WAL, PostgreSQL MVCC)."""
-        return self.backend.connect(self.root, durable=False)
+        return self.backend.connect(self.root, durable=False, reader=True)
 
     def path_of(self, file_name: str) -> Path:
         """The path of an indexed file (either layout); refuses any name that could leave the

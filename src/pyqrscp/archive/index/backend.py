@@ -96,10 +96,11 @@ class IndexBackend(Protocol):
     shared: bool
     """True when other nodes may write the same index (PostgreSQL)."""
 
-    def connect(self, root: Path, durable: bool = True, read_only: bool = False
-                ) -> IndexConnection:
+    def connect(self, root: Path, durable: bool = True, read_only: bool = False,
+                reader: bool = False) -> IndexConnection:
         """A connection to the index of the area at ``root`` (created when missing, unless
-        ``read_only``: then :meth:`has_index` must be true)."""
+        ``read_only``: then :meth:`has_index` must be true); ``reader``: for queries only
+        (a backend with a pool keeps the writers' connections apart)."""
         ...
 
     def write_transaction(self, db: IndexConnection) -> AbstractContextManager[None]:
@@ -195,8 +196,8 @@ class SqliteBackend(Transactions):
     driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
     shared = False
 
-    def connect(self, root: Path, durable: bool = True, read_only: bool = False
-                ) -> IndexConnection:
+    def connect(self, root: Path, durable: bool = True, read_only: bool = False,
+                reader: bool = False) -> IndexConnection:
         if read_only:
             return sqlite3.connect(f"file:{root / INDEX_FILE_NAME}?mode=ro", uri=True,
                                    timeout=30, check_same_thread=False)

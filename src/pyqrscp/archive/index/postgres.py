@@ -51,8 +51,10 @@ REGISTRY_DDL = (
 )
 #: One key for every schema change of the database (advisory lock, any node).
 _SCHEMA_LOCK = 0x7079_7172_7363_70  # "pyqrscp"
-#: Connections per area per node; a C-FIND holds one while it streams.
+#: Readers' connections per area per node (queries: a C-FIND holds one while it streams).
 POOL_SIZE = 16
+#: Writers' connections per area per node, a pool apart: queries never take them.
+WRITER_POOL_SIZE = 4
 #: How long a store or query waits for a connection (the database restarting) before failing.
 CONNECT_TIMEOUT = 10
 #: How long a commit whose connection broke is looked up on new connections before its
@@ -225,7 +227,7 @@ class PostgresBackend(Transactions):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._pools: dict[str, ConnectionPool] = {}
+        self._pools: dict[tuple[str, bool], ConnectionPool] = {}
         self._lock = threading.Lock()
         try:
             with psycopg.connect(url, autocommit=True,
@@ -237,18 +239,21 @@ class PostgresBackend(Transactions):
             raise StorageFailure(f"cannot use index database {redact(url)}: "
                                  f"{str(error).strip()}") from error
 
-    def _pool(self, root: Path) -> ConnectionPool:
+    def _pool(self, root: Path, reader: bool) -> ConnectionPool:
+        """The area's readers' or writers' pool (each area's schema is made with the first)."""
         schema = schema_name(root)
         with self._lock:
-            pool = self._pools.get(schema)
+            pool = self._pools.get((schema, reader))
             if pool is None:
-                self._create_schema(schema, root)
+                if not any(key[0] == schema for key in self._pools):
+                    self._create_schema(schema, root)
                 pool = ConnectionPool(
-                    self.url, min_size=1, max_size=POOL_SIZE, open=True, name=schema,
+                    self.url, min_size=1, max_size=POOL_SIZE if reader else WRITER_POOL_SIZE,
+                    open=True, name=f"{schema}-{'readers' if reader else 'writers'}",
                     timeout=float(CONNECT_TIMEOUT), check=ConnectionPool.check_connection,
                     kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
                             "options": f"-c search_path={schema} {SESSION_OPTIONS}"})
-                self._pools[schema] = pool
+                self._pools[(schema, reader)] = pool
         return pool
 
     def _create_schema(self, schema: str, root: Path) -> None:
@@ -264,9 +269,11 @@ class PostgresBackend(Transactions):
             raise StorageFailure(f"cannot use index database {redact(self.url)}: "
                                  f"{str(error).strip()}") from error
 
-    def connect(self, root: Path, durable: bool = True, read_only: bool = False
-                ) -> IndexConnection:
-        return PostgresConnection(self._pool(root), schema_name(root))
+    def connect(self, root: Path, durable: bool = True, read_only: bool = False,
+                reader: bool = False) -> IndexConnection:
+        """A connection from the area's readers' pool (``reader`` or ``read_only``) or its
+        writers' pool: a burst of queries never keeps a store from the database."""
+        return PostgresConnection(self._pool(root, reader or read_only), schema_name(root))
 
     def begin(self, db: IndexConnection) -> None:
         """``BEGIN`` and the area's advisory lock, held to the commit: writers of one area
@@ -335,8 +342,8 @@ class PostgresBackend(Transactions):
     def forget(self, root: Path) -> None:
         schema = schema_name(root)
         with self._lock:
-            pool = self._pools.pop(schema, None)
-        if pool is not None:
+            pools = [self._pools.pop(key) for key in list(self._pools) if key[0] == schema]
+        for pool in pools:
             pool.close()
         with psycopg.connect(self.url, autocommit=True,
                              connect_timeout=CONNECT_TIMEOUT) as db, db.transaction():
