@@ -169,9 +169,10 @@ def negotiation_lines(accepted: list[PresentationContext],
     """The negotiated presentation contexts, as dcmqrscp's ``-d`` lists them: each context's
     ID, abstract syntax and outcome (transfer syntax and role, or the rejection reason)."""
     lines = []
+    taken = {id(context) for context in accepted}  # not ==: it compares every field
     for context in sorted([*accepted, *rejected], key=lambda cx: cx.context_id or 0):
         head = f"Context ID {context.context_id}: {_uid_text(context.abstract_syntax)}"
-        if context in accepted:
+        if id(context) in taken:
             role = "/".join(r for r, on in (("SCU", context.as_scu), ("SCP", context.as_scp))
                             if on) or "default"
             lines.append(f"{head}: accepted, {_uid_text(context.transfer_syntax[0])}, "

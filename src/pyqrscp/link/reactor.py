@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -359,10 +358,3 @@ def wait_for_sending(dul: DULServiceProvider, count: int, timeout: float) -> boo
             return False
         time.sleep(0.0005)
     return True
-
-
-def describe_pdus(enabled: bool) -> None:
-    """Whether pynetdicom describes every PDU and DIMSE message it sends or receives (its
-    "standard" handlers, bound to every association): a few dozen log calls per association
-    that pyqrscp's loggers drop unless asked for pynetdicom's output (``-ll trace``)."""
-    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if enabled else "none"
