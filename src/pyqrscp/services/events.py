@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from typing import cast
 
@@ -145,7 +145,7 @@ def _status(status: Status, comment: str) -> int | Dataset:
 # -- C-GET ----------------------------------------------------------------------------------
 
 
-def get_responses(services: ServiceContext, event: Event) -> Iterator[int | Yielded]:
+def get_responses(services: ServiceContext, event: Event) -> Iterator[object]:
     """``EVT_C_GET``: the number of sub-operations, then each instance as pynetdicom sends
     it (converted to a syntax the requestor accepted); a refusal as one failed
     sub-operation's final status."""
@@ -157,20 +157,10 @@ def get_responses(services: ServiceContext, event: Event) -> Iterator[int | Yiel
         yield 1
         yield _status(selected.status, selected.error_comment), None
         return
-    area, selection = selected
-    LOGGER.info("Received Get Request from %s: %d instance(s)", peer_of(assoc),
-                len(selection.instances))
-    yield len(selection.instances)
-    for sop_instance, sop_class, transfer_syntax, file_name in selection.instances:
-        if event.is_cancelled:
-            yield int(Status.CANCEL), None
-            return
-        try:
-            target = str(scu_context(assoc, sop_class, transfer_syntax).transfer_syntax[0])
-            yield int(Status.PENDING), _dataset(area, file_name, target)
-        except SubOperationFailed as error:
-            LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
-            yield int(Status.PENDING), _unsendable(sop_instance)
+
+    def requestor_syntax(sop_class: str, transfer_syntax: str) -> str:
+        return str(scu_context(assoc, sop_class, transfer_syntax).transfer_syntax[0])
+    yield from _sub_operations(event, selected, "Get", requestor_syntax)
 
 
 # -- C-MOVE ---------------------------------------------------------------------------------
@@ -209,34 +199,22 @@ def move_responses(services: ServiceContext, event: Event) -> Iterator[object]:
         yield 1
         yield _status(selected.status, selected.error_comment), None
         return
-    yield from _move_instances(event, selected, sub,
-                               proposed_syntaxes(options.propose_transfer_syntax))
+    yield from _sub_operations(event, selected, "Move", _destination_syntax(
+        sub, proposed_syntaxes(options.propose_transfer_syntax)))
 
 
-def _move_instances(event: Event, selected: tuple[StorageArea, Selection],
-                    sub: list[Association], uncompressed: list[str]) -> Iterator[object]:
-    area, selection = selected
-    LOGGER.info("Received Move Request from %s: %d instance(s)", peer_of(event.assoc),
-                len(selection.instances))
-    yield len(selection.instances)
-    for sop_instance, sop_class, transfer_syntax, file_name in selection.instances:
-        if event.is_cancelled:
-            yield int(Status.CANCEL), None
-            return
+def _destination_syntax(sub: list[Association], uncompressed: list[str]) -> Choose:
+    """The syntax of a context the C-MOVE destination accepted for an instance: its stored
+    one, else an uncompressed one (the first by context ID)."""
+    def choose(sop_class: str, transfer_syntax: str) -> str | None:
         accepted = [cx for cx in (sub[0].accepted_contexts if sub else [])
                     if cx.abstract_syntax == sop_class]
         exact = [cx for cx in accepted if cx.transfer_syntax[0] == transfer_syntax]
         convertible = [cx for cx in sorted(accepted, key=lambda c: c.context_id or 0)
                        if cx.transfer_syntax[0] in uncompressed]
-        if not exact and not convertible:
-            yield int(Status.PENDING), _unsendable(sop_instance)
-            continue
-        chosen = (exact or convertible)[0]
-        try:
-            yield int(Status.PENDING), _dataset(area, file_name, str(chosen.transfer_syntax[0]))
-        except SubOperationFailed as error:
-            LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
-            yield int(Status.PENDING), _unsendable(sop_instance)
+        chosen = exact or convertible
+        return str(chosen[0].transfer_syntax[0]) if chosen else None
+    return choose
 
 
 # -- shared ---------------------------------------------------------------------------------
@@ -250,6 +228,35 @@ def _selected(services: ServiceContext, event: Event, request: C_GET | C_MOVE, v
     services.bound_request(event.assoc, request, str(event.context.transfer_syntax))
     return select_instances(services, event.assoc, request,
                             UID(str(event.context.transfer_syntax)), model, verb)
+
+
+Choose = Callable[[str, str], "str | None"]
+"""(SOP class UID, stored transfer syntax) to the syntax to send the instance in; None when
+the peer accepted no context for it (the sub-operation fails), or SubOperationFailed (the
+same, with an error line)."""
+
+
+def _sub_operations(event: Event, selected: tuple[StorageArea, Selection], verb: str,
+                    choose: Choose) -> Iterator[object]:
+    """The sub-operations of a C-GET or C-MOVE as pynetdicom's generator yields them: their
+    number, then each instance in the syntax ``choose`` picks (a dataset it cannot send where
+    none), or the cancel status once the requestor cancels."""
+    area, selection = selected
+    LOGGER.info("Received %s Request from %s: %d instance(s)", verb, peer_of(event.assoc),
+                len(selection.instances))
+    yield len(selection.instances)
+    for sop_instance, sop_class, transfer_syntax, file_name in selection.instances:
+        if event.is_cancelled:
+            yield int(Status.CANCEL), None
+            return
+        try:
+            target = choose(sop_class, transfer_syntax)
+            dataset = (_dataset(area, file_name, target) if target is not None
+                       else _unsendable(sop_instance))
+        except SubOperationFailed as error:
+            LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
+            dataset = _unsendable(sop_instance)
+        yield int(Status.PENDING), dataset
 
 
 def _dataset(area: StorageArea, file_name: str, target: str) -> Dataset:
