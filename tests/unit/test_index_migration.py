@@ -6,12 +6,14 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
-from helpers import identifier
+from helpers import identifier, poll_until
 
 from pyqrscp.archive import filelock
+from pyqrscp.archive.index.migration import create_schema
 from pyqrscp.archive.index.query import STUDY_ROOT, parse_identifier, run_query
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME, SCHEMA_VERSION
 from pyqrscp.archive.layout import LOCK_FILE_NAME
@@ -157,3 +159,52 @@ def test_no_upgrade_while_another_process_uses_the_area(tmp_path: Path) -> None:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
     finally:
         db.close()
+
+
+@pytest.mark.sqlite_only  # writes the SQLite file itself
+@pytest.mark.skipif(not filelock.locking_available(),
+                    reason="no file locks: nothing tells another process uses the area")
+def test_a_process_starting_while_another_upgrades_the_index_waits_for_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another process holds the area alone (it is starting, and upgrades the index): this one
+    finds the old schema, waits for that process, and opens the upgraded index."""
+    old_index(tmp_path / "area")
+    starting = os.open(tmp_path / "area" / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    area = StorageArea(tmp_path / "area", Quota(10, 10**9), durable=False)
+    outcome: list[BaseException | None] = []
+
+    def open_area() -> None:
+        try:
+            area.open()
+            outcome.append(None)
+        except StorageFailure as error:
+            outcome.append(error)
+    try:
+        assert filelock.try_lock(starting, exclusive=True)
+        with caplog.at_level(logging.INFO, logger="pyqrscp"):
+            thread = threading.Thread(target=open_area, daemon=True)
+            thread.start()
+            poll_until(lambda: outcome or any("waiting" in r.getMessage()
+                                              for r in caplog.records),
+                       "the opening process to wait or fail")
+            assert outcome == []
+            upgrader = sqlite3.connect(tmp_path / "area" / INDEX_FILE_NAME,
+                                       isolation_level=None)
+            try:
+                create_schema(upgrader)  # what the starting process does
+            finally:
+                upgrader.close()
+            filelock.unlock(starting)
+            thread.join(60)
+    finally:
+        os.close(starting)
+    try:
+        assert outcome == [None]
+        db = area.reader()
+        try:
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        finally:
+            db.close()
+        assert version == (str(SCHEMA_VERSION),)
+    finally:
+        area.close()

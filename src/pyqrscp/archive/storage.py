@@ -43,6 +43,7 @@ from pyqrscp.archive.index.backend import (
     run_write,
 )
 from pyqrscp.archive.index.database import IndexWriter, StoredInstance, create_schema
+from pyqrscp.archive.index.migration import UpgradeRefused
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.archive.indexing import index_instance, log_evictions
 from pyqrscp.archive.layout import (
@@ -121,7 +122,10 @@ class StorageArea:
         wal_left = os.path.lexists(f"{self.index_path}-wal")
         try:
             self._db = self.backend.connect(self.root, durable=False)  # see the module docstring
-            create_schema(self._db, self.backend, may_upgrade=alone)
+            try:
+                create_schema(self._db, self.backend, may_upgrade=alone)
+            except UpgradeRefused as refusal:
+                self._await_upgrade(refusal)
             create_metadata_table(self._db, self.backend)
             first_with_markers = self._first_open_with_markers()
         except self.backend.driver_errors as error:
@@ -136,6 +140,17 @@ class StorageArea:
         else:
             LOGGER.info("%s is also used by another pyqrscp process; leftovers kept", self.root)
         filelock.lock_shared(self._lock_file)  # waits while a rebuild holds the area
+
+    def _await_upgrade(self, refusal: UpgradeRefused) -> None:
+        """The index needs an upgrade and another process holds the area: one starting alone
+        upgrades it, so wait until it holds the area no more, then look again.  Raises
+        UpgradeRefused when the index is still old (an older pyqrscp process uses the area)."""
+        if self._db is None or self._lock_file is None:
+            raise refusal
+        LOGGER.info("%s: %s; waiting for the pyqrscp process starting in this area", self.root,
+                    str(refusal).split(":")[0])
+        filelock.lock_shared(self._lock_file)  # waits while a starting process holds it alone
+        create_schema(self._db, self.backend, may_upgrade=False)
 
     def close(self) -> None:
         """Close the index; the last process to close the area marks the stop clean."""

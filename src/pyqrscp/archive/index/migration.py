@@ -27,6 +27,10 @@ LOGGER = logging.getLogger(__name__)
 _BATCH = 1000
 
 
+class UpgradeRefused(StorageFailure):
+    """The index needs an upgrade that may not run while another process uses the area."""
+
+
 def create_schema(db: IndexConnection, backend: IndexBackend | None = None, *,
                   may_upgrade: bool = True) -> None:
     """Create the tables of a new index, or upgrade an older one; refuse a newer one.
@@ -41,7 +45,8 @@ def create_schema(db: IndexConnection, backend: IndexBackend | None = None, *,
     Raises
     ------
     StorageFailure
-        When the index was written by a newer pyqrscp, or needs an upgrade that may not run.
+        When the index was written by a newer pyqrscp; UpgradeRefused when it needs an
+        upgrade that may not run.
     """
     backend = backend or SqliteBackend()
     with backend.write_transaction(db):
@@ -58,7 +63,7 @@ def create_schema(db: IndexConnection, backend: IndexBackend | None = None, *,
                                  f"({SCHEMA_VERSION})")
         elif int(row[0]) < SCHEMA_VERSION:
             if not may_upgrade:
-                raise StorageFailure(f"index schema {row[0]} needs an upgrade to "
+                raise UpgradeRefused(f"index schema {row[0]} needs an upgrade to "
                                      f"{SCHEMA_VERSION}: stop the other pyqrscp process using "
                                      "this storage area, then start again")
             migrate(db, int(row[0]), backend)
