@@ -191,7 +191,7 @@ def move_responses(services: ServiceContext, event: Event) -> Iterator[object]:
         build_context("1.2.840.10008.1.1")]
     move_aet = called_aet(assoc)
     yield destination.host, destination.port, {
-        "contexts": contexts, "max_pdu": options.max_pdu or 16384,
+        "contexts": contexts, "max_pdu": options.receive_pdu_size,
         "tls_args": client_tls_args(services.client_tls, destination.host),
         "evt_handlers": [(evt.EVT_CONN_OPEN, lambda e: call_from(e.assoc, move_aet)),
                          (evt.EVT_ESTABLISHED, lambda e: sub.append(e.assoc))]}
