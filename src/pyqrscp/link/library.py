@@ -1,6 +1,6 @@
-"""pynetdicom's process-wide settings, applied once by the command line (never at import).
-
-Both are its documented configuration (``pynetdicom._config``), not internals.
+"""pynetdicom's and pydicom's process-wide settings, applied once by the command line (never
+at import): pynetdicom's documented configuration (``pynetdicom._config``) and pydicom's
+table of value checks (``pydicom.valuerep.VALIDATORS``), not internals.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from pydicom import valuerep
 from pynetdicom import _config as pynetdicom_config
 
 REMEMBERED_UIDS = 4096
@@ -27,14 +28,18 @@ def remember_uid_checks() -> None:
 
     pynetdicom checks every UID it decodes or sets (abstract and transfer syntaxes, SOP
     classes of role selections), several times each while an association is negotiated: a
-    ``getscu`` proposing ~120 contexts costs ~4,000 checks, a third of its A-ASSOCIATE-RQ's
-    decoding and negotiation.  The same few hundred UIDs come back in every association, so
-    each verdict is kept (per UID and conformance setting).  Idempotent.
+    ``getscu`` proposing ~120 contexts costs ~4,000 checks of its own and ~1,800 of pydicom's
+    (every ``UID`` made), most of its A-ASSOCIATE-RQ's decoding and negotiation.  The same few
+    hundred UIDs come back in every association, so each verdict is kept (per UID, and per
+    conformance setting for pynetdicom's); an invalid value is still reported every time it
+    is met.  Idempotent.
     """
     check = pynetdicom_config.VALIDATORS["UI"]
-    if getattr(check, "remembers", False):
-        return
-    pynetdicom_config.VALIDATORS["UI"] = _remembering(check)
+    if not getattr(check, "remembers", False):
+        pynetdicom_config.VALIDATORS["UI"] = _remembering(check)
+    value_check = valuerep.VALIDATORS["UI"]
+    if not getattr(value_check, "remembers", False):
+        valuerep.VALIDATORS["UI"] = _remembering_value_check(value_check)
 
 
 def _remembering(check: Callable[[Any], tuple[bool, str]]
@@ -47,6 +52,21 @@ def _remembering(check: Callable[[Any], tuple[bool, str]]
         if not isinstance(value, str):
             return check(value)
         return verdict(value, type(value), bool(pynetdicom_config.ENFORCE_UID_CONFORMANCE))
+
+    remembered.remembers = True  # type: ignore[attr-defined]
+    return remembered
+
+
+def _remembering_value_check(check: Callable[[str, Any], tuple[bool, str]]
+                             ) -> Callable[[str, Any], tuple[bool, str]]:
+    @lru_cache(maxsize=REMEMBERED_UIDS)
+    def verdict(vr: str, value: str, kind: type) -> tuple[bool, str]:
+        return check(vr, value)
+
+    def remembered(vr: str, value: Any) -> tuple[bool, str]:
+        if not isinstance(value, str):
+            return check(vr, value)
+        return verdict(vr, value, type(value))
 
     remembered.remembers = True  # type: ignore[attr-defined]
     return remembered
