@@ -59,6 +59,21 @@ def test_a_node_stopping_cleanly_leaves_no_lock_file(tmp_path: Path) -> None:
     assert not [p for p in area.root.iterdir() if p.name.startswith(NODE_LOCK_PREFIX)]
 
 
+def test_a_node_stopping_cleanly_removes_its_own_temp_files_only(tmp_path: Path) -> None:
+    """A spool an association left behind goes with its node's clean stop: once the node's
+    lock file is gone, no later start could tell it ended (the area is never unused while
+    other nodes run).  Another live node's temp files stay."""
+    root = tmp_path / "area"
+    other, stopping = opened(root), opened(root)
+    others_temp, own_temp = half_written(other), half_written(stopping)
+    stopping.close()
+    try:
+        assert not own_temp.exists()
+        assert others_temp.exists()
+    finally:
+        other.close()
+
+
 def test_temp_files_carry_the_node_id(tmp_path: Path) -> None:
     area = opened(tmp_path / "area")
     try:

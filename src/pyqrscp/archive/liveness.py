@@ -4,7 +4,8 @@ Several processes (nodes, on this machine or others sharing the folder) may writ
 area.  Each holds an exclusive lock on its own ``.pyqrscp-node-<id>.lock`` while it has the area
 open, and names its temp files ``.pyqrscp-tmp-<id>-<random>``.  At start-up a process removes
 the temp files of every node whose lock it can take (that node has ended: killed, crashed, or
-its machine restarted), so it never removes a half-written file of a live node.  A lock file
+its machine restarted), so it never removes a half-written file of a live node; a node stopping
+cleanly removes its own.  A lock file
 is created under a passing name, locked, then renamed, so nobody ever sees it unlocked while
 its node lives.
 """
@@ -65,12 +66,25 @@ class NodeLock:
         raise OSError(f"cannot create a lock file in {self.root}")
 
     def release(self) -> None:
-        """Remove the lock file, then let the lock go (a clean stop leaves nothing behind)."""
+        """Remove this node's temp files (a spool an aborted association left) and its lock
+        file, then let the lock go: a clean stop leaves nothing behind, and nothing that no
+        later start could tell is unused."""
         if self._fd is None:
             return
+        self.remove_own_temps()
         unlink_quietly(self.root / f"{NODE_LOCK_PREFIX}{self.node_id}.lock")
         os.close(self._fd)
         self._fd = None
+
+    def remove_own_temps(self) -> list[str]:
+        """Remove the temp files this node has written into the area; their names."""
+        removed: list[str] = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.startswith(self.temp_prefix):
+                    unlink_quietly(Path(entry.path))
+                    removed.append(entry.name)
+        return removed
 
     def remove_ended_nodes_temps(self) -> list[str]:
         """Remove the temp files of every ended node, then its lock file; their names."""
