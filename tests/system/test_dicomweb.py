@@ -11,9 +11,10 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_server import WebServer, sample, split_multipart, web_server
-from helpers import have_dcmtk, index_db, make_ct
+from helpers import have_dcmtk, index_db, make_ct, poll_until, run_tool
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
+from pydicom.uid import generate_uid
 from query_tool import findscu
 
 from pyqrscp.cli import main as cli_main
@@ -353,3 +354,49 @@ def test_metadata_of_instances_stored_without_the_listener(tmp_path: Path) -> No
         assert found["00100010"]["Value"] == [{"Alphabetic": str(ct.PatientName)}]
     with index_db(web.areas["a"]) as db:
         assert db.execute("SELECT COUNT(*) FROM instance_metadata").fetchone()[0] == 1
+
+
+def _metadata_rows(area: Path) -> int:
+    with index_db(area) as db:
+        return int(db.execute("SELECT COUNT(*) FROM instance_metadata").fetchone()[0])
+
+
+def _store_series(web: WebServer, folder: Path, count: int) -> tuple[str, str]:
+    folder.mkdir()
+    study_uid, series_uid = generate_uid(), generate_uid()
+    files = [make_ct(folder, study_uid=study_uid, series_uid=series_uid, instance_number=n)
+             for n in range(1, count + 1)]
+    stored = run_tool("storescu", "-aec", "ARCHIVE", "127.0.0.1", str(web.dicom_port),
+                      *map(str, files))
+    assert stored.returncode == 0, stored.stderr
+    return study_uid, series_uid
+
+
+def _instance_numbers(web: WebServer, study_uid: str, series_uid: str) -> list[int]:
+    answer = requests.get(f"{web.dicomweb()}/studies/{study_uid}/series/{series_uid}/metadata",
+                          timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text
+    return sorted(int(found["00200013"]["Value"][0]) for found in answer.json())
+
+
+@needs_dcmtk
+def test_c_store_leaves_describing_to_the_metadata_writer(tmp_path: Path) -> None:
+    """C-STORE answers without describing the instance (the area's writer waits until stores
+    pause; here it is held off for an hour); /metadata describes what is not yet described."""
+    with web_server(tmp_path) as web:
+        for area in web.server.services.areas.values():
+            assert area.describer is not None
+            area.describer.quiet = 3600.0
+        study_uid, series_uid = _store_series(web, tmp_path / "in", 5)
+        assert indexed(web.areas["a"]) == 5
+        assert _metadata_rows(web.areas["a"]) == 0
+        assert _instance_numbers(web, study_uid, series_uid) == [1, 2, 3, 4, 5]
+        assert _metadata_rows(web.areas["a"]) == 5
+
+
+@needs_dcmtk
+def test_the_metadata_writer_catches_up_once_stores_pause(tmp_path: Path) -> None:
+    with web_server(tmp_path) as web:
+        study_uid, series_uid = _store_series(web, tmp_path / "in", 5)
+        poll_until(lambda: _metadata_rows(web.areas["a"]) == 5, "every instance described")
+        assert _instance_numbers(web, study_uid, series_uid) == [1, 2, 3, 4, 5]

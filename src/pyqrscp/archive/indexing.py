@@ -13,7 +13,6 @@ from pathlib import Path
 
 from pyqrscp.archive.dicomfile import Header
 from pyqrscp.archive.index.database import IndexWriter, StoredInstance
-from pyqrscp.archive.metadata import keep as keep_metadata
 from pyqrscp.archive.quota import EvictionPlan, plan_eviction
 from pyqrscp.config import Quota
 
@@ -21,7 +20,7 @@ LOGGER = logging.getLogger(__name__)
 
 
 def index_instance(writer: IndexWriter, quota: Quota, header: Header, file_name: str,
-                   size: int, metadata: bytes | None) -> tuple[EvictionPlan, list[str], bool]:
+                   size: int) -> tuple[EvictionPlan, list[str], bool]:
     """Apply the quota plan and add the row: ``(plan, files no row names now, replaced)``.
 
     Raises QuotaExceeded when the instance cannot fit (nothing is changed then).
@@ -39,8 +38,6 @@ def index_instance(writer: IndexWriter, quota: Quota, header: Header, file_name:
             unused.append(evicted.file_name)
             writer.delete_instance(evicted_uid)
     writer.add_instance(header, file_name, size)
-    if metadata is not None:
-        keep_metadata(writer.db, header.sop_instance_uid, metadata)
     return plan, unused, old is not None
 
 

@@ -1,4 +1,4 @@
-"""Each instance's DICOM JSON (PS3.18 F.2), written once at ingest, for WADO-RS ``/metadata``.
+"""Each instance's DICOM JSON (PS3.18 F.2), written once after ingest, for WADO-RS ``/metadata``.
 
 Kept in the area's index (table ``instance_metadata``, one row per instance, removed with it),
 so a series' metadata is one query and a concatenation: no file is parsed per request.  Bulk
@@ -81,11 +81,12 @@ def create_table(db: IndexConnection, backend: IndexBackend) -> None:
             db.execute(statement)
 
 
-def keep(db: IndexConnection, sop_instance_uid: str, metadata: bytes) -> None:
-    """Store an instance's JSON in the caller's write transaction (after its row)."""
+def keep(db: IndexConnection, sop_instance_uid: str, file_name: str, metadata: bytes) -> None:
+    """Store an instance's JSON in the caller's write transaction, if its row still names the
+    file described (not when a newer copy replaced it meanwhile)."""
     db.execute("INSERT INTO instance_metadata (instance_pk, json) SELECT pk, ? FROM instance "
-               "WHERE sop_instance_uid = ? ON CONFLICT (instance_pk) DO UPDATE SET "
-               "json = excluded.json", (metadata, sop_instance_uid))
+               "WHERE sop_instance_uid = ? AND file_name = ? ON CONFLICT (instance_pk) DO "
+               "UPDATE SET json = excluded.json", (metadata, sop_instance_uid, file_name))
 
 
 def stored_metadata(db: IndexConnection, study_uid: str, series_uid: str | None = None,

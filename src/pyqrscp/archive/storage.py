@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from pyqrscp.archive import filelock
 from pyqrscp.archive.areafiles import open_regular, read_regular
+from pyqrscp.archive.describer import Described, MetadataWriter
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.durable import (
     flush_pool,
@@ -94,8 +95,8 @@ class StorageArea:
         self._db: IndexConnection | None = None
         self._lock_file: int | None = None
         self._flush_pool: ThreadPoolExecutor | None = None
-        self.describe: Callable[[bytes], bytes] | None = None
-        """Set (by the HTTP listener) to keep each instance's DICOM JSON with its row."""
+        self.describer: MetadataWriter | None = None
+        """Keeps each new instance's DICOM JSON (see :meth:`describe_new_instances`)."""
 
     def open(self) -> None:
         """Share the area with other pyqrscp processes, open the index, remove leftovers.
@@ -152,8 +153,19 @@ class StorageArea:
         filelock.lock_shared(self._lock_file)  # waits while a starting process holds it alone
         create_schema(self._db, self.backend, may_upgrade=False)
 
+    def describe_new_instances(self, describe: Callable[[bytes], bytes]) -> None:
+        """From now on keep each stored instance's DICOM JSON (``describe`` makes it), in a
+        thread that works while stores pause (:mod:`pyqrscp.archive.describer`)."""
+        if self.describer is None:
+            self.describer = MetadataWriter(lambda name: read_regular(self.path_of(name)),
+                                            describe, self.keep_metadata, str(self.root))
+            self.describer.start()
+
     def close(self) -> None:
         """Close the index; the last process to close the area marks the stop clean."""
+        if self.describer is not None:
+            self.describer.stop()
+            self.describer = None
         if self._flush_pool is not None:
             self._flush_pool.shutdown()
             self._flush_pool = None
@@ -260,11 +272,10 @@ class StorageArea:
             if spooled is not None:
                 unlink_quietly(spooled)
             raise
-        metadata = self._described(header, data)
         place(self.root, temp_path, file_name, self.durable)
         try:
             with self.lock:
-                plan, unused, replaced = self._index(header, file_name, len(data), metadata)
+                plan, unused, replaced = self._index(header, file_name, len(data))
         except CommitUnknown:
             self._mark_for_sweep(True)  # its row may be there: the file stays for the sweep
             raise
@@ -272,18 +283,9 @@ class StorageArea:
             self._discard([file_name])
             raise
         self._remove_unused(unused)
+        if self.describer is not None:
+            self.describer.stored(header.sop_instance_uid, file_name)
         return StoreResult(file_name, plan.studies, plan.instances, replaced)
-
-    def _described(self, header: Header, data: bytes) -> bytes | None:
-        """The instance's DICOM JSON when it is kept; None (filled in later) if that fails."""
-        if self.describe is None:
-            return None
-        try:
-            return self.describe(data)
-        except PyqrscpError as error:
-            LOGGER.warning("%s: no metadata kept for %s: %s", self.root,
-                           header.sop_instance_uid, error)
-            return None
 
     def store_batch(self, items: Sequence[tuple[Header, bytes]]
                     ) -> list[StoreResult | PyqrscpError]:
@@ -323,11 +325,10 @@ class StorageArea:
                      outcome: list[StoreResult | PyqrscpError | None]) -> None:
         """Index the placed files (``None`` in ``outcome``) in one transaction, then flush it."""
         placed = [number for number, result in enumerate(outcome) if result is None]
-        described = {number: self._described(*items[number]) for number in placed}
 
         def index_all() -> list[tuple[StoreResult, list[str]] | PyqrscpError]:
             return [self._index_one_of_many(items[number][0], names[number],
-                                            len(items[number][1]), described[number])
+                                            len(items[number][1]))
                     for number in placed]
         try:
             with self.lock:
@@ -350,20 +351,22 @@ class StorageArea:
                 unused += gone
         self._discard([names[number] for number in placed
                        if isinstance(outcome[number], PyqrscpError)])
-        for stored in outcome:
+        for (header, _data), stored in zip(items, outcome, strict=True):
             if isinstance(stored, StoreResult):
                 log_evictions(self.root, EvictionPlan(stored.evicted_studies,
                                                       stored.evicted_instances))
+                if self.describer is not None:
+                    self.describer.stored(header.sop_instance_uid, stored.file_name)
         self._remove_unused(unused, flushed=True)
 
-    def _index_one_of_many(self, header: Header, file_name: str, size: int,
-                           metadata: bytes | None) -> tuple[StoreResult, list[str]] | PyqrscpError:
+    def _index_one_of_many(self, header: Header, file_name: str, size: int
+                           ) -> tuple[StoreResult, list[str]] | PyqrscpError:
         """Index one instance of a batch inside a savepoint of the batch's transaction."""
         db = self.writer.db
         db.execute("SAVEPOINT one_instance")
         try:
             plan, unused, replaced = index_instance(self.writer, self.quota, header, file_name,
-                                                    size, metadata)
+                                                    size)
         except self._index_failures as error:
             if self.backend.is_transient(error):
                 raise  # the whole batch runs again
@@ -432,12 +435,12 @@ class StorageArea:
         for name in file_names:
             unlink_quietly(self.path_of(name))
 
-    def _index(self, header: Header, file_name: str, size: int, metadata: bytes | None = None
+    def _index(self, header: Header, file_name: str, size: int
                ) -> tuple[EvictionPlan, list[str], bool]:
         """Plan and apply quota evictions and the new row in one write transaction."""
         writer = self.writer
         result = _run_write(self.backend, writer.db, lambda: index_instance(
-            writer, self.quota, header, file_name, size, metadata))
+            writer, self.quota, header, file_name, size))
         log_evictions(self.root, result[0])
         return result
 
@@ -455,13 +458,14 @@ class StorageArea:
         with self.lock:
             return self.writer.instance(sop_instance_uid)
 
-    def keep_metadata(self, rows: list[tuple[str, bytes]]) -> None:
-        """Keep the DICOM JSON of instances stored without it (``(SOP Instance UID, JSON)``)."""
+    def keep_metadata(self, rows: list[Described]) -> None:
+        """Keep the DICOM JSON of instances (``(SOP Instance UID, file name, JSON)``), each
+        only while its row names that file."""
         writer = self.writer
 
         def keep_all() -> None:
-            for sop_instance_uid, metadata in rows:
-                keep_metadata(writer.db, sop_instance_uid, metadata)
+            for sop_instance_uid, file_name, metadata in rows:
+                keep_metadata(writer.db, sop_instance_uid, file_name, metadata)
         with self.lock:
             _run_write(self.backend, writer.db, keep_all)
 

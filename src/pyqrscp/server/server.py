@@ -231,7 +231,7 @@ class ArchiveServer:
 
         entries = {entry.ae_title: entry for entry in self.config.ae_table}
         for area in self.services.areas.values():
-            area.describe = describe  # /metadata answers from JSON kept at ingest
+            area.describe_new_instances(describe)  # /metadata answers from kept JSON
         archive = WebArchive(
             entries, {title: self.services.area_for(entry) for title, entry in entries.items()},
             self.web_settings, case_sensitive_pn=self.options.case_sensitive_pn,

@@ -1,8 +1,10 @@
-"""WADO-RS metadata (PS3.18 10.4.1.1.2) and bulk data, from the JSON kept at ingest.
+"""WADO-RS metadata (PS3.18 10.4.1.1.2) and bulk data, from the JSON kept in the index.
 
 A series' metadata is one index query and a concatenation of the stored JSON objects; the
-BulkDataURIs in them get this listener's URL.  Instances stored while the listener was off get
-their JSON on the first request that needs it, once (kept in the index).
+BulkDataURIs in them get this listener's URL.  Each new instance is described by its area's
+metadata writer once stores pause (:mod:`pyqrscp.archive.describer`); an instance not yet
+described (stores still arriving, or stored while the listener was off) gets its JSON on the
+first request that needs it, once (kept in the index).
 """
 
 from __future__ import annotations
@@ -34,18 +36,18 @@ def metadata_json(archive: WebArchive, ae_title: str, study: str, series: str | 
     area = archive.area(ae_title)
     with archive.reader(ae_title) as db:
         rows = stored_metadata(db, study, series, instance)
-    made: list[tuple[str, bytes]] = []
+    made: list[tuple[str, str, bytes]] = []
     objects: list[bytes] = []
     for uid, file_name, blob in rows:
         if blob is None:
             blob = _describe_file(area, file_name)
             if blob is None:
                 continue
-            made.append((uid, blob))
+            made.append((uid, file_name, blob))
         objects.append(blob)
     if made:
         area.keep_metadata(made)
-        LOGGER.info("%s: kept the metadata of %d instance(s) stored without it", ae_title,
+        LOGGER.info("%s: kept the metadata of %d instance(s) not yet described", ae_title,
                     len(made))
     return objects
 

@@ -1,0 +1,121 @@
+"""The metadata writer on a real storage area: it describes stored instances once stores pause,
+never on the store itself, keeps nothing for a copy that was replaced meanwhile, and stops
+promptly with work left (requests describe that)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import make_ct, poll_until
+
+from pyqrscp.archive.describer import MetadataWriter
+from pyqrscp.archive.dicomfile import read_header
+from pyqrscp.archive.metadata import describe
+from pyqrscp.archive.storage import StorageArea
+from pyqrscp.config import Quota
+from pyqrscp.errors import InvalidDataset
+
+MB = 1024**2
+HOUR = 3600.0
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> Iterator[StorageArea]:
+    area = StorageArea(tmp_path / "area", Quota(100, 100 * MB), durable=False)
+    area.open()
+    area.describe_new_instances(describe)
+    yield area
+    area.close()
+
+
+def _writer(area: StorageArea) -> MetadataWriter:
+    assert area.describer is not None
+    return area.describer
+
+
+def _kept(area: StorageArea) -> dict[str, str]:
+    """SOP Instance UID -> PatientName in the kept JSON."""
+    db = area.reader()
+    try:
+        found = db.execute("SELECT i.sop_instance_uid, m.json FROM instance_metadata m "
+                           "JOIN instance i ON i.pk = m.instance_pk").fetchall()
+    finally:
+        db.close()
+    return {str(uid): json.loads(bytes(blob))["00100010"]["Value"][0]["Alphabetic"]
+            for uid, blob in found}
+
+
+def _store(area: StorageArea, sources: Path, patient_name: str = "Doe^John",
+           sop_uid: str | None = None) -> str:
+    data = make_ct(sources, patient_name=patient_name, sop_uid=sop_uid).read_bytes()
+    header = read_header(data)
+    area.store(header, data)
+    return header.sop_instance_uid
+
+
+def test_stores_wait_while_they_keep_coming_then_all_are_described(area: StorageArea,
+                                                                   tmp_path: Path) -> None:
+    _writer(area).quiet = HOUR
+    uids = [_store(area, tmp_path, patient_name=f"P{n}") for n in range(5)]
+    assert _kept(area) == {}
+    assert _writer(area).pending == 5
+    _writer(area).quiet = 0.0
+    kept = poll_until(lambda: _kept(area) if len(_kept(area)) == 5 else None,
+                      "five instances described")
+    assert kept == {uid: f"P{n}" for n, uid in enumerate(uids)}
+
+
+def _stored_row(area: StorageArea, sop_instance_uid: str) -> tuple[str, str]:
+    found = area.instance(sop_instance_uid)
+    assert found is not None
+    return sop_instance_uid, found.file_name
+
+
+def test_a_copy_replaced_before_it_was_described_is_not_kept(area: StorageArea,
+                                                             tmp_path: Path) -> None:
+    _writer(area).quiet = HOUR
+    uid = _store(area, tmp_path, patient_name="Old^Copy")
+    old_file = _stored_row(area, uid)[1]
+    _store(area, tmp_path, sop_uid=uid, patient_name="New^Copy")
+    # the old copy's JSON, made from a file read before the replacement, arrives late
+    area.keep_metadata([(uid, old_file, b'{"00100010":{"vr":"PN","Value":'
+                         b'[{"Alphabetic":"Old^Copy"}]}}')])
+    assert _kept(area) == {}
+    _writer(area).quiet = 0.0
+    poll_until(lambda: _kept(area) == {uid: "New^Copy"}, "the new copy described")
+
+
+def test_unreadable_or_gone_instances_are_skipped(tmp_path: Path) -> None:
+    files = {"good": b"good", "bad": b"bad"}
+    kept: list[tuple[str, str, bytes]] = []
+
+    def read(name: str) -> bytes:
+        return files[name] if name in files else Path(tmp_path / name).read_bytes()
+
+    def describe_bytes(data: bytes) -> bytes:
+        if data == b"bad":
+            raise InvalidDataset("not DICOM")
+        return data.upper()
+
+    writer = MetadataWriter(read, describe_bytes, kept.extend, quiet=0.0)
+    writer.start()
+    try:
+        for number, name in enumerate(("bad", "gone", "good")):
+            writer.stored(f"1.2.{number}", name)
+        poll_until(lambda: writer.pending == 0 and kept, "the batch described")
+    finally:
+        writer.stop()
+    assert kept == [("1.2.2", "good", b"GOOD")]
+
+
+def test_stop_leaves_pending_instances_to_requests(area: StorageArea, tmp_path: Path) -> None:
+    _writer(area).quiet = HOUR
+    _store(area, tmp_path)
+    writer = _writer(area)
+    area.close()
+    assert writer.pending == 1
+    assert area.describer is None
+    area.open()  # the fixture closes it again
