@@ -42,6 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove as STUDY_MOVE,
 )
 
+from pyqrscp.cli.index import main as index_main
 from pyqrscp.dimse.pdus import p_data
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
@@ -84,8 +85,8 @@ class Archive:
 def archive(tmp_path: Path, count: int, rows: int = 8, *server_flags: str,
             max_associations: int = 16, real_process: bool = False) -> Iterator[Archive]:
     """An ARCHIVE area holding one study of ``count`` instances (registered with
-    ``pyqrscp index``), served in-process on port 0 (by the real ``pyqrscp`` process with
-    ``real_process``); DEST is a free port, DOWN a closed one."""
+    ``pyqrscp index``, run in this process), served in-process on port 0 (by the real
+    ``pyqrscp`` process with ``real_process``); DEST is a free port, DOWN a closed one."""
     files = tmp_path / "files"
     files.mkdir()
     uids = [f"{STUDY}.1.{n}" for n in range(1, count + 1)]
@@ -99,10 +100,7 @@ def archive(tmp_path: Path, count: int, rows: int = 8, *server_flags: str,
          f"down = (DOWN, localhost, {free_port()})"])
     config.write_text(config.read_text().replace("MaxAssociations = 16",
                                                  f"MaxAssociations = {max_associations}"))
-    indexed = subprocess.run([sys.executable, "-m", "pyqrscp", "index", "-c", str(config),
-                              "ARCHIVE", str(files)], capture_output=True, text=True,
-                             timeout=300)
-    assert indexed.returncode == 0, indexed.stderr
+    assert index_main(["-c", str(config), "ARCHIVE", str(files)]) == 0
     if real_process:
         with pyqrscp_process(config, *server_flags) as running:
             yield Archive(running.port, tmp_path / "area", uids, destination_port,
