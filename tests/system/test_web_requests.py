@@ -1,6 +1,7 @@
 """Requests the HTTP listener must refuse: a foreign Host (DNS rebinding) while it needs no
 credentials, a deletion from another origin or with an oversized body, and malformed UIDs in
-the path; and answers sent without Nagle's delay."""
+the path, endless padding in a STOW-RS body; answers sent without Nagle's delay, and a search
+answered while a STOW-RS body is still arriving."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import requests
 from dicomweb_server import WebServer, web_server
-from helpers import make_ct
+from helpers import make_ct, poll_until, still_open
 from pydicom import dcmread
-from test_dicomweb import indexed, post, stow_body
+from test_dicomweb import BOUNDARY, STOW_TYPE, indexed, leftovers, post, stow_body
 
 TIMEOUT = 60
 
@@ -137,3 +138,46 @@ def test_answers_are_not_held_back_by_nagle(tmp_path: Path) -> None:
             assert client.recv(4096).startswith(b"HTTP/1.1 204")
             server_end = _server_side(client)
             assert server_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def _stow_head(length: int) -> bytes:
+    return (f"POST /dicomweb/ARCHIVE/studies HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Type: {STOW_TYPE}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def _status_of(connection: socket.socket) -> int:
+    head = b""
+    while b"\r\n" not in head:
+        received = connection.recv(4096)
+        if not received:
+            break
+        head += received
+    return int(head.split(b" ", 2)[1])
+
+
+def test_a_search_is_answered_while_a_stow_body_streams(tmp_path: Path) -> None:
+    body = stow_body(make_ct(tmp_path, rows=64).read_bytes())
+    half = len(body) // 2
+    with web_server(tmp_path) as web:
+        port = int(web.root.rpartition(":")[2])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as upload:
+            upload.sendall(_stow_head(len(body)) + body[:half])
+            poll_until(lambda: leftovers(web.areas["a"]) or None, "the part being spooled")
+            search = requests.get(web.dicomweb() + "/studies", timeout=TIMEOUT)
+            assert search.status_code == 204, search.text
+            assert still_open(upload)
+            upload.sendall(body[half:])
+            assert _status_of(upload) == 200
+        assert indexed(web.areas["a"]) == 1
+        assert leftovers(web.areas["a"]) == []
+
+
+def test_endless_padding_after_a_boundary_is_refused_at_once(tmp_path: Path) -> None:
+    # kept whole and copied again on every read, it held the event loop ever longer
+    length = 1 << 30
+    with web_server(tmp_path) as web:
+        port = int(web.root.rpartition(":")[2])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as upload:
+            upload.sendall(_stow_head(length) + b"--" + BOUNDARY.encode() + b" " * 8192)
+            assert _status_of(upload) == 400
+        assert leftovers(web.areas["a"]) == []

@@ -71,6 +71,16 @@ def test_broken_headers_are_refused() -> None:
         parse(b"--b0undary\r\nA: " + b"x" * 20000, [])
 
 
+def test_padding_after_a_boundary_is_bounded() -> None:
+    parts = parse(b"--b0undary \t \r\n\r\nx\r\n--b0undary--", [])
+    assert [data for _headers, data in parts] == [b"x"]
+    parser = MultipartParser(BOUNDARY)
+    parser.feed(b"--b0undary")
+    with pytest.raises(MalformedMultipart, match="padding"):
+        for _ in range(100):
+            parser.feed(b" " * 64)
+
+
 def test_content_type_parameters() -> None:
     kind, params, unquoted = content_type_params(
         'Multipart/Related; type="application/dicom"; boundary=abc; start="<a;b>"')

@@ -2,7 +2,8 @@
 
 Bytes go in as they arrive (:meth:`MultipartParser.feed`); out come part headers, part data
 and part ends.  A body that ends before its close delimiter, a header block past
-:data:`MAX_HEADER_BYTES`, or header lines without a colon raise :class:`MalformedMultipart`.
+:data:`MAX_HEADER_BYTES`, padding after a boundary past :data:`MAX_PADDING_BYTES`, or header
+lines without a colon raise :class:`MalformedMultipart`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_HEADER_BYTES = 16 << 10
+MAX_PADDING_BYTES = 1 << 10
+"""Blanks allowed after a boundary (RFC 2046's transport padding); a run without end would
+be kept, and copied again on every read."""
 
 
 class MalformedMultipart(ValueError):
@@ -120,6 +124,9 @@ class MultipartParser:
     def _after_delimiter(self, events: list[Event]) -> bool:
         stripped = bytes(self.buffer).lstrip(b" \t")
         if len(stripped) < 2:
+            if len(self.buffer) > MAX_PADDING_BYTES:
+                raise MalformedMultipart(f"more than {MAX_PADDING_BYTES} bytes of padding "
+                                         "after a boundary")
             return False
         if stripped.startswith(b"--"):
             self.state = "end"

@@ -1,7 +1,8 @@
 """STOW-RS (PS3.18 10.5): ``multipart/related; type="application/dicom"`` into an area.
 
 The whole body is read first, each part into a temp file of the storage area (as a large
-C-STORE is spooled); only a well-formed body is stored, part by part, through the same
+C-STORE is spooled; parsed and written in a worker thread, see :mod:`pyqrscp.web.upload`);
+only a well-formed body is stored, part by part, through the same
 :meth:`StorageArea.store` as C-STORE (quota, crash-safe write, index).  A malformed body (no
 boundary, an unquoted ``type``, chunked, a part that never ends, larger than allowed, too
 slow) gets a 4xx and leaves nothing behind.
@@ -9,15 +10,10 @@ slow) gets a 4xx and leaves nothing behind.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mmap
 import os
-import secrets
-import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -31,28 +27,13 @@ from pyqrscp.archive.storage import StorageArea
 from pyqrscp.errors import InvalidDataset, PyqrscpError, QuotaExceeded, StorageFailure
 from pyqrscp.status import Status
 from pyqrscp.web.archive import WebArchive
-from pyqrscp.web.multipart import (
-    MalformedMultipart,
-    MultipartParser,
-    PartData,
-    PartEnd,
-    PartStart,
-    content_type_params,
-)
+from pyqrscp.web.multipart import content_type_params
 from pyqrscp.web.qido import archive_of, base_url
 from pyqrscp.web.settings import WebSettings
+from pyqrscp.web.upload import SpooledPart, discard, receive_parts
 
 LOGGER = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
-
-
-@dataclass(slots=True)
-class SpooledPart:
-    """One part's bytes in a temp file of the area."""
-
-    path: Path
-    fd: int
-    size: int = 0
 
 
 @dataclass(slots=True)
@@ -90,92 +71,6 @@ def check_request(request: Request, settings: WebSettings) -> str:
     return boundary
 
 
-async def _chunks(request: Request, settings: WebSettings) -> AsyncIterator[bytes]:
-    """The body, each read bounded by the read timeout, all of it by the body timeout."""
-    deadline = time.monotonic() + settings.body_timeout
-    stream = request.stream().__aiter__()
-    while True:
-        left = min(settings.read_timeout, deadline - time.monotonic())
-        try:
-            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
-        except StopAsyncIteration:
-            return
-        except asyncio.TimeoutError:
-            raise HTTPException(408, "the body did not arrive in time") from None
-        if chunk:
-            yield chunk
-
-
-async def receive_parts(request: Request, area: StorageArea, settings: WebSettings,
-                        boundary: str, part_limit: int) -> list[SpooledPart]:
-    """Every part of the body in temp files; on any problem none is left.
-
-    Raises
-    ------
-    HTTPException
-        400 malformed, 408 too slow, 413 a part or the body past its limit, 415 a part that
-        is not application/dicom.
-    """
-    parser = MultipartParser(boundary)
-    parts: list[SpooledPart] = []
-    current: SpooledPart | None = None
-    try:
-        async for chunk in _chunks(request, settings):
-            for event in parser.feed(chunk):
-                if isinstance(event, PartStart):
-                    _check_part_type(event.headers)
-                    current = _new_part(area.root, area.node.temp_prefix)
-                    parts.append(current)
-                elif isinstance(event, PartData) and current is not None:
-                    current.size += len(event.data)
-                    if current.size > part_limit:
-                        raise HTTPException(413, f"a part is larger than {part_limit} bytes")
-                    _write_all(current.fd, event.data)
-                elif isinstance(event, PartEnd) and current is not None:
-                    os.close(current.fd)
-                    current.fd, current = -1, None
-        parser.finish()
-    except MalformedMultipart as error:
-        _discard(parts)
-        raise HTTPException(400, f"malformed multipart body: {error}") from error
-    except BaseException:
-        _discard(parts)
-        raise
-    return parts
-
-
-def _check_part_type(headers: dict[str, str]) -> None:
-    kind = content_type_params(headers.get("content-type", "application/dicom"))[0]
-    if kind != "application/dicom":
-        raise HTTPException(415, f"a part of type {kind!r}: only application/dicom is taken")
-
-
-def _new_part(folder: Path, temp_prefix: str) -> SpooledPart:
-    path = folder / f"{temp_prefix}{secrets.token_hex(8)}"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as error:
-        raise HTTPException(507, f"cannot spool the upload: {error.strerror}") from error
-    return SpooledPart(path, fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _discard(parts: list[SpooledPart]) -> None:
-    for part in parts:
-        if part.fd >= 0:
-            os.close(part.fd)
-            part.fd = -1
-        try:
-            os.unlink(part.path)
-        except FileNotFoundError:
-            pass
-
-
 _REASON = ((InvalidDataset, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS),
            (QuotaExceeded, Status.OUT_OF_RESOURCES), (StorageFailure, Status.OUT_OF_RESOURCES))
 
@@ -201,7 +96,7 @@ def store_parts(archive: WebArchive, ae_title: str, parts: list[SpooledPart],
                          failed.error)
             outcome.failed.append((failed.sop_class, failed.sop_instance, reason))
         finally:
-            _discard([part])
+            discard([part])
     return outcome
 
 
@@ -268,7 +163,8 @@ async def stow(request: Request) -> Response:
         boundary = check_request(request, settings)
         area = archive.area(ae_title)
         limit = min(archive.max_store_size, entry.quota.max_bytes_per_study)
-        parts = await receive_parts(request, area, settings, boundary, limit)
+        parts = await receive_parts(request, area.root, area.node.temp_prefix, settings,
+                                    boundary, limit)
     except HTTPException as error:
         LOGGER.warning("STOW-RS from %s into %s refused: %s", who, ae_title, error.detail)
         raise

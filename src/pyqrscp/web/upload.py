@@ -1,0 +1,164 @@
+"""A STOW-RS body into temp files of the storage area, parsed and written off the event loop.
+
+The event loop only receives: it hands what arrived to a worker thread, which parses it and
+writes the parts' bytes (a write can wait on the disk for as long as the disk likes; the loop
+meanwhile answers other requests).  While the thread writes, the server gathers what arrives
+(up to its flow-control limit), so the slower the disk, the fewer and larger the hand-overs.
+Any problem discards every part written so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from pyqrscp.web.multipart import (
+    MalformedMultipart,
+    MultipartParser,
+    PartData,
+    PartEnd,
+    PartStart,
+    content_type_params,
+)
+from pyqrscp.web.settings import WebSettings
+
+
+@dataclass(slots=True)
+class SpooledPart:
+    """One part's bytes in a temp file of the area."""
+
+    path: Path
+    fd: int
+    size: int = 0
+
+
+class Upload:
+    """The parts of one body, spooled as its bytes are fed; safe to discard from another
+    thread while a feed runs (the discard waits for it)."""
+
+    def __init__(self, folder: Path, temp_prefix: str, boundary: str, part_limit: int) -> None:
+        self.folder, self.temp_prefix, self.part_limit = folder, temp_prefix, part_limit
+        self.parser = MultipartParser(boundary)
+        self.parts: list[SpooledPart] = []
+        self._current: SpooledPart | None = None
+        self._lock = threading.Lock()
+        self._discarded = False
+
+    def feed(self, data: bytes) -> None:
+        """Parse and write ``data``.
+
+        Raises
+        ------
+        MalformedMultipart
+            See :class:`MultipartParser`.
+        HTTPException
+            413 a part past its limit, 415 a part that is not application/dicom, 507 no temp
+            file.
+        """
+        with self._lock:
+            if self._discarded:
+                return
+            for event in self.parser.feed(data):
+                if isinstance(event, PartStart):
+                    _check_part_type(event.headers)
+                    self._current = _new_part(self.folder, self.temp_prefix)
+                    self.parts.append(self._current)
+                elif isinstance(event, PartData) and self._current is not None:
+                    self._current.size += len(event.data)
+                    if self._current.size > self.part_limit:
+                        raise HTTPException(413, f"a part is larger than {self.part_limit} "
+                                            "bytes")
+                    _write_all(self._current.fd, event.data)
+                elif isinstance(event, PartEnd) and self._current is not None:
+                    os.close(self._current.fd)
+                    self._current.fd, self._current = -1, None
+
+    def discard(self) -> None:
+        """Close and remove every part; later feeds do nothing."""
+        with self._lock:
+            self._discarded = True
+            discard(self.parts)
+
+
+async def receive_parts(request: Request, folder: Path, temp_prefix: str,
+                        settings: WebSettings, boundary: str,
+                        part_limit: int) -> list[SpooledPart]:
+    """Every part of the body in temp files of ``folder``; on any problem none is left.
+
+    Raises
+    ------
+    HTTPException
+        400 malformed, 408 too slow, 413 a part or the body past its limit, 415 a part that
+        is not application/dicom.
+    """
+    upload = Upload(folder, temp_prefix, boundary, part_limit)
+    try:
+        async for data in _chunks(request, settings):
+            await run_in_threadpool(upload.feed, data)
+        upload.parser.finish()
+    except MalformedMultipart as error:
+        await run_in_threadpool(upload.discard)
+        raise HTTPException(400, f"malformed multipart body: {error}") from error
+    except BaseException:
+        await asyncio.shield(run_in_threadpool(upload.discard))
+        raise
+    return upload.parts
+
+
+async def _chunks(request: Request, settings: WebSettings) -> AsyncIterator[bytes]:
+    """The body, each read bounded by the read timeout, all of it by the body timeout."""
+    deadline = time.monotonic() + settings.body_timeout
+    stream = request.stream().__aiter__()
+    while True:
+        left = min(settings.read_timeout, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise HTTPException(408, "the body did not arrive in time") from None
+        if chunk:
+            yield chunk
+
+
+def _check_part_type(headers: dict[str, str]) -> None:
+    kind = content_type_params(headers.get("content-type", "application/dicom"))[0]
+    if kind != "application/dicom":
+        raise HTTPException(415, f"a part of type {kind!r}: only application/dicom is taken")
+
+
+def _new_part(folder: Path, temp_prefix: str) -> SpooledPart:
+    path = folder / f"{temp_prefix}{secrets.token_hex(8)}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as error:
+        raise HTTPException(507, f"cannot spool the upload: {error.strerror}") from error
+    return SpooledPart(path, fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def discard(parts: list[SpooledPart]) -> None:
+    """Close and remove the parts' temp files."""
+    for part in parts:
+        if part.fd >= 0:
+            os.close(part.fd)
+            part.fd = -1
+        try:
+            os.unlink(part.path)
+        except FileNotFoundError:
+            pass
