@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from pynetdicom.pdu_primitives import P_DATA
@@ -218,11 +218,19 @@ def message_primitive(context_id: int, command: bytes, dataset: bytes | None) ->
     """A whole DIMSE message as one P-DATA primitive: the command and the dataset each one
     last-fragment PDV, for a sender that frames one PDV per PDU (:func:`one_pdv_per_pdu`).
     Only for a message that fits the peer's maximum PDU."""
+    return messages_primitive(context_id, [(command, dataset)])
+
+
+def messages_primitive(context_id: int, messages: Sequence[tuple[bytes, bytes | None]]
+                       ) -> P_DATA:
+    """Several whole DIMSE messages, in order, as one P-DATA primitive (as
+    :func:`message_primitive`; each command and dataset must fit one PDV)."""
     primitive = P_DATA()
     values = primitive.presentation_data_value_list
-    values.append((context_id, bytes([_COMMAND | _LAST]) + command))
-    if dataset is not None:
-        values.append((context_id, bytes([_LAST]) + dataset))
+    for command, dataset in messages:
+        values.append((context_id, bytes([_COMMAND | _LAST]) + command))
+        if dataset is not None:
+            values.append((context_id, bytes([_LAST]) + dataset))
     return primitive
 
 

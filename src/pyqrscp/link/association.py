@@ -8,14 +8,14 @@ when the calling thread holds it, pynetdicom's queues otherwise (:mod:`internals
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, P_DATA
 from pynetdicom.presentation import PresentationContext
 
-from pyqrscp.dimse.pdus import max_pdv, message_primitive, p_data_primitives
+from pyqrscp.dimse.pdus import max_pdv, message_primitive, messages_primitive, p_data_primitives
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link import internals
 from pyqrscp.link.channel import Channel, PushedBack, wait_for_dul_room
@@ -54,6 +54,22 @@ def send_message(assoc: Association, context_id: int, command: bytes,
             send_pdu_lazily(assoc.dul, primitive)
         else:
             assoc.dul.send_pdu(primitive)
+
+
+def send_messages(assoc: Association, context_id: int,
+                  messages: Sequence[tuple[bytes, bytes | None]]) -> None:
+    """Send several DIMSE messages, in order: one primitive, one turn of pynetdicom's DUL and
+    one write for all of them where the channel frames one PDU per PDV and each part fits a
+    PDV of the peer; else as :func:`send_message` each."""
+    channel = Channel.of(assoc)
+    peer_max_pdu = int(assoc.requestor.maximum_length or 0)
+    if (channel is None or channel.held_here() or len(messages) < 2
+            or not all(_fits(command, dataset, peer_max_pdu) for command, dataset in messages)):
+        for command, dataset in messages:
+            send_message(assoc, context_id, command, dataset)
+        return
+    wait_for_dul_room(assoc)
+    assoc.dul.send_pdu(messages_primitive(context_id, messages))
 
 
 def _fits(command: bytes, dataset: bytes | None, peer_max_pdu: int) -> bool:

@@ -45,7 +45,7 @@ from pyqrscp.errors import InvalidIdentifier, PyqrscpError
 from pyqrscp.link.association import (
     cancel_requested,
     queued_to_send,
-    send_message,
+    send_messages,
     wait_until_sent,
 )
 from pyqrscp.link.idle import fast_polling
@@ -74,6 +74,10 @@ _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
 queued responses, wait for it to drain so that a C-CANCEL is seen
 between responses."""
+_BATCH_RESPONSES = 16
+_BATCH_BYTES = 32 * 1024
+"""Pending responses go out together, up to this many or this many bytes of identifiers
+(and with the final response): one turn of pynetdicom's DUL and one write each batch."""
 
 
 class Responses(Protocol):
@@ -224,6 +228,8 @@ class FindResponder:
         self.context_id = int(context.context_id or 0)
         self.transfer_syntax = UID(context.transfer_syntax[0])
         self.dimse_timeout = dimse_timeout
+        self._batch: list[tuple[bytes, bytes | None]] = []
+        self._batch_bytes = 0
 
     def is_cancelled(self) -> bool:
         """Has a C-CANCEL for this request arrived?"""
@@ -231,27 +237,36 @@ class FindResponder:
 
     def pending(self, identifier: bytes) -> None:
         """One pending response: the command set, then the identifier, each in P-DATA-TF PDUs
-        of its own."""
-        if queued_to_send(self.assoc) >= _QUEUED_RESPONSES:
-            self.drain()
+        of its own; batched (:data:`_BATCH_RESPONSES`)."""
         command = find_response(self.sop_class, self.message_id, int(Status.PENDING),
                                 has_identifier=True)
-        send_message(self.assoc, self.context_id, command, identifier)
+        self._batch.append((command, identifier))
+        self._batch_bytes += len(identifier)
+        if len(self._batch) >= _BATCH_RESPONSES or self._batch_bytes >= _BATCH_BYTES:
+            if queued_to_send(self.assoc) >= _QUEUED_RESPONSES:
+                self.drain()
+            self._send_batch()
+
+    def _send_batch(self) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if batch and self.assoc.is_established:
+            send_messages(self.assoc, self.context_id, batch)
 
     def drain(self) -> None:
-        """Wait until everything queued is sent; abort a peer that reads nothing for the
-        DIMSE timeout (pynetdicom's own sender would block as long)."""
+        """Send the batch, then wait until everything queued is sent; abort a peer that reads
+        nothing for the DIMSE timeout (pynetdicom's own sender would block as long)."""
+        self._send_batch()
         if not wait_until_sent(self.assoc, self.dimse_timeout):
             LOGGER.error("Find: %s read no response for %s s, aborting",
                          peer_of(self.assoc), self.dimse_timeout)
             self.assoc.abort()
 
     def final(self, status: Status, error_comment: str = "") -> None:
-        """The last response (no identifier)."""
+        """The last response (no identifier), after the pending ones not yet sent."""
         if self.assoc.is_established:
-            send_message(self.assoc, self.context_id,
-                         find_response(self.sop_class, self.message_id, int(status),
-                                       error_comment), None)
+            self._batch.append((find_response(self.sop_class, self.message_id, int(status),
+                                              error_comment), None))
+            self._send_batch()
 
 
 def handle(services: ServiceContext, event: Event
