@@ -4,6 +4,7 @@ commit whose connection breaks, transactions the database refuses as transient."
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,7 +148,7 @@ def test_a_store_chosen_as_a_deadlock_victim_is_run_again(tmp_path: Path,
         schema = schema_name(area.root)
         with psycopg.connect(index_db_url) as other, psycopg.connect(
                 index_db_url, autocommit=True) as watcher:
-            other.execute("SET deadlock_timeout = '1h'")
+            other.execute("SET deadlock_timeout = '2min'")  # bounded, never a hang
             other.execute(f'SELECT 1 FROM "{schema}".study WHERE study_instance_uid = %s '
                           "FOR UPDATE", ("1.2.3.7",))
             thread, outcome = store_in_thread(area, *second)
@@ -225,3 +226,16 @@ def _store_fails_or_none(area: StorageArea, sources: Path) -> bool:
     except PyqrscpError:
         return True
     return False
+
+
+def test_eviction_follows_the_database_order_when_a_nodes_clock_steps_back(
+        tmp_path: Path, index_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Least recently stored is the database's order of stores (a sequence), whatever the
+    clock of the node that stored says."""
+    with postgres_area(tmp_path / "area", index_db_url, Quota(2, MB)) as area:
+        area.store(*instance(tmp_path / "sources", "1.2.3.1"))
+        real_time_ns = time.time_ns
+        monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() - 3600 * 10**9)
+        area.store(*instance(tmp_path / "sources", "1.2.3.2"))
+        result = area.store(*instance(tmp_path / "sources", "1.2.3.3"))
+    assert result.evicted_studies == ("1.2.3.1",)
