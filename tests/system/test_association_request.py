@@ -22,6 +22,7 @@ from helpers import (
     wait_for_log,
     write_config,
 )
+from pynetdicom import _config as pynetdicom_config
 
 A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07
 RELEASE_RP = struct.pack(">BBIL", 0x06, 0, 4, 0)
@@ -127,3 +128,38 @@ def test_dcmqrscp_accepts_the_same_nul_padded_titles(tmp_path: Path) -> None:
     finally:
         reference.terminate()
         reference.wait(timeout=20)
+
+
+@pytest.mark.pynetdicom_internals(
+    reason="the A-ASSOCIATE-RQ decoder hook keeps the requests it decoded")
+def test_a_repeated_request_is_decoded_once_and_every_association_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pynetdicom_config, "LOG_HANDLER_LEVEL", "none")  # as without -ll trace
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    with pyqrscp_in_process(config) as server:
+        decoded = server.server.listener.decoded_requests
+        assert decoded is not None and len(decoded) == 0
+        for _ in range(3):
+            assert answer(server.port, associate_rq(b"ARCHIVE", b"AGAIN")) == A_ASSOCIATE_AC
+            assert len(decoded) == 1
+        assert answer(server.port, associate_rq(b"ARCHIVE", b"OTHER")) == A_ASSOCIATE_AC
+        assert answer(server.port, associate_rq(b"NOSUCHAE", b"AGAIN")) == A_ASSOCIATE_RJ
+        assert answer(server.port, associate_rq(b"NOSUCHAE", b"AGAIN")) == A_ASSOCIATE_RJ
+        assert answer(server.port, associate_rq(b"ARCHIVE", b"VERSION2", 2)) == A_ASSOCIATE_RJ
+        assert len(decoded) == 3  # not the request of another protocol version
+        assert server.log_text().count("Association Acknowledged 127.0.0.1: AGAIN") == 3
+        assert server.log_text().count("Association Rejected 127.0.0.1: AGAIN") == 2
+
+
+@pytest.mark.pynetdicom_internals(
+    reason="the A-ASSOCIATE-RQ decoder hook keeps the requests it decoded")
+def test_requests_are_decoded_every_time_while_pynetdicom_describes_pdus(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With pynetdicom's PDU descriptions on (``-ll trace``) its handlers see every request."""
+    monkeypatch.setattr(pynetdicom_config, "LOG_HANDLER_LEVEL", "standard")
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    with pyqrscp_in_process(config) as server:
+        for _ in range(2):
+            assert answer(server.port, associate_rq(b"ARCHIVE", b"AGAIN")) == A_ASSOCIATE_AC
+        decoded = server.server.listener.decoded_requests
+        assert decoded is not None and len(decoded) == 0

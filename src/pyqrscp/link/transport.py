@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from socketserver import TCPServer
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -23,6 +23,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pyqrscp.dimse.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 from pyqrscp.link import internals
 from pyqrscp.link.connections import UnassociatedAllowance
+from pyqrscp.link.decoded import DecodedRequests
 from pyqrscp.link.internals import DimseMessage
 from pyqrscp.link.reactor import install as install_event_loops
 
@@ -65,13 +66,14 @@ class RoutedRequestHandler(internals.CreatesAssociations, ArchiveRequestHandler)
         if routed_class is not None:
             internals.route_requests(assoc, routed_class)
         install_event_loops(assoc)
-        watch_association_request(assoc)
+        watch_association_request(assoc, self.server.decoded_requests)
 
 
 class ArchiveServerSocket(ThreadedAssociationServer):
     """The listening server; owns the hooks and stops without touching the AE's private list."""
 
     association_class: type[internals.RoutedAssociation] | None = None
+    decoded_requests: DecodedRequests | None = None
     prepare_connection: Callable[[ArchiveRequestHandler], bool] | None = None
     last_turn: float = 0.0
     """When the accept loop last passed (monotonic seconds): the systemd watchdog's proof."""
@@ -86,13 +88,19 @@ class ArchiveServerSocket(ThreadedAssociationServer):
         self.server_close()
 
 
-def watch_association_request(assoc: Association) -> None:
+def watch_association_request(assoc: Association,
+                              decoded: DecodedRequests | None = None) -> None:
     """Let pynetdicom decode the A-ASSOCIATE-RQ with NUL-padded AE titles (:func:`pad_ae_titles`)
     and log, with the peer and its AE titles, every request refused before the acceptance rules
     see it: undecodable (pynetdicom then aborts) or of an unsupported protocol version
     (pynetdicom rejects).  Only the first A-ASSOCIATE-RQ is watched; later PDUs take
-    pynetdicom's own decoder."""
+    pynetdicom's own decoder.  With ``decoded``, a request of the same bytes as one decoded
+    lately is not decoded again (unless pynetdicom's PDU events have handlers: they would
+    miss it)."""
     dul = assoc.dul
+    if decoded is not None and (assoc.get_handlers(evt.EVT_PDU_RECV)
+                                or assoc.get_handlers(evt.EVT_DATA_RECV)):
+        decoded = None
 
     def watching(decode: internals.PduDecoder) -> internals.PduDecoder:
         def decode_pdu(bytestream: bytearray) -> tuple[object, str]:
@@ -100,6 +108,9 @@ def watch_association_request(assoc: Association) -> None:
                 return decode(bytestream)
             internals.restore_pdu_decoder(dul)
             received = pad_ae_titles(bytes(bytestream))
+            known = decoded.get(received) if decoded is not None else None
+            if known is not None:
+                return known
             try:
                 pdu, event = decode(bytearray(received))
             except Exception as exc:
@@ -108,6 +119,8 @@ def watch_association_request(assoc: Association) -> None:
             version = getattr(pdu, "protocol_version", 1)
             if version != 1:
                 log_refused_request(assoc, received, f"unsupported protocol version {version}")
+            elif decoded is not None:
+                decoded.keep(received, (pdu, event))
             return pdu, event
         return decode_pdu
 
@@ -148,6 +161,7 @@ def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Eve
                                         (internals.RoutedAssociation,),
                                         {"route": staticmethod(router)})
     server.prepare_connection = prepare_connection
+    server.decoded_requests = DecodedRequests()
     # every association gets its contexts from the acceptance rules (EVT_REQUESTED): a copy of
     # the AE's for each new connection would be thrown away
     server.contexts = []
