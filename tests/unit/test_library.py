@@ -18,6 +18,9 @@ CASES = ["1.2.840.10008.1.1", "1.2.3.04", "1.2.3.", "", "1" * 65, "abc", UID("1.
 def restored() -> Iterator[None]:
     saved = (dict(pynetdicom_config.VALIDATORS), pynetdicom_config.ENFORCE_UID_CONFORMANCE)
     saved_values = dict(valuerep.VALIDATORS)
+    # A server built earlier in this process (main() in-process) installed the memory already.
+    for table in (pynetdicom_config.VALIDATORS, valuerep.VALIDATORS):
+        table["UI"] = getattr(table["UI"], "__wrapped__", table["UI"])
     yield
     valuerep.VALIDATORS.clear()
     valuerep.VALIDATORS.update(saved_values)

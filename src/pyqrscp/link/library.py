@@ -54,6 +54,7 @@ def _remembering(check: Callable[[Any], tuple[bool, str]]
         return verdict(value, type(value), bool(pynetdicom_config.ENFORCE_UID_CONFORMANCE))
 
     remembered.remembers = True  # type: ignore[attr-defined]
+    remembered.__wrapped__ = check  # type: ignore[attr-defined]
     return remembered
 
 
@@ -69,4 +70,5 @@ def _remembering_value_check(check: Callable[[str, Any], tuple[bool, str]]
         return verdict(vr, value, type(value))
 
     remembered.remembers = True  # type: ignore[attr-defined]
+    remembered.__wrapped__ = check  # type: ignore[attr-defined]
     return remembered
