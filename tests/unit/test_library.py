@@ -19,8 +19,10 @@ def restored() -> Iterator[None]:
     saved = (dict(pynetdicom_config.VALIDATORS), pynetdicom_config.ENFORCE_UID_CONFORMANCE)
     saved_values = dict(valuerep.VALIDATORS)
     # A server built earlier in this process (main() in-process) installed the memory already.
-    for table in (pynetdicom_config.VALIDATORS, valuerep.VALIDATORS):
-        table["UI"] = getattr(table["UI"], "__wrapped__", table["UI"])
+    pynetdicom_config.VALIDATORS["UI"] = getattr(pynetdicom_config.VALIDATORS["UI"],
+                                                 "__wrapped__", pynetdicom_config.VALIDATORS["UI"])
+    valuerep.VALIDATORS["UI"] = getattr(valuerep.VALIDATORS["UI"], "__wrapped__",
+                                        valuerep.VALIDATORS["UI"])
     yield
     valuerep.VALIDATORS.clear()
     valuerep.VALIDATORS.update(saved_values)
