@@ -125,12 +125,13 @@ def index_db_url(postgres: Cluster, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(autouse=True)
 def _restore_loggers() -> Iterator[None]:
-    """Give pyqrscp's and pynetdicom's loggers back as they were after each test.
+    """Give pyqrscp's and the libraries' loggers back as they were after each test.
 
     ``main()`` run in-process installs a handler on the ``sys.stderr`` of that moment, which is
     pytest's capture stream; left in place, a later test's log line would hit it closed.
     """
-    loggers = [logging.getLogger(name) for name in ("pyqrscp", "pynetdicom", "pydicom")]
+    loggers = [logging.getLogger(name)
+               for name in ("pyqrscp", "pynetdicom", "pydicom", "uvicorn")]
     saved = [(log, log.handlers[:], log.level, log.propagate) for log in loggers]
     yield
     for logger, handlers, level, propagate in saved:

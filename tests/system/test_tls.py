@@ -10,7 +10,9 @@ certificate it signed, and an unrelated CA (whose certificate no one should acce
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import queue
+import re
 import shutil
 import socket
 import ssl
@@ -207,6 +209,41 @@ def get_with_pynetdicom(port: int, pki: Pki, study_uid: str) -> list[Dataset]:
         assoc.release()
     assert statuses[-1] == 0x0000
     return received
+
+
+def _https_get(port: int, context: ssl.SSLContext, path: str) -> int:
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=60)
+    try:
+        connection.request("GET", path, headers={"Host": "localhost"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_https_with_the_dicom_ports_tls_material(pki: Pki, config: Path) -> None:
+    """The HTTP listener speaks TLS with the DICOM port's key, certificate and client
+    certificate rule (-rc: required)."""
+    with pyqrscp_process(config, "--http", "127.0.0.1:0", *server_tls(pki)) as server:
+        found = re.search(r"DICOMweb and the page on https://127\.0\.0\.1:(\d+)/",
+                          server.log_text())
+        assert found, server.log_text()
+        port = int(found.group(1))
+        assert _https_get(port, client_context(pki), "/dicomweb/ARCHIVE/studies") in (200, 204)
+        assert _https_get(port, client_context(pki), "/") == 200
+        anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        anonymous.check_hostname = False
+        anonymous.load_verify_locations(pki.cert("ca"))
+        with pytest.raises(OSError):  # no client certificate: the handshake is refused
+            _https_get(port, anonymous, "/")
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as plain:
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            try:
+                answer = plain.recv(4096)
+            except ConnectionResetError:
+                answer = b""
+            assert not answer.startswith(b"HTTP/")
+        assert run_tool("echoscu", "-aec", "ARCHIVE", *pki.tls("client"), "localhost",
+                        str(server.port)).returncode == 0
 
 
 def test_client_trusting_another_ca_refuses_the_server(archive: RunningServer,

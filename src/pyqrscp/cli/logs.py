@@ -28,7 +28,8 @@ LOG_FILE_BACKUPS = 5
 def configure_logging(level_name: str, log_config: Path | None = None,
                       log_file: Path | None = None) -> None:
     """Apply the chosen level to pyqrscp's loggers; pynetdicom says everything at ``trace``,
-    else only its errors (a connection lost in the middle of a PDU, an undecodable PDU).
+    else only its errors (a connection lost in the middle of a PDU, an undecodable PDU);
+    uvicorn (the HTTP listener) its warnings and errors, everything at ``debug``.
 
     pynetdicom logs every PDU at INFO/DEBUG; that costs time per message and drowns the
     one-line-per-association log that dcmqrscp users read, so that is quiet unless asked for.
@@ -84,6 +85,10 @@ def _install(level: int, handlers: list[logging.Handler]) -> None:
     pynetdicom_logger.handlers[:] = handlers
     pynetdicom_logger.setLevel(logging.DEBUG if level <= TRACE else max(level, logging.ERROR))
     pynetdicom_logger.propagate = False
+    uvicorn_logger = logging.getLogger("uvicorn")  # the HTTP listener's server
+    uvicorn_logger.handlers[:] = handlers
+    uvicorn_logger.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    uvicorn_logger.propagate = False
     _route_library_output()
 
 

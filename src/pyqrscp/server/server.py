@@ -235,7 +235,8 @@ class ArchiveServer:
         archive = WebArchive(
             entries, {title: self.services.area_for(entry) for title, entry in entries.items()},
             self.web_settings, case_sensitive_pn=self.options.case_sensitive_pn,
-            uid_padding=self.options.uid_padding, max_store_size=self.options.max_store_size)
+            uid_padding=self.options.uid_padding, max_store_size=self.options.max_store_size,
+            stopping=self.web.stopping)
         self.web.start(build_app(archive))
 
     @property

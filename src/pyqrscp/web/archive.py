@@ -7,9 +7,10 @@ serialise exactly as two C-STOREs do.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.exceptions import HTTPException
 
@@ -29,6 +30,8 @@ class WebArchive:
     case_sensitive_pn: bool = False
     uid_padding: bool = False
     max_store_size: int = 4 << 30
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set when the listener stops: uploads still arriving are answered 503 at once."""
 
     def entry(self, ae_title: str, *, read: bool = False, write: bool = False) -> AEEntry:
         """The AETable row of ``ae_title``: 404 when there is none, 403 when its access lacks

@@ -35,6 +35,8 @@ class WebListener:
         self.socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+        """Set first thing by :meth:`stop`, for requests that wait on their client."""
 
     @property
     def port(self) -> int:
@@ -95,6 +97,7 @@ class WebListener:
 
     def stop(self) -> None:
         """Stop accepting, let running requests finish (bounded), close the socket."""
+        self.stopping.set()
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None and thread is not None:

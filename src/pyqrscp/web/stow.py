@@ -164,7 +164,7 @@ async def stow(request: Request) -> Response:
         area = archive.area(ae_title)
         limit = min(archive.max_store_size, entry.quota.max_bytes_per_study)
         parts = await receive_parts(request, area.root, area.node.temp_prefix, settings,
-                                    boundary, limit)
+                                    boundary, limit, archive.stopping)
     except HTTPException as error:
         LOGGER.warning("STOW-RS from %s into %s refused: %s", who, ae_title, error.detail)
         raise

@@ -32,6 +32,8 @@ from pyqrscp.web.multipart import (
 )
 from pyqrscp.web.settings import WebSettings
 
+STOP_CHECK_SECONDS = 0.25
+
 
 @dataclass(slots=True)
 class SpooledPart:
@@ -91,19 +93,19 @@ class Upload:
 
 
 async def receive_parts(request: Request, folder: Path, temp_prefix: str,
-                        settings: WebSettings, boundary: str,
-                        part_limit: int) -> list[SpooledPart]:
+                        settings: WebSettings, boundary: str, part_limit: int,
+                        stopping: threading.Event) -> list[SpooledPart]:
     """Every part of the body in temp files of ``folder``; on any problem none is left.
 
     Raises
     ------
     HTTPException
         400 malformed, 408 too slow, 413 a part or the body past its limit, 415 a part that
-        is not application/dicom.
+        is not application/dicom, 503 the listener is stopping.
     """
     upload = Upload(folder, temp_prefix, boundary, part_limit)
     try:
-        async for data in _chunks(request, settings):
+        async for data in _chunks(request, settings, stopping):
             await run_in_threadpool(upload.feed, data)
         upload.parser.finish()
     except MalformedMultipart as error:
@@ -115,18 +117,28 @@ async def receive_parts(request: Request, folder: Path, temp_prefix: str,
     return upload.parts
 
 
-async def _chunks(request: Request, settings: WebSettings) -> AsyncIterator[bytes]:
-    """The body, each read bounded by the read timeout, all of it by the body timeout."""
+async def _chunks(request: Request, settings: WebSettings,
+                  stopping: threading.Event) -> AsyncIterator[bytes]:
+    """The body, each read bounded by the read timeout, all of it by the body timeout; a stop
+    of the listener is noticed within :data:`STOP_CHECK_SECONDS`."""
     deadline = time.monotonic() + settings.body_timeout
     stream = request.stream().__aiter__()
     while True:
-        left = min(settings.read_timeout, deadline - time.monotonic())
+        read_deadline = min(time.monotonic() + settings.read_timeout, deadline)
+        receiving = asyncio.ensure_future(stream.__anext__())
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(left, 0.001))
+            while not receiving.done():
+                if stopping.is_set():
+                    raise HTTPException(503, "the server is stopping")
+                left = read_deadline - time.monotonic()
+                if left <= 0:
+                    raise HTTPException(408, "the body did not arrive in time")
+                await asyncio.wait({receiving}, timeout=min(left, STOP_CHECK_SECONDS))
+            chunk = receiving.result()
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError:
-            raise HTTPException(408, "the body did not arrive in time") from None
+        finally:
+            receiving.cancel()
         if chunk:
             yield chunk
 
