@@ -400,3 +400,46 @@ def test_the_metadata_writer_catches_up_once_stores_pause(tmp_path: Path) -> Non
         study_uid, series_uid = _store_series(web, tmp_path / "in", 5)
         poll_until(lambda: _metadata_rows(web.areas["a"]) == 5, "every instance described")
         assert _instance_numbers(web, study_uid, series_uid) == [1, 2, 3, 4, 5]
+
+
+def test_the_requests_of_an_ohif_viewer_from_another_origin(tmp_path: Path) -> None:
+    """What OHIF 3's dicomweb data source (docs/dicomweb.md) asks, in its order: the study
+    list, a study's series, a series' metadata, then frames with its unquoted Accept header;
+    each cross-origin, as from ``yarn dev`` on localhost:3000."""
+    origin = "http://localhost:3000"
+    ct, jpeg = dcmread(sample("CT_small.dcm")), dcmread(sample("JPEG2000.dcm"))
+    with web_server(tmp_path, extra_globals=f"HTTPAllowOrigin = {origin}") as web:
+        post(web.dicomweb() + "/studies", stow_body(*(sample(n).read_bytes()
+                                                     for n in ("CT_small.dcm", "JPEG2000.dcm"))))
+        json_headers = {"Origin": origin, "Accept": "application/dicom+json"}
+
+        def get(path: str, **headers: str) -> requests.Response:
+            answer = requests.get(web.dicomweb() + path, timeout=TIMEOUT,
+                                  headers={**json_headers, **headers})
+            assert answer.status_code == 200, (path, answer.text)
+            assert answer.headers["access-control-allow-origin"] == origin
+            return answer
+
+        preflight = requests.options(web.dicomweb() + "/studies", timeout=TIMEOUT, headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "accept"})
+        assert preflight.status_code == 200
+        studies = get("/studies?limit=101&offset=0&fuzzymatching=false"
+                      "&includefield=00081030%2C00080060").json()
+        assert {s["0020000D"]["Value"][0] for s in studies} == {
+            ct.StudyInstanceUID, jpeg.StudyInstanceUID}
+        assert all("00080061" in s and "00201208" in s for s in studies)
+        frame_accept = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+        for original in (ct, jpeg):
+            study, series = original.StudyInstanceUID, original.SeriesInstanceUID
+            (found_series,) = get(f"/studies/{study}/series").json()
+            assert found_series["0020000E"]["Value"] == [series]
+            (metadata,) = get(f"/studies/{study}/series/{series}/metadata").json()
+            instance = metadata["00080018"]["Value"][0]
+            assert instance == original.SOPInstanceUID
+            frames = get(f"/studies/{study}/series/{series}/instances/{instance}/frames/1",
+                         Accept=frame_accept)
+            expected = (original.PixelData if not original.file_meta.TransferSyntaxUID
+                        .is_encapsulated else next(generate_frames(original.PixelData,
+                                                                   number_of_frames=1)))
+            assert split_multipart(frames) == [expected]
