@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,26 @@ def test_ls_and_rm_while_the_server_runs(tmp_path: Path) -> None:
                         str(sources)).returncode == 0
     assert len(_rows(area)) == 4
     assert "E:" not in server.log_text()
+
+
+def test_ls_says_when_the_files_were_stored(tmp_path: Path) -> None:
+    """"last stored" is a local time between the store and the listing, at every level."""
+    area = tmp_path / "archive"
+    config = write_config(tmp_path, [f"ARCHIVE {area} RW (9, 10mb) ANY"])
+    sources = tmp_path / "in"
+    sources.mkdir()
+    make_ct(sources, study_uid=STUDY_A, series_uid=SERIES_A1)
+    make_ct(sources, study_uid=STUDY_A, series_uid=SERIES_A2)
+    started = time.time() - 1  # file times may come from a coarser clock
+    with pyqrscp_process(config) as server:
+        stored = run_tool("storescu", "-aec", "ARCHIVE", "+sd", "localhost", str(server.port),
+                          str(sources))
+        assert stored.returncode == 0, stored.stderr
+    listed = _pyqrscp("ls", "-c", str(config), "ARCHIVE")
+    ended = time.time() + 1
+    assert listed.returncode == 0, listed.stderr
+    printed = re.findall(r"last stored (\S+ \S+)", listed.stdout)
+    assert len(printed) == 5, listed.stdout  # area, patient, study, two series
+    earliest, latest = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
+                        for moment in (started, ended))
+    assert all(earliest <= text <= latest for text in printed), (earliest, latest, printed)

@@ -20,6 +20,7 @@ from typing import Any
 from pyqrscp.archive.index.backend import IndexBackend, SqliteBackend
 from pyqrscp.archive.index.choice import index_database_url, open_backend
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
+from pyqrscp.archive.layout import is_safe_relative_name
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry, Config, load_config
 from pyqrscp.config.location import find_config
@@ -31,7 +32,9 @@ LOGGER = logging.getLogger(__name__)
 _TREE_SQL = """
 SELECT patient.patient_id, patient.attrs, study.study_instance_uid, study.study_date,
        study.attrs, series.series_instance_uid, series.modality,
-       COUNT(instance.pk), SUM(instance.file_size), MAX(instance.received)
+       COUNT(instance.pk), SUM(instance.file_size),
+       (SELECT newest.file_name FROM instance newest WHERE newest.series_pk = series.pk
+        ORDER BY newest.received DESC LIMIT 1)
 FROM instance JOIN series ON series.pk=instance.series_pk
 JOIN study ON study.pk=series.study_pk JOIN patient ON patient.pk=study.patient_pk
 {where}
@@ -79,7 +82,7 @@ def area_tree(entry: AEEntry, patient: str | None = None, study: str | None = No
     patients: dict[str, dict[str, Any]] = {}
     studies: dict[str, dict[str, Any]] = {}
     for (patient_id, patient_attrs, study_uid, study_date, study_attrs, series_uid, modality,
-         count, size, received) in rows:
+         count, size, newest_file) in rows:
         if patient_id not in patients:
             patients[patient_id] = {"patient_id": patient_id, "patient_name": json.loads(
                 patient_attrs).get("PatientName", ""), "studies": []}
@@ -91,7 +94,8 @@ def area_tree(entry: AEEntry, patient: str | None = None, study: str | None = No
             patients[patient_id]["studies"].append(studies[study_uid])
         studies[study_uid]["series"].append({
             "series_instance_uid": series_uid, "modality": modality, "instances": int(count),
-            "bytes": int(size or 0), "last_stored": _time_text(int(received))})
+            "bytes": int(size or 0),
+            "last_stored": _modified_text(entry.storage_area, newest_file)})
     return _totals(tree)
 
 
@@ -106,8 +110,16 @@ def _totals(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _time_text(nanoseconds: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(nanoseconds / 1e9))
+def _modified_text(root: Path, file_name: str) -> str:
+    """When a stored file was written (local time), as its file says: the index keeps only
+    the order of stores.  Empty when the file is missing or its name is suspicious."""
+    if not is_safe_relative_name(file_name):
+        return ""
+    try:
+        modified = os.lstat(root / file_name).st_mtime
+    except OSError:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(modified))
 
 
 def _size_text(size: int) -> str:
