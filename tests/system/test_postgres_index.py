@@ -198,6 +198,42 @@ def test_a_query_streams_its_matches_from_a_server_side_cursor(tmp_path: Path,
         assert sessions("state = 'idle in transaction'") == []
 
 
+def test_a_query_read_slowly_outlives_the_databases_idle_in_transaction_timeout(
+        tmp_path: Path, index_db_url: str) -> None:
+    """A C-FIND streams its matches in one transaction, idle while the peer reads: a database
+    whose ``idle_in_transaction_session_timeout`` is short does not end it midway."""
+    study, series = "1.2.3.10", "1.2.3.10.1"
+    with psycopg.connect(index_db_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database_of(index_db_url)}" '
+                      "SET idle_in_transaction_session_timeout = '1s'")
+    with postgres_area(tmp_path / "area", index_db_url) as area, psycopg.connect(
+            index_db_url, autocommit=True) as watcher:
+        stored = area.store_batch([instance(tmp_path / "sources", study, series)
+                                   for _ in range(250)])
+        assert all(isinstance(result, StoreResult) for result in stored)
+        query = parse_identifier(identifier("IMAGE", StudyInstanceUID=study,
+                                            SeriesInstanceUID=series, SOPInstanceUID=""),
+                                 STUDY_ROOT)
+        db = area.reader()
+        try:
+            matches = run_query(db, query)
+            next(matches)
+            (pid,) = watcher.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                "state = 'idle in transaction'").fetchone() or (None,)
+            assert pid is not None
+
+            def idle_long_or_gone() -> bool:
+                row = watcher.execute(
+                    "SELECT clock_timestamp() - state_change > interval '3s' "
+                    "FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+                return row is None or bool(row[0])
+            poll_until(idle_long_or_gone, "the query's session idle for 3 s (or ended)")
+            assert len(list(matches)) == 249
+        finally:
+            db.close()
+
+
 def test_queries_holding_every_readers_connection_leave_stores_theirs(
         tmp_path: Path, index_db_url: str) -> None:
     """After the database dropped every session (a restart), as many queries as the readers'
