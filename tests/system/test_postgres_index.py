@@ -135,34 +135,59 @@ def _expect_synchronous_standby(cluster: Cluster, admin: psycopg.Connection[obje
 
 def test_a_store_chosen_as_a_deadlock_victim_is_run_again(tmp_path: Path,
                                                           index_db_url: str) -> None:
-    """Another session holds the study's row and then waits for the area's lock that the
-    store holds: PostgreSQL ends the store's transaction (deadlock_detected); the store runs
-    it again once the other is done, and succeeds."""
-    with psycopg.connect(index_db_url, autocommit=True) as admin:  # the store is the victim
+    """Another session holds the study's row and waits for the area's lock that the store
+    holds; the store, held up on the patient's row until then, asks for the study's row last
+    and so closes the cycle: PostgreSQL ends the store's transaction (deadlock_detected),
+    however long either waited before; the store runs it again once the other is done, and
+    succeeds."""
+    with psycopg.connect(index_db_url, autocommit=True) as admin:
         admin.execute(f'ALTER DATABASE "{database_of(index_db_url)}" '
-                      "SET deadlock_timeout = '10s'")
+                      "SET deadlock_timeout = '100ms'")
     with postgres_area(tmp_path / "area", index_db_url) as area:
-        first = instance(tmp_path / "sources", study_uid="1.2.3.7")
-        second = instance(tmp_path / "sources", study_uid="1.2.3.7")
-        area.store(*first)
+        area.store(*instance(tmp_path / "sources", study_uid="1.2.3.7"))
+        renamed = make_ct(tmp_path / "sources", study_uid="1.2.3.7", patient_name="Doe^Jane",
+                          rows=2).read_bytes()  # the store updates the patient's row first
         schema = schema_name(area.root)
-        with psycopg.connect(index_db_url) as other, psycopg.connect(
-                index_db_url, autocommit=True) as watcher:
-            other.execute("SET deadlock_timeout = '2min'")  # bounded, never a hang
+        with psycopg.connect(index_db_url) as patient_holder, psycopg.connect(
+                index_db_url) as other, psycopg.connect(index_db_url,
+                                                        autocommit=True) as watcher:
+            other.execute("SET deadlock_timeout = '10min'")  # the store checks first; bounded
+            patient_holder.execute(f'SELECT 1 FROM "{schema}".patient WHERE patient_id = %s '
+                                   "FOR UPDATE", ("PID1",))
             other.execute(f'SELECT 1 FROM "{schema}".study WHERE study_instance_uid = %s '
                           "FOR UPDATE", ("1.2.3.7",))
-            thread, outcome = store_in_thread(area, *second)
+            thread, outcome = store_in_thread(area, read_header(renamed), renamed)
             poll_until(lambda: watcher.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-                "query LIKE 'UPDATE study%%'").fetchone(),
-                "the store waiting for the study row")
-            other.execute("SELECT pg_advisory_xact_lock(%s)", (area_lock_key(schema),))
-            other.commit()
-        thread.join(120)
-        assert not thread.is_alive()
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND "
+                "wait_event_type = 'Lock' AND query LIKE 'UPDATE patient%%'").fetchone(),
+                "the store holding the area's lock, waiting for the patient's row")
+            other_thread, other_error = _lock_and_commit(other, area_lock_key(schema))
+            poll_until(lambda: watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event = 'advisory'",
+                (other.info.backend_pid,)).fetchone(), "the other waiting for the area's lock")
+            patient_holder.commit()
+            thread.join(120)
+            other_thread.join(120)
+        assert not thread.is_alive() and not other_thread.is_alive()
+        assert other_error == [], other_error
         assert isinstance(outcome[0], StoreResult), outcome
-        assert set(instance_rows(area)) == {first[0].sop_instance_uid,
-                                            second[0].sop_instance_uid}
+        assert len(instance_rows(area)) == 2
+
+
+def _lock_and_commit(db: psycopg.Connection[tuple[object, ...]], key: int
+                     ) -> tuple[threading.Thread, list[psycopg.Error]]:
+    """In a thread: take advisory lock ``key`` in ``db``'s transaction, then commit."""
+    errors: list[psycopg.Error] = []
+
+    def run() -> None:
+        try:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            db.commit()
+        except psycopg.Error as error:
+            errors.append(error)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
 
 
 def test_a_query_streams_its_matches_from_a_server_side_cursor(tmp_path: Path,
