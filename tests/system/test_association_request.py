@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,8 @@ from helpers import (
     wait_for_log,
     write_config,
 )
-from pynetdicom import _config as pynetdicom_config
+
+from pyqrscp.link.library import describe_pdus
 
 A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07
 RELEASE_RP = struct.pack(">BBIL", 0x06, 0, 4, 0)
@@ -130,11 +131,19 @@ def test_dcmqrscp_accepts_the_same_nul_padded_titles(tmp_path: Path) -> None:
         reference.wait(timeout=20)
 
 
+@pytest.fixture()
+def pdu_descriptions() -> Iterator[Callable[[bool], None]]:
+    """pyqrscp's switch of pynetdicom's PDU descriptions, for one test; on again afterwards
+    (pynetdicom's default, which in-process servers leave as it is)."""
+    yield describe_pdus
+    describe_pdus(True)
+
+
 @pytest.mark.pynetdicom_internals(
     reason="the A-ASSOCIATE-RQ decoder hook keeps the requests it decoded")
 def test_a_repeated_request_is_decoded_once_and_every_association_answered(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pynetdicom_config, "LOG_HANDLER_LEVEL", "none")  # as without -ll trace
+        tmp_path: Path, pdu_descriptions: Callable[[bool], None]) -> None:
+    pdu_descriptions(False)  # as without -ll trace
     config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
     with pyqrscp_in_process(config) as server:
         decoded = server.server.listener.decoded_requests
@@ -154,9 +163,9 @@ def test_a_repeated_request_is_decoded_once_and_every_association_answered(
 @pytest.mark.pynetdicom_internals(
     reason="the A-ASSOCIATE-RQ decoder hook keeps the requests it decoded")
 def test_requests_are_decoded_every_time_while_pynetdicom_describes_pdus(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, pdu_descriptions: Callable[[bool], None]) -> None:
     """With pynetdicom's PDU descriptions on (``-ll trace``) its handlers see every request."""
-    monkeypatch.setattr(pynetdicom_config, "LOG_HANDLER_LEVEL", "standard")
+    pdu_descriptions(True)
     config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
     with pyqrscp_in_process(config) as server:
         for _ in range(2):
