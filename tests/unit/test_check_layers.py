@@ -4,18 +4,39 @@ package's own tree is clean."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import contextlib
+import functools
+import io
+import runpy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 CHECKER = Path(__file__).resolve().parents[2] / "scripts" / "check-layers"
 
 
-def check(src: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(CHECKER), str(src)], capture_output=True,
-                          text=True, timeout=120, check=False)
+@functools.cache
+def checker_main() -> Callable[[Sequence[str]], int]:
+    """The script's ``main``, loaded once into this interpreter."""
+    return cast(Callable[[Sequence[str]], int],
+                runpy.run_path(str(CHECKER), run_name="check_layers")["main"])
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    returncode: int
+    stdout: str
+
+
+def check(src: Path) -> Checked:
+    """``check-layers SRC``: its exit code and what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        returncode = checker_main()([str(src)])
+    return Checked(returncode, printed.getvalue())
 
 
 def tree(tmp_path: Path, modules: dict[str, str]) -> Path:
