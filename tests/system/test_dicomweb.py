@@ -387,6 +387,7 @@ def test_c_store_leaves_describing_to_the_metadata_writer(tmp_path: Path) -> Non
         for area in web.server.services.areas.values():
             assert area.describer is not None
             area.describer.quiet = 3600.0
+            area.describer.longest_wait = 3600.0
         study_uid, series_uid = _store_series(web, tmp_path / "in", 5)
         assert indexed(web.areas["a"]) == 5
         assert _metadata_rows(web.areas["a"]) == 0

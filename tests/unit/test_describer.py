@@ -1,10 +1,12 @@
-"""The metadata writer on a real storage area: it describes stored instances once stores pause,
-never on the store itself, keeps nothing for a copy that was replaced meanwhile, and stops
+"""The metadata writer on a real storage area: it describes stored instances once stores pause
+(or once the oldest has waited long enough under stores that never pause), never on the store
+itself, keeps a bounded queue, keeps nothing for a copy that was replaced meanwhile, and stops
 promptly with work left (requests describe that)."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,12 @@ def _writer(area: StorageArea) -> MetadataWriter:
     return area.describer
 
 
+def _hold(area: StorageArea) -> None:
+    """Keep the writer from describing (stores never pause, nothing waits too long)."""
+    _writer(area).quiet = HOUR
+    _writer(area).longest_wait = HOUR
+
+
 def _kept(area: StorageArea) -> dict[str, str]:
     """SOP Instance UID -> PatientName in the kept JSON."""
     db = area.reader()
@@ -49,8 +57,9 @@ def _kept(area: StorageArea) -> dict[str, str]:
 
 
 def _store(area: StorageArea, sources: Path, patient_name: str = "Doe^John",
-           sop_uid: str | None = None) -> str:
-    data = make_ct(sources, patient_name=patient_name, sop_uid=sop_uid).read_bytes()
+           sop_uid: str | None = None, study_uid: str | None = None) -> str:
+    data = make_ct(sources, patient_name=patient_name, sop_uid=sop_uid,
+                   study_uid=study_uid).read_bytes()
     header = read_header(data)
     area.store(header, data)
     return header.sop_instance_uid
@@ -58,7 +67,7 @@ def _store(area: StorageArea, sources: Path, patient_name: str = "Doe^John",
 
 def test_stores_wait_while_they_keep_coming_then_all_are_described(area: StorageArea,
                                                                    tmp_path: Path) -> None:
-    _writer(area).quiet = HOUR
+    _hold(area)
     uids = [_store(area, tmp_path, patient_name=f"P{n}") for n in range(5)]
     assert _kept(area) == {}
     assert _writer(area).pending == 5
@@ -66,6 +75,42 @@ def test_stores_wait_while_they_keep_coming_then_all_are_described(area: Storage
     kept = poll_until(lambda: _kept(area) if len(_kept(area)) == 5 else None,
                       "five instances described")
     assert kept == {uid: f"P{n}" for n, uid in enumerate(uids)}
+
+
+def test_a_stream_of_stores_that_never_pauses_is_described_as_it_goes(
+        area: StorageArea, tmp_path: Path) -> None:
+    # the writer waited for a pause that a steady stream never gives: nothing was described
+    # and the queue grew for the life of the process
+    _writer(area).quiet = HOUR  # as far as the writer can tell, stores never pause
+    _writer(area).longest_wait = 0.5
+    study_uid = "1.2.826.0.1.3680043.8.498.1"
+    stop = threading.Event()
+    stored: list[str] = []
+
+    def keep_storing() -> None:
+        while not stop.is_set():
+            stored.append(_store(area, tmp_path, study_uid=study_uid))
+    storing = threading.Thread(target=keep_storing)
+    storing.start()
+    try:
+        kept = poll_until(lambda: _kept(area) or None, "instances described while stores go on")
+        assert storing.is_alive()
+    finally:
+        stop.set()
+        storing.join()
+    assert set(kept) <= set(stored)
+
+
+def test_at_most_limit_instances_wait_the_oldest_are_left_to_requests(
+        area: StorageArea, tmp_path: Path) -> None:
+    _hold(area)
+    _writer(area).limit = 3
+    uids = [_store(area, tmp_path, patient_name=f"P{n}") for n in range(5)]
+    assert _writer(area).pending == 3
+    _writer(area).quiet = 0.0
+    kept = poll_until(lambda: _kept(area) if len(_kept(area)) == 3 else None,
+                      "the three newest described")
+    assert kept == {uid: f"P{n}" for n, uid in enumerate(uids) if n >= 2}
 
 
 def _stored_row(area: StorageArea, sop_instance_uid: str) -> tuple[str, str]:
@@ -76,7 +121,7 @@ def _stored_row(area: StorageArea, sop_instance_uid: str) -> tuple[str, str]:
 
 def test_a_copy_replaced_before_it_was_described_is_not_kept(area: StorageArea,
                                                              tmp_path: Path) -> None:
-    _writer(area).quiet = HOUR
+    _hold(area)
     uid = _store(area, tmp_path, patient_name="Old^Copy")
     old_file = _stored_row(area, uid)[1]
     _store(area, tmp_path, sop_uid=uid, patient_name="New^Copy")
@@ -112,7 +157,7 @@ def test_unreadable_or_gone_instances_are_skipped(tmp_path: Path) -> None:
 
 
 def test_stop_leaves_pending_instances_to_requests(area: StorageArea, tmp_path: Path) -> None:
-    _writer(area).quiet = HOUR
+    _hold(area)
     _store(area, tmp_path)
     writer = _writer(area)
     area.close()
