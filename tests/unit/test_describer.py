@@ -145,7 +145,8 @@ def test_unreadable_or_gone_instances_are_skipped(tmp_path: Path) -> None:
             raise InvalidDataset("not DICOM")
         return data.upper()
 
-    writer = MetadataWriter(read, describe_bytes, kept.extend, quiet=0.0)
+    writer = MetadataWriter(lambda entries: entries, read, describe_bytes, kept.extend,
+                            quiet=0.0)
     writer.start()
     try:
         for number, name in enumerate(("bad", "gone", "good")):
@@ -154,6 +155,20 @@ def test_unreadable_or_gone_instances_are_skipped(tmp_path: Path) -> None:
     finally:
         writer.stop()
     assert kept == [("1.2.2", "good", b"GOOD")]
+
+
+def test_an_instance_a_request_described_is_not_read_again(area: StorageArea,
+                                                           tmp_path: Path) -> None:
+    # the writer read the file again and overwrote the JSON a /metadata request had kept
+    _hold(area)
+    other = _store(area, tmp_path, patient_name="Other^One")
+    asked = _store(area, tmp_path, patient_name="Asked^For")
+    area.keep_metadata([(*_stored_row(area, asked), b'{"00100010":{"vr":"PN","Value":'
+                         b'[{"Alphabetic":"By^Request"}]}}')])
+    _writer(area).quiet = 0.0
+    kept = poll_until(lambda: _kept(area) if other in _kept(area) else None,
+                      "the other instance of the batch described")
+    assert kept == {other: "Other^One", asked: "By^Request"}
 
 
 def test_stop_leaves_pending_instances_to_requests(area: StorageArea, tmp_path: Path) -> None:

@@ -41,16 +41,18 @@ _Waiting = tuple[str, str, float]
 class MetadataWriter:
     """A thread that describes the instances it is told of once stores pause.
 
-    ``read`` gives a stored file's bytes (OSError when it has gone: replaced, evicted or
-    deleted meanwhile), ``describe`` makes the JSON (PyqrscpError when it cannot), ``keep``
-    stores a batch of them in the index.
+    ``undescribed`` gives those of a batch that still need JSON (not described by a request
+    meanwhile, still indexed under that file), ``read`` a stored file's bytes (OSError when
+    it has gone: replaced, evicted or deleted meanwhile), ``describe`` makes the JSON
+    (PyqrscpError when it cannot), ``keep`` stores a batch of them in the index.
     """
 
-    def __init__(self, read: Callable[[str], bytes], describe: Callable[[bytes], bytes],
+    def __init__(self, undescribed: Callable[[list[Pending]], list[Pending]],
+                 read: Callable[[str], bytes], describe: Callable[[bytes], bytes],
                  keep: Callable[[list[Described]], None], name: str = "",
                  quiet: float = QUIET_SECONDS, longest_wait: float = LONGEST_WAIT_SECONDS,
                  limit: int = MAX_PENDING) -> None:
-        self.read, self.describe, self.keep = read, describe, keep
+        self.undescribed, self.read, self.describe, self.keep = undescribed, read, describe, keep
         self._quiet, self._longest_wait, self.limit = quiet, longest_wait, limit
         self._pending: deque[_Waiting] = deque()
         self._dropping = False
@@ -153,6 +155,12 @@ class MetadataWriter:
         before a store arrived (or a stop) go back to the front of the queue."""
         with self._changed:
             started = self._last_store
+        try:
+            wanted = set(self.undescribed([(uid, name) for uid, name, _ in batch]))
+        except PyqrscpError as error:
+            LOGGER.error("metadata writer: cannot look up %d instance(s): %s", len(batch), error)
+            return []
+        batch = [waiting for waiting in batch if waiting[:2] in wanted]
         done: list[Described] = []
         for position, (sop_instance_uid, file_name, _stored_at) in enumerate(batch):
             with self._changed:

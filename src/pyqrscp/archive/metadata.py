@@ -89,6 +89,21 @@ def keep(db: IndexConnection, sop_instance_uid: str, file_name: str, metadata: b
                "UPDATE SET json = excluded.json", (metadata, sop_instance_uid, file_name))
 
 
+def undescribed(db: IndexConnection, entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Those of ``entries`` (``(SOP Instance UID, file name)``) whose row still names that file
+    and has no JSON yet, in one query: an instance a request described meanwhile, or one
+    replaced or deleted, is not read again."""
+    if not entries:
+        return []
+    marks = ",".join("?" * len(entries))
+    rows = db.execute("SELECT i.sop_instance_uid, i.file_name FROM instance i "
+                      "LEFT JOIN instance_metadata m ON m.instance_pk = i.pk "
+                      f"WHERE m.instance_pk IS NULL AND i.sop_instance_uid IN ({marks})",
+                      [uid for uid, _ in entries]).fetchall()
+    waiting = {(str(uid), str(name)) for uid, name in rows}
+    return [entry for entry in entries if entry in waiting]
+
+
 def stored_metadata(db: IndexConnection, study_uid: str, series_uid: str | None = None,
                     instance_uid: str | None = None) -> list[tuple[str, str, bytes | None]]:
     """``(SOP Instance UID, file name, JSON or None)`` of every instance of a study, series or

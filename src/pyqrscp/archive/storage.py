@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from pyqrscp.archive import filelock
 from pyqrscp.archive.areafiles import open_regular, read_regular
-from pyqrscp.archive.describer import Described, MetadataWriter
+from pyqrscp.archive.describer import Described, MetadataWriter, Pending
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.durable import (
     flush_pool,
@@ -58,6 +58,7 @@ from pyqrscp.archive.leftovers import settle
 from pyqrscp.archive.liveness import NodeLock
 from pyqrscp.archive.metadata import create_table as create_metadata_table
 from pyqrscp.archive.metadata import keep as keep_metadata
+from pyqrscp.archive.metadata import undescribed
 from pyqrscp.archive.quota import EvictionPlan, plan_eviction
 from pyqrscp.config import Quota
 from pyqrscp.errors import InvalidDataset, PyqrscpError, StorageFailure
@@ -157,7 +158,8 @@ class StorageArea:
         """From now on keep each stored instance's DICOM JSON (``describe`` makes it), in a
         thread that works while stores pause (:mod:`pyqrscp.archive.describer`)."""
         if self.describer is None:
-            self.describer = MetadataWriter(lambda name: read_regular(self.path_of(name)),
+            self.describer = MetadataWriter(self.undescribed,
+                                            lambda name: read_regular(self.path_of(name)),
                                             describe, self.keep_metadata, str(self.root))
             self.describer.start()
 
@@ -457,6 +459,18 @@ class StorageArea:
     def instance(self, sop_instance_uid: str) -> StoredInstance | None:
         with self.lock:
             return self.writer.instance(sop_instance_uid)
+
+    def undescribed(self, entries: list[Pending]) -> list[Pending]:
+        """Those of ``entries`` whose row still names the file and has no JSON yet; raises
+        StorageFailure when the index cannot say."""
+        try:
+            db = self.reader()
+            try:
+                return undescribed(db, entries)
+            finally:
+                db.close()
+        except self.backend.driver_errors as error:
+            raise StorageFailure(f"index query failed: {error}") from error
 
     def keep_metadata(self, rows: list[Described]) -> None:
         """Keep the DICOM JSON of instances (``(SOP Instance UID, file name, JSON)``), each
