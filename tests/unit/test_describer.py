@@ -6,6 +6,7 @@ promptly with work left (requests describe that)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,28 @@ def test_stop_leaves_pending_instances_to_requests(area: StorageArea, tmp_path: 
     assert writer.pending == 1
     assert area.describer is None
     area.open()  # the fixture closes it again
+
+
+def test_a_writer_still_describing_at_close_leaves_the_index_alone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # close gave up waiting for the writer and closed the connection the writer went on to use
+    area = StorageArea(tmp_path / "area", Quota(100, 100 * MB), durable=False)
+    area.open()
+    describing, proceed = threading.Event(), threading.Event()
+
+    def slow_describe(data: bytes) -> bytes:
+        describing.set()
+        proceed.wait(timeout=HOUR)
+        return describe(data)
+    area.describe_new_instances(slow_describe)
+    writer = _writer(area)
+    writer.stop_seconds = 0.0
+    writer.quiet = 0.0
+    _store(area, tmp_path)
+    poll_until(describing.is_set, "the writer describing")
+    try:
+        area.close()
+    finally:
+        proceed.set()
+    poll_until(lambda: not writer.running, "the writer ended")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

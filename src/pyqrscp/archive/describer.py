@@ -56,6 +56,8 @@ class MetadataWriter:
         self._quiet, self._longest_wait, self.limit = quiet, longest_wait, limit
         self._pending: deque[_Waiting] = deque()
         self._dropping = False
+        self.stop_seconds = STOP_SECONDS
+        """How long :meth:`stop` waits for the instance being described."""
         self._changed = threading.Condition()
         self._last_store = 0.0
         self._stopping = False
@@ -66,12 +68,20 @@ class MetadataWriter:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the instance being described; what is pending is left to requests."""
+        """Stop after the instance being described (waiting at most :attr:`stop_seconds`);
+        what is pending is left to requests."""
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
         if self._thread.is_alive():
-            self._thread.join(timeout=STOP_SECONDS)
+            self._thread.join(timeout=self.stop_seconds)
+            if self._thread.is_alive():
+                LOGGER.warning("metadata writer %s still describing; not waited for",
+                               self._thread.name)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def stored(self, sop_instance_uid: str, file_name: str) -> None:
         """Note a stored instance (cheap: the C-STORE path calls this)."""

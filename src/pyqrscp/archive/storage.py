@@ -171,9 +171,10 @@ class StorageArea:
         if self._flush_pool is not None:
             self._flush_pool.shutdown()
             self._flush_pool = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self.lock:  # a metadata writer not waited for may be keeping a batch
+            if self._db is not None:
+                self._db.close()
+                self._db = None
         if self._lock_file is not None:
             if filelock.try_lock(self._lock_file, exclusive=True):
                 (self.root / IN_USE_MARKER_NAME).unlink(missing_ok=True)
@@ -462,7 +463,9 @@ class StorageArea:
 
     def undescribed(self, entries: list[Pending]) -> list[Pending]:
         """Those of ``entries`` whose row still names the file and has no JSON yet; raises
-        StorageFailure when the index cannot say."""
+        StorageFailure when the index cannot say; none once the area is closed."""
+        if self._db is None:
+            return []
         try:
             db = self.reader()
             try:
@@ -474,13 +477,17 @@ class StorageArea:
 
     def keep_metadata(self, rows: list[Described]) -> None:
         """Keep the DICOM JSON of instances (``(SOP Instance UID, file name, JSON)``), each
-        only while its row names that file."""
-        writer = self.writer
-
-        def keep_all() -> None:
-            for sop_instance_uid, file_name, metadata in rows:
-                keep_metadata(writer.db, sop_instance_uid, file_name, metadata)
+        only while its row names that file; nothing once the area is closed."""
         with self.lock:
+            if self._db is None:
+                LOGGER.debug("%s is closed: metadata of %d instance(s) not kept", self.root,
+                             len(rows))
+                return
+            writer = self.writer
+
+            def keep_all() -> None:
+                for sop_instance_uid, file_name, metadata in rows:
+                    keep_metadata(writer.db, sop_instance_uid, file_name, metadata)
             _run_write(self.backend, writer.db, keep_all)
 
 
