@@ -19,7 +19,6 @@ from pyqrscp.archive.dicomfile import read_header
 from pyqrscp.archive.metadata import describe
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import Quota
-from pyqrscp.errors import InvalidDataset
 
 MB = 1024**2
 HOUR = 3600.0
@@ -134,28 +133,17 @@ def test_a_copy_replaced_before_it_was_described_is_not_kept(area: StorageArea,
     poll_until(lambda: _kept(area) == {uid: "New^Copy"}, "the new copy described")
 
 
-def test_unreadable_or_gone_instances_are_skipped(tmp_path: Path) -> None:
-    files = {"good": b"good", "bad": b"bad"}
-    kept: list[tuple[str, str, bytes]] = []
-
-    def read(name: str) -> bytes:
-        return files[name] if name in files else Path(tmp_path / name).read_bytes()
-
-    def describe_bytes(data: bytes) -> bytes:
-        if data == b"bad":
-            raise InvalidDataset("not DICOM")
-        return data.upper()
-
-    writer = MetadataWriter(lambda entries: entries, read, describe_bytes, kept.extend,
-                            quiet=0.0)
-    writer.start()
-    try:
-        for number, name in enumerate(("bad", "gone", "good")):
-            writer.stored(f"1.2.{number}", name)
-        poll_until(lambda: writer.pending == 0 and kept, "the batch described")
-    finally:
-        writer.stop()
-    assert kept == [("1.2.2", "good", b"GOOD")]
+def test_unreadable_or_gone_instances_are_skipped(area: StorageArea, tmp_path: Path) -> None:
+    _hold(area)
+    corrupt, gone, good = (_store(area, tmp_path, patient_name=name)
+                           for name in ("Corrupt^File", "Gone^File", "Good^File"))
+    area.path_of(_stored_row(area, corrupt)[1]).write_bytes(b"not a DICOM file")
+    area.path_of(_stored_row(area, gone)[1]).unlink()
+    _writer(area).quiet = 0.0
+    kept = poll_until(lambda: _kept(area) if good in _kept(area) else None,
+                      "the batch described")
+    assert kept == {good: "Good^File"}
+    assert _writer(area).pending == 0
 
 
 def test_an_instance_a_request_described_is_not_read_again(area: StorageArea,
