@@ -653,20 +653,6 @@ def test_associations_beyond_max_get_a_transient_local_limit_reject(tmp_path: Pa
         echo(server.port)
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
-                              str(mount_point)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MiB tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 @pytest.mark.slow
 def test_full_disk_refuses_with_a700_and_recovers(tmp_path: Path, small_tmpfs: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:

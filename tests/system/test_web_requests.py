@@ -172,6 +172,20 @@ def test_a_search_is_answered_while_a_stow_body_streams(tmp_path: Path) -> None:
         assert leftovers(web.areas["a"]) == []
 
 
+def test_a_full_disk_while_spooling_is_507_and_leaves_nothing(tmp_path: Path,
+                                                              small_tmpfs: Path) -> None:
+    # a failed write while spooling was a 500 with a traceback ('Exception in ASGI
+    # application'); only a temp file that could not be created was a 507
+    area = small_tmpfs / "a"
+    larger_than_the_disk = make_ct(tmp_path, rows=1500).read_bytes()
+    with web_server(tmp_path, rows=(f"ARCHIVE {area} RW (100, 1024mb) ANY",)) as web:
+        refused = post(web.dicomweb() + "/studies", stow_body(larger_than_the_disk))
+        assert refused.status_code == 507, refused.text
+        assert leftovers(area) == []
+        stored = post(web.dicomweb() + "/studies", stow_body(make_ct(tmp_path).read_bytes()))
+        assert stored.status_code == 200, stored.text
+
+
 def test_endless_padding_after_a_boundary_is_refused_at_once(tmp_path: Path) -> None:
     # kept whole and copied again on every read, it held the event loop ever longer
     length = 1 << 30

@@ -65,25 +65,33 @@ class Upload:
             See :class:`MultipartParser`.
         HTTPException
             413 a part past its limit, 415 a part that is not application/dicom, 507 no temp
-            file.
+            file or a write that failed (disk full, I/O error).
         """
         with self._lock:
             if self._discarded:
                 return
-            for event in self.parser.feed(data):
-                if isinstance(event, PartStart):
-                    _check_part_type(event.headers)
-                    self._current = _new_part(self.folder, self.temp_prefix)
-                    self.parts.append(self._current)
-                elif isinstance(event, PartData) and self._current is not None:
-                    self._current.size += len(event.data)
-                    if self._current.size > self.part_limit:
-                        raise HTTPException(413, f"a part is larger than {self.part_limit} "
-                                            "bytes")
-                    _write_all(self._current.fd, event.data)
-                elif isinstance(event, PartEnd) and self._current is not None:
-                    os.close(self._current.fd)
-                    self._current.fd, self._current = -1, None
+            try:
+                self._handle(data)
+            except OSError as error:
+                raise HTTPException(507, "cannot spool the upload: "
+                                    f"{error.strerror or error}") from error
+
+    def _handle(self, data: bytes) -> None:
+        """Parse ``data``, writing part bytes as they come; OSError from the file system."""
+        for event in self.parser.feed(data):
+            if isinstance(event, PartStart):
+                _check_part_type(event.headers)
+                self._current = _new_part(self.folder, self.temp_prefix)
+                self.parts.append(self._current)
+            elif isinstance(event, PartData) and self._current is not None:
+                self._current.size += len(event.data)
+                if self._current.size > self.part_limit:
+                    raise HTTPException(413, f"a part is larger than {self.part_limit} "
+                                        "bytes")
+                _write_all(self._current.fd, event.data)
+            elif isinstance(event, PartEnd) and self._current is not None:
+                fd, self._current.fd, self._current = self._current.fd, -1, None
+                os.close(fd)
 
     def discard(self) -> None:
         """Close and remove every part; later feeds do nothing."""
@@ -151,11 +159,7 @@ def _check_part_type(headers: dict[str, str]) -> None:
 
 def _new_part(folder: Path, temp_prefix: str) -> SpooledPart:
     path = folder / f"{temp_prefix}{secrets.token_hex(8)}"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as error:
-        raise HTTPException(507, f"cannot spool the upload: {error.strerror}") from error
-    return SpooledPart(path, fd)
+    return SpooledPart(path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -167,9 +171,12 @@ def _write_all(fd: int, data: bytes) -> None:
 def discard(parts: list[SpooledPart]) -> None:
     """Close and remove the parts' temp files."""
     for part in parts:
-        if part.fd >= 0:
-            os.close(part.fd)
-            part.fd = -1
+        fd, part.fd = part.fd, -1
+        try:
+            if fd >= 0:
+                os.close(fd)
+        except OSError:
+            pass  # a failing disk; the file goes all the same
         try:
             os.unlink(part.path)
         except FileNotFoundError:
