@@ -1,21 +1,32 @@
 """Requests the HTTP listener must refuse: a foreign Host (DNS rebinding) while it needs no
 credentials, a deletion from another origin or with an oversized body, and malformed UIDs in
-the path, endless padding in a STOW-RS body; answers sent without Nagle's delay, and a search
-answered while a STOW-RS body is still arriving."""
+the path, endless padding in a STOW-RS body, a disk that fills up while a body is spooled;
+answers sent without Nagle's delay, and searches answered while uploads wait on a disk that
+does not answer."""
 
 from __future__ import annotations
 
 import gc
+import os
+import shutil
+import signal
 import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 from dicomweb_server import WebServer, web_server
 from helpers import make_ct, poll_until, still_open
 from pydicom import dcmread
 from test_dicomweb import BOUNDARY, STOW_TYPE, indexed, leftovers, post, stow_body
 
+from pyqrscp.web.archive import UPLOAD_THREADS
+
 TIMEOUT = 60
+UPLOADS_HELD = 44
+"""More uploads than the 40 threads of the pool Starlette's requests share."""
 
 
 def _store_studies(web: WebServer, tmp_path: Path, count: int) -> list[str]:
@@ -140,8 +151,8 @@ def test_answers_are_not_held_back_by_nagle(tmp_path: Path) -> None:
             assert server_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
-def _stow_head(length: int) -> bytes:
-    return (f"POST /dicomweb/ARCHIVE/studies HTTP/1.1\r\nHost: localhost\r\n"
+def _stow_head(length: int, ae_title: str = "ARCHIVE") -> bytes:
+    return (f"POST /dicomweb/{ae_title}/studies HTTP/1.1\r\nHost: localhost\r\n"
             f"Content-Type: {STOW_TYPE}\r\nContent-Length: {length}\r\n\r\n").encode()
 
 
@@ -155,21 +166,91 @@ def _status_of(connection: socket.socket) -> int:
     return int(head.split(b" ", 2)[1])
 
 
-def test_a_search_is_answered_while_a_stow_body_streams(tmp_path: Path) -> None:
-    body = stow_body(make_ct(tmp_path, rows=64).read_bytes())
-    half = len(body) // 2
-    with web_server(tmp_path) as web:
+class FreezableDisk:
+    """An ext4 file system on a loop device that ``fsfreeze`` can stall: every write to it
+    waits (uninterruptibly) until it is thawed, as on a disk that does not answer."""
+
+    def __init__(self, image: Path, path: Path) -> None:
+        self.image, self.path = image, path
+        self._watchdog: subprocess.Popen[bytes] | None = None
+
+    def freeze(self) -> None:
+        # thawed after 5 min even if this process dies: its stalled threads cannot be killed
+        self._watchdog = subprocess.Popen(
+            ["sh", "-c", f"sleep 300; fsfreeze -u '{self.path}'"], start_new_session=True)
+        subprocess.run(["fsfreeze", "-f", str(self.path)], check=True, timeout=TIMEOUT)
+
+    def thaw(self) -> None:
+        if self._watchdog is not None:
+            subprocess.run(["fsfreeze", "-u", str(self.path)], check=False, timeout=TIMEOUT)
+            os.killpg(self._watchdog.pid, signal.SIGTERM)
+            self._watchdog.wait(timeout=TIMEOUT)
+            self._watchdog = None
+
+
+@pytest.fixture
+def freezable_disk(tmp_path: Path) -> Iterator[FreezableDisk]:
+    """Skips when no loop device can be mounted (not root, no fsfreeze)."""
+    image, mount_point = tmp_path / "disk.img", tmp_path / "frozen"
+    mount_point.mkdir()
+    with image.open("wb") as sparse:
+        sparse.truncate(64 << 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True,
+                          text=True, check=False)
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)],
+                             capture_output=True, text=True, check=False) \
+        if made.returncode == 0 and shutil.which("fsfreeze") else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip(f"cannot mount a loop file system: {made.stderr or mounted}")
+    disk = FreezableDisk(image, mount_point)
+    try:
+        yield disk
+    finally:
+        disk.thaw()
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _stalled_threads() -> int:
+    """Threads of this process waiting uninterruptibly (state D): here, on the frozen disk."""
+    stalled = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            state = (task / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        stalled += state == "D"
+    return stalled
+
+
+def test_searches_are_answered_while_uploads_wait_on_a_stalled_disk(
+        tmp_path: Path, freezable_disk: FreezableDisk) -> None:
+    # uploads took threads of the pool every request shares (40): as many uploads on a disk
+    # that did not answer left a search waiting until the disk did
+    bodies = [stow_body(make_ct(tmp_path, rows=64).read_bytes())
+              for _ in range(UPLOADS_HELD)]
+    stalled_area = freezable_disk.path / "b"
+    rows = ("ARCHIVE {a} RW (100, 1024mb) ANY", f"STALLED {stalled_area} RW (100, 1024mb) ANY")
+    with web_server(tmp_path, rows=rows) as web:
         port = int(web.root.rpartition(":")[2])
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as upload:
-            upload.sendall(_stow_head(len(body)) + body[:half])
-            poll_until(lambda: leftovers(web.areas["a"]) or None, "the part being spooled")
+        uploads: list[socket.socket] = []
+        try:
+            freezable_disk.freeze()
+            for body in bodies:
+                upload = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+                uploads.append(upload)
+                upload.sendall(_stow_head(len(body), "STALLED") + body[:len(body) // 2])
+            poll_until(lambda: _stalled_threads() >= UPLOAD_THREADS, "uploads stalled")
             search = requests.get(web.dicomweb() + "/studies", timeout=TIMEOUT)
             assert search.status_code == 204, search.text
-            assert still_open(upload)
-            upload.sendall(body[half:])
-            assert _status_of(upload) == 200
-        assert indexed(web.areas["a"]) == 1
-        assert leftovers(web.areas["a"]) == []
+            assert all(still_open(upload) for upload in uploads)
+        finally:
+            freezable_disk.thaw()
+        for upload, body in zip(uploads, bodies, strict=True):
+            with upload:
+                upload.sendall(body[len(body) // 2:])
+                assert _status_of(upload) == 200
+        assert indexed(stalled_area) == UPLOADS_HELD
+        assert leftovers(stalled_area) == []
 
 
 def test_a_full_disk_while_spooling_is_507_and_leaves_nothing(tmp_path: Path,

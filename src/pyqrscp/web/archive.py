@@ -12,12 +12,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from anyio import CapacityLimiter
 from starlette.exceptions import HTTPException
 
 from pyqrscp.archive.index.backend import IndexConnection
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config import AEEntry
 from pyqrscp.web.settings import WebSettings
+
+UPLOAD_THREADS = 4
+"""Threads STOW-RS may hold at once (spooling, storing); the other requests keep the rest of
+the shared pool even while uploads wait on a slow disk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,9 @@ class WebArchive:
     max_store_size: int = 4 << 30
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the listener stops: uploads still arriving are answered 503 at once."""
+    upload_threads: CapacityLimiter = field(
+        default_factory=lambda: CapacityLimiter(UPLOAD_THREADS))
+    """STOW-RS file work runs in at most :data:`UPLOAD_THREADS` threads."""
 
     def entry(self, ae_title: str, *, read: bool = False, write: bool = False) -> AEEntry:
         """The AETable row of ``ae_title``: 404 when there is none, 403 when its access lacks

@@ -15,7 +15,7 @@ import mmap
 import os
 from dataclasses import dataclass, field
 
-from starlette.concurrency import run_in_threadpool
+from anyio import to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -164,14 +164,15 @@ async def stow(request: Request) -> Response:
         area = archive.area(ae_title)
         limit = min(archive.max_store_size, entry.quota.max_bytes_per_study)
         parts = await receive_parts(request, area.root, area.node.temp_prefix, settings,
-                                    boundary, limit, archive.stopping)
+                                    boundary, limit, archive.stopping, archive.upload_threads)
     except HTTPException as error:
         LOGGER.warning("STOW-RS from %s into %s refused: %s", who, ae_title, error.detail)
         raise
     if not parts:
         raise HTTPException(400, "the body holds no part")
     study_uid = request.path_params.get("study")
-    outcome = await run_in_threadpool(store_parts, archive, ae_title, parts, study_uid, who)
+    outcome = await to_thread.run_sync(store_parts, archive, ae_title, parts, study_uid, who,
+                                       limiter=archive.upload_threads)
     status = 200 if not outcome.failed else 409 if not outcome.stored else 202
     return JSONResponse(response_body(outcome, base_url(request, ae_title), study_uid),
                         status_code=status, media_type=DICOM_JSON)

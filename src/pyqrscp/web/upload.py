@@ -2,7 +2,9 @@
 
 The event loop only receives: it hands what arrived to a worker thread, which parses it and
 writes the parts' bytes (a write can wait on the disk for as long as the disk likes; the loop
-meanwhile answers other requests).  While the thread writes, the server gathers what arrives
+meanwhile answers other requests).  Uploads share a few threads of their own (a
+``CapacityLimiter``), so uploads waiting on a slow disk never take the threads that searches,
+metadata and the page run in.  While the thread writes, the server gathers what arrives
 (up to its flow-control limit), so the slower the disk, the fewer and larger the hand-overs.
 Any problem discards every part written so far.
 """
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.concurrency import run_in_threadpool
+from anyio import CapacityLimiter, to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -102,8 +104,10 @@ class Upload:
 
 async def receive_parts(request: Request, folder: Path, temp_prefix: str,
                         settings: WebSettings, boundary: str, part_limit: int,
-                        stopping: threading.Event) -> list[SpooledPart]:
-    """Every part of the body in temp files of ``folder``; on any problem none is left.
+                        stopping: threading.Event, threads: CapacityLimiter
+                        ) -> list[SpooledPart]:
+    """Every part of the body in temp files of ``folder``, written in ``threads``; on any
+    problem none is left.
 
     Raises
     ------
@@ -114,13 +118,13 @@ async def receive_parts(request: Request, folder: Path, temp_prefix: str,
     upload = Upload(folder, temp_prefix, boundary, part_limit)
     try:
         async for data in _chunks(request, settings, stopping):
-            await run_in_threadpool(upload.feed, data)
+            await to_thread.run_sync(upload.feed, data, limiter=threads)
         upload.parser.finish()
     except MalformedMultipart as error:
-        await run_in_threadpool(upload.discard)
+        await to_thread.run_sync(upload.discard, limiter=threads)
         raise HTTPException(400, f"malformed multipart body: {error}") from error
     except BaseException:
-        await asyncio.shield(run_in_threadpool(upload.discard))
+        await asyncio.shield(to_thread.run_sync(upload.discard, limiter=threads))
         raise
     return upload.parts
 
