@@ -36,38 +36,25 @@ def remember_uid_checks() -> None:
     """
     check = pynetdicom_config.VALIDATORS["UI"]
     if not getattr(check, "remembers", False):
-        pynetdicom_config.VALIDATORS["UI"] = _remembering(check)
+        pynetdicom_config.VALIDATORS["UI"] = _remembering(
+            check, lambda: bool(pynetdicom_config.ENFORCE_UID_CONFORMANCE))
     value_check = valuerep.VALIDATORS["UI"]
     if not getattr(value_check, "remembers", False):
-        valuerep.VALIDATORS["UI"] = _remembering_value_check(value_check)
+        valuerep.VALIDATORS["UI"] = _remembering(value_check, lambda: None)
 
 
-def _remembering(check: Callable[[Any], tuple[bool, str]]
-                 ) -> Callable[[Any], tuple[bool, str]]:
+def _remembering(check: Callable[..., tuple[bool, str]], setting: Callable[[], object]
+                 ) -> Callable[..., tuple[bool, str]]:
+    """``check`` with its verdicts kept per arguments (the checked value last), the value's
+    type and ``setting()`` (pynetdicom's conformance switch; pydicom has none)."""
     @lru_cache(maxsize=REMEMBERED_UIDS)
-    def verdict(value: str, kind: type, enforced: bool) -> tuple[bool, str]:
-        return check(value)
+    def verdict(args: tuple[Any, ...], kind: type, now: object) -> tuple[bool, str]:
+        return check(*args)
 
-    def remembered(value: Any) -> tuple[bool, str]:
-        if not isinstance(value, str):
-            return check(value)
-        return verdict(value, type(value), bool(pynetdicom_config.ENFORCE_UID_CONFORMANCE))
-
-    remembered.remembers = True  # type: ignore[attr-defined]
-    remembered.__wrapped__ = check  # type: ignore[attr-defined]
-    return remembered
-
-
-def _remembering_value_check(check: Callable[[str, Any], tuple[bool, str]]
-                             ) -> Callable[[str, Any], tuple[bool, str]]:
-    @lru_cache(maxsize=REMEMBERED_UIDS)
-    def verdict(vr: str, value: str, kind: type) -> tuple[bool, str]:
-        return check(vr, value)
-
-    def remembered(vr: str, value: Any) -> tuple[bool, str]:
-        if not isinstance(value, str):
-            return check(vr, value)
-        return verdict(vr, value, type(value))
+    def remembered(*args: Any) -> tuple[bool, str]:
+        if not isinstance(args[-1], str):
+            return check(*args)
+        return verdict(args, type(args[-1]), setting())
 
     remembered.remembers = True  # type: ignore[attr-defined]
     remembered.__wrapped__ = check  # type: ignore[attr-defined]

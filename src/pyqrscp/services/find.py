@@ -72,8 +72,8 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 _RETRIEVE_AE_TITLE = 0x00080054
 _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
-queued responses, wait for it to drain so that a C-CANCEL is seen
-between responses."""
+queued messages (each a batch of up to `_BATCH_RESPONSES` responses), wait for it to drain so
+that a C-CANCEL is seen between batches."""
 _BATCH_RESPONSES = 16
 _BATCH_BYTES = 32 * 1024
 """Pending responses go out together, up to this many or this many bytes of identifiers
