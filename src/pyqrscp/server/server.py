@@ -50,6 +50,7 @@ from pyqrscp.server.acceptance import (
 )
 from pyqrscp.server.notify import Watchdog, notify, watchdog_interval
 from pyqrscp.server.privileges import check_names, drop_privileges
+from pyqrscp.server.stopping import StopRequests
 from pyqrscp.services import Services
 from pyqrscp.web.settings import WebSettings, settings_of
 
@@ -94,7 +95,9 @@ class ArchiveServer:
                                    reject_without_implementation_uid=options.reject,
                                    disable_host_lookup=options.disable_host_lookup,
                                    hosts=self.services.hosts)
-        self.stop_requested = threading.Event()
+        self.stop_requests: StopRequests | None = None
+        """Made by :meth:`install_signal_handlers`: SIGINT/SIGTERM (or its ``request()``
+        from any thread) end :meth:`serve_until_signalled`."""
         self._server: ArchiveServerSocket | None = None
         self._governor: IdleGovernor | None = None
         self._watchdog: Watchdog | None = None
@@ -274,25 +277,33 @@ class ArchiveServer:
                 assoc.abort()
         self.services.close()
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self) -> StopRequests:
         """SIGINT/SIGTERM request a graceful stop; call before :meth:`start` announces the port,
         so a signal sent the moment the server is ready is not fatal."""
+        stop_requests = self.stop_requests = self.stop_requests or StopRequests()
+
         def request_stop(signum: int, _frame: FrameType | None) -> None:
-            LOGGER.info("received signal %d, shutting down", signum)
-            self.stop_requested.set()
+            stop_requests.request(signum)  # no lock, no logging: see server/stopping.py
 
         # SIGBREAK is Windows' Ctrl-Break; SIGTERM there comes only from os.kill in-process
         for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), request_stop)
+        return stop_requests
 
-    def serve_until_signalled(self) -> int:
-        """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0."""
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            self.install_signal_handlers()
-        while not self.stop_requested.wait(timeout=0.5):
+    def serve_until_signalled(self, wake_every: float = 0.5) -> int:
+        """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0.
+
+        The wait wakes every ``wake_every`` seconds: on Windows a signal handler runs only
+        when the main thread passes between two bytecodes, never inside ``select()``.
+        """
+        stop_requests = self.stop_requests or self.install_signal_handlers()
+        while not stop_requests.wait(timeout=wake_every):
             pass
+        if stop_requests.signum is not None:
+            LOGGER.info("received signal %d, shutting down", stop_requests.signum)
         self.stop()
+        stop_requests.close()
         return 0
 
     # -- association events -------------------------------------------------------------
