@@ -17,11 +17,16 @@ import pytest
 from helpers import (
     ServerInProcess,
     free_port,
+    have_dcmtk,
+    make_ct,
     pyqrscp_in_process,
     run_tool,
     wait_for_log,
     write_config,
 )
+from pydicom.uid import UID
+from pynetdicom import AE
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
 from pyqrscp.link.library import describe_pdus
 
@@ -172,3 +177,42 @@ def test_requests_are_decoded_every_time_while_pynetdicom_describes_pdus(
             assert answer(server.port, associate_rq(b"ARCHIVE", b"AGAIN")) == A_ASSOCIATE_AC
         decoded = server.server.listener.decoded_requests
         assert decoded is not None and len(decoded) == 0
+
+
+def _echo_as(port: int, password: bytes | None) -> None:
+    """One C-ECHO from pynetdicom, with a user name and ``password`` when given (PS3.7 D.3.3.7)."""
+    ae = AE(ae_title="WITHUSER")
+    ae.add_requested_context(UID("1.2.840.10008.1.1"))
+    identity = UserIdentityNegotiation()
+    identity.user_identity_type = 2
+    identity.primary_field = b"alice"
+    identity.secondary_field = password
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVE",
+                         ext_neg=[identity] if password is not None else [])
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+
+
+@pytest.mark.pynetdicom_internals(
+    reason="the A-ASSOCIATE-RQ decoder hook keeps the requests it decoded")
+def test_a_request_with_user_identity_is_never_kept(
+        tmp_path: Path, pdu_descriptions: Callable[[bool], None]) -> None:
+    """A user name and password must not outlive the association they came with."""
+    pdu_descriptions(False)
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    with pyqrscp_in_process(config) as server:
+        decoded = server.server.listener.decoded_requests
+        assert decoded is not None
+        for _ in range(2):
+            _echo_as(server.port, b"s3cret-password")
+        if have_dcmtk():
+            sample = make_ct(tmp_path)
+            stored = run_tool("storescu", "-aec", "ARCHIVE", "--user", "bob", "--password",
+                              "dcmtk-secret", "127.0.0.1", str(server.port), str(sample))
+            assert stored.returncode == 0, stored.stderr
+        assert len(decoded) == 0
+        _echo_as(server.port, None)
+        assert len(decoded) == 1  # the same request without a user identity is kept

@@ -211,3 +211,23 @@ def test_a_dataset_of_many_pdus_comes_in_batches_of_at_most_512_buffers() -> Non
     assert len(batches) > 1 and all(len(batch) <= pdus.GATHER_BUFFERS for batch in batches)
     assert b"".join(b for batch in batches for b in batch) == pdus.message(3, b"\0" * 8,
                                                                            dataset, 4102)
+
+
+def _item(item_type: int, body: bytes) -> bytes:
+    return struct.pack(">BxH", item_type, len(body)) + body
+
+
+@pytest.mark.parametrize(("user_items", "expected"), [
+    (_item(0x51, struct.pack(">I", 16384)) + _item(0x52, b"1.2.3"), False),
+    (_item(0x51, struct.pack(">I", 16384)) + _item(0x58, b"\x02\x00\x00\x05alice\x00\x02pw"),
+     True),
+])
+def test_a_user_identity_is_found_among_the_user_information_sub_items(
+        user_items: bytes, expected: bool) -> None:
+    body = (struct.pack(">HH", 1, 0) + b"ARCHIVE".ljust(16) + b"SCU".ljust(16) + bytes(32)
+            + _item(0x10, b"1.2.840.10008.3.1.1.1")
+            + _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, b"1.2.840.10008.1.1"))
+            + _item(0x50, user_items))
+    pdu = struct.pack(">BxI", pdus.ASSOCIATE_RQ, len(body)) + body
+    assert pdus.carries_user_identity(pdu) is expected
+    assert not pdus.carries_user_identity(pdu.replace(b"\x58\x00", b"\x59\x00"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-from pyqrscp.dimse.pdus import ASSOCIATE_RQ
+from pyqrscp.dimse.pdus import ASSOCIATE_RQ, variable_items
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 MAX_CONTEXTS = 128
@@ -67,28 +67,20 @@ def associate_rq(calling_aet: str, called_aet: str, contexts: Sequence[ProposedC
     return struct.pack(">BxI", ASSOCIATE_RQ, len(body)) + body
 
 
-def _sub_items(data: bytes) -> Iterable[tuple[int, bytes]]:
-    offset = 0
-    while offset + 4 <= len(data):
-        item_type, length = struct.unpack_from(">BxH", data, offset)
-        yield item_type, data[offset + 4:offset + 4 + length]
-        offset += 4 + length
-
-
 def parse_associate_ac(body: bytes, proposed: Sequence[ProposedContext]
                        ) -> tuple[dict[int, AcceptedContext], int]:
     """Accepted contexts by ID, and the peer's maximum PDU length (0: no limit)."""
     by_id = {cx.context_id: cx for cx in proposed}
     accepted: dict[int, AcceptedContext] = {}
     max_pdu = 0
-    for item_type, value in _sub_items(body[68:]):
+    for item_type, value in variable_items(body[68:]):
         if item_type == 0x21 and len(value) >= 4 and value[2] == 0 and value[0] in by_id:
-            syntaxes = [v for t, v in _sub_items(value[4:]) if t == 0x40]
+            syntaxes = [v for t, v in variable_items(value[4:]) if t == 0x40]
             if syntaxes:
                 ts = syntaxes[0].decode("ascii").rstrip("\x00 ")
                 accepted[value[0]] = AcceptedContext(value[0], by_id[value[0]].abstract_syntax, ts)
         elif item_type == 0x50:
-            for sub_type, sub_value in _sub_items(value):
+            for sub_type, sub_value in variable_items(value):
                 if sub_type == 0x51 and len(sub_value) == 4:
                     max_pdu = struct.unpack(">I", sub_value)[0]
     return accepted, max_pdu

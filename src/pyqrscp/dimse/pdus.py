@@ -329,6 +329,10 @@ class MessageAssembler:
         return self.sink if self.sink is not None else b"".join(self._dataset)
 
 
+_ASSOCIATE_RQ_ITEMS = 74
+"""Where an A-ASSOCIATE-RQ PDU's variable items begin (PS3.8 Table 9-11)."""
+USER_INFORMATION, USER_IDENTITY = 0x50, 0x58
+_ITEM_HEADER = struct.Struct(">BxH")
 _AE_TITLE_FIELDS = ((10, 26), (26, 42))
 """Called and Calling AE Title of an A-ASSOCIATE-RQ PDU, by offset from its first byte."""
 
@@ -352,3 +356,23 @@ def pad_ae_titles(pdu: bytes) -> bytes:
         title = fixed[start:end].split(b"\x00", 1)[0]
         fixed[start:end] = title.ljust(end - start)
     return bytes(fixed)
+
+
+def variable_items(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(item type, value)`` of each item or sub-item laid end to end in ``data`` (PS3.8
+    9.3.2: a type byte, a reserved byte, a 16-bit length); a truncated last item is cut short."""
+    offset = 0
+    while offset + 4 <= len(data):
+        item_type, length = _ITEM_HEADER.unpack_from(data, offset)
+        yield item_type, data[offset + 4:offset + 4 + length]
+        offset += 4 + length
+
+
+def carries_user_identity(pdu: bytes) -> bool:
+    """Does an A-ASSOCIATE-RQ PDU hold a User Identity sub-item (PS3.7 D.3.3.7: a user name,
+    a password, a Kerberos ticket, a SAML assertion or a JWT) in its user information item?
+    Read from the bytes, without decoding the rest of the request."""
+    return any(sub_type == USER_IDENTITY
+               for item_type, value in variable_items(pdu[_ASSOCIATE_RQ_ITEMS:])
+               if item_type == USER_INFORMATION
+               for sub_type, _ in variable_items(value))

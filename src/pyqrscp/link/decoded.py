@@ -6,12 +6,17 @@ large one: ``getscu`` proposes ~120 contexts in 17 KB, and decoding them is a fi
 association's set-up.  pynetdicom only reads a decoded request (it makes a new primitive of
 it for every association), so one decoded PDU can serve every later request of the same
 bytes.
+
+A request carrying a User Identity sub-item is never kept: its user name and password (or
+Kerberos ticket, SAML assertion, JWT) would stay in memory after its association ended.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+
+from pyqrscp.dimse.pdus import carries_user_identity
 
 KEPT_REQUESTS = 16
 """How many different requests are kept (the least recently used go)."""
@@ -39,7 +44,8 @@ class DecodedRequests:
             return found
 
     def keep(self, request: bytes, decoded: tuple[object, str]) -> None:
-        if len(request) > LONGEST_KEPT:
+        """Remember ``decoded`` for ``request``, unless it is too long or holds credentials."""
+        if len(request) > LONGEST_KEPT or carries_user_identity(request):
             return
         with self._lock:
             self._entries[request] = decoded
