@@ -15,6 +15,7 @@ from helpers import identifier, make_ct, poll_until
 from pgcluster import Cluster, postgres_cluster
 
 from pyqrscp.archive.dicomfile import Header, read_header
+from pyqrscp.archive.index.backend import CommitUnknown
 from pyqrscp.archive.index.choice import open_backend
 from pyqrscp.archive.index.postgres import POOL_SIZE, area_lock_key, schema_name
 from pyqrscp.archive.index.query import STUDY_ROOT, parse_identifier, run_query
@@ -94,28 +95,34 @@ def test_sessions_commit_durably_and_read_committed_whatever_the_database_says(
 
 
 @pytest.mark.usefixtures("postgres")  # skips (or fails in CI) without PostgreSQL
-def test_a_store_whose_connection_breaks_after_the_commit_is_a_success(tmp_path: Path) -> None:
-    """The connection breaks during COMMIT once the transaction has committed (here: a
-    commit waiting for a synchronous standby that never answers, its session terminated, as
-    a failover does): the store asks on a new connection and answers success, and its file
-    stays (a failure would have removed the file its row names)."""
+def test_a_store_whose_wait_for_a_synchronous_standby_is_cut_off_is_no_success(
+        tmp_path: Path) -> None:
+    """A commit waits for a synchronous standby that never connects; the wait is cancelled
+    (the COMMIT returns with a WARNING) or the session terminated (the connection breaks
+    after that WARNING): PostgreSQL committed locally, but a failover to the standby would
+    lose the row, so the store fails with its outcome unknown and its file stays for the
+    next start-up, as when the database cannot be asked."""
     with postgres_cluster() as cluster, postgres_area(tmp_path / "area", cluster.url) as area:
-        header, data = instance(tmp_path / "sources")
+        cut_off_uids: set[str] = set()
         with psycopg.connect(cluster.url, autocommit=True) as admin:
             _expect_synchronous_standby(cluster, admin, "nobody")
             try:
-                thread, outcome = store_in_thread(area, header, data)
-                pid = poll_until(lambda: admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'").fetchone(),
-                    "a commit waiting for the standby")[0]
-                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                thread.join(120)
+                for cut_off in ("pg_cancel_backend", "pg_terminate_backend"):
+                    header, data = instance(tmp_path / "sources")
+                    thread, outcome = store_in_thread(area, header, data)
+                    pid = poll_until(lambda: admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                        ).fetchone(), "a commit waiting for the standby")[0]
+                    admin.execute(f"SELECT {cut_off}(%s)", (pid,))
+                    thread.join(120)
+                    assert not thread.is_alive()
+                    assert isinstance(outcome[0], CommitUnknown), (cut_off, outcome)
+                    cut_off_uids.add(header.sop_instance_uid)
             finally:
                 _expect_synchronous_standby(cluster, admin, "")
-        assert not thread.is_alive()
-        assert isinstance(outcome[0], StoreResult), outcome
-        assert instance_rows(area) == {header.sop_instance_uid: outcome[0].file_name}
-        assert (area.root / outcome[0].file_name).is_file()
+        rows = instance_rows(area)
+        assert rows.keys() == cut_off_uids  # committed locally
+        assert all((area.root / name).is_file() for name in rows.values())
 
 
 def _expect_synchronous_standby(cluster: Cluster, admin: psycopg.Connection[object],

@@ -34,8 +34,9 @@ TRANSACTION_ATTEMPTS = 5
 
 
 class CommitUnknown(StorageFailure):
-    """The connection broke during COMMIT and the database could not be asked afterwards
-    whether the transaction committed: its files are kept (a later start settles them)."""
+    """Whether a COMMIT is durable nobody can say: the connection broke and the database could
+    not be asked afterwards, or it committed locally without a synchronous standby's
+    confirmation.  Its files are kept (a later start settles them)."""
 
 
 class IndexCursor(Protocol):

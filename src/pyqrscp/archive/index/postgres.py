@@ -153,6 +153,22 @@ class PostgresConnection:
                 self._release()
             raise
 
+    def execute_noting_warnings(self, sql: str, warnings: list[str]) -> None:
+        """Run ``sql``, adding to ``warnings`` each WARNING the server sends meanwhile: a
+        COMMIT that succeeds with one was not done as asked (a synchronous standby's wait
+        cancelled), and one cut off may have sent it just before."""
+        connection = self._live()
+
+        def note(diagnostic: pg_errors.Diagnostic) -> None:
+            if diagnostic.severity_nonlocalized == "WARNING":
+                warnings.append(" ".join(part for part in (
+                    diagnostic.message_primary, diagnostic.message_detail) if part))
+        connection.add_notice_handler(note)
+        try:
+            self.execute(sql)
+        finally:
+            connection.remove_notice_handler(note)
+
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /
                     ) -> IndexCursor:
         connection = self._live()
@@ -287,35 +303,52 @@ class PostgresBackend(Transactions):
                                 (pg.lock_key,)).fetchone()[0])
 
     def commit(self, db: IndexConnection) -> None:
-        """``COMMIT``; when the connection breaks meanwhile (the database restarting, a
-        network fault) the transaction may have committed or not: a new connection asks.
-        Raises the driver's error when it did not commit, CommitUnknown when nobody can say."""
+        """``COMMIT``, durable as ``synchronous_commit = on`` means, or an error.
+
+        A COMMIT that returns with a WARNING committed locally while PostgreSQL gave up
+        waiting for a synchronous standby (the wait cancelled): a failover could lose it, so
+        it raises CommitUnknown.  When the connection breaks meanwhile (the database
+        restarting, a network fault, the session terminated) a new connection asks whether
+        the transaction committed; with synchronous standbys named, a commit that did is
+        still not known to have reached one (CommitUnknown).  Raises the driver's error when
+        it did not commit, CommitUnknown when nobody can say."""
         pg = _postgres(db)
+        warnings: list[str] = []
         try:
-            pg.execute("COMMIT")
+            pg.execute_noting_warnings("COMMIT", warnings)
         except psycopg.Error as error:
-            if not pg.lost or not self._committed(pg.xid, error):
+            if not pg.lost or not self._committed(pg.xid, error, warnings):
                 raise
             LOGGER.warning("index commit confirmed on a new connection (%s)",
                            str(error).strip())
+            return
+        if warnings:
+            raise CommitUnknown(f"index commit not known to be durable: {warnings[0]}")
 
-    def _committed(self, xid: int, error: psycopg.Error) -> bool:
-        """Whether transaction ``xid`` committed, asked on new connections until the database
-        answers (up to :data:`COMMIT_CHECK_SECONDS`)."""
+    def _committed(self, xid: int, error: psycopg.Error, warnings: list[str]) -> bool:
+        """Whether transaction ``xid`` committed durably, asked on new connections until the
+        database answers (up to :data:`COMMIT_CHECK_SECONDS`); CommitUnknown when it
+        committed but a synchronous standby may not have it."""
         deadline = time.monotonic() + COMMIT_CHECK_SECONDS
         while True:
             try:
                 with psycopg.connect(self.url, autocommit=True,
                                      connect_timeout=CONNECT_TIMEOUT) as check:
-                    status = check.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+                    status = check.execute(
+                        "SELECT txid_status(%s), current_setting('synchronous_standby_names')",
+                        (xid,)).fetchone()
                 if status is not None and status[0] != "in progress":
-                    return bool(status[0] == "committed")
+                    break
             except psycopg.Error as failure:
                 LOGGER.debug("asking about commit %d: %s", xid, failure)
             if time.monotonic() > deadline:
                 raise CommitUnknown(f"index commit outcome unknown: {str(error).strip()}"
                                     ) from error
             time.sleep(0.2)
+        if status[0] == "committed" and (warnings or status[1]):
+            raise CommitUnknown("index committed locally, not known to have reached a "
+                                f"synchronous standby: {str(error).strip()}") from error
+        return bool(status[0] == "committed")
 
     def schema_statements(self, ddl: str | Sequence[str]) -> list[str]:
         """Run them in a :meth:`write_transaction`: the area's lock keeps two nodes from
