@@ -33,7 +33,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from pyqrscp.dimse.acse import ProposedContext
 from pyqrscp.dimse.commands import store_request
-from pyqrscp.dimse.pdus import ABORT, P_DATA_TF, RELEASE_RQ, p_data, pdu_header
+from pyqrscp.dimse.pdus import (
+    ABORT,
+    P_DATA_TF,
+    RELEASE_RQ,
+    message_buffers,
+    p_data_stream,
+    pdu_header,
+)
 from pyqrscp.link.sender import StoreAssociation
 from pyqrscp.services.retrieve import stored_dataset
 
@@ -86,12 +93,13 @@ def own_scu(port: int) -> Iterator[StoreAssociation]:
         assoc.close()
 
 
-def message_parts(path: Path, message_id: int, max_pdv: int = 4000) -> list[bytes]:
+def message_parts(path: Path, message_id: int, max_pdv: int = 4096) -> list[bytes]:
     """The P-DATA-TF PDUs (header and fragment pieces) of one C-STORE of ``path``."""
     ds = dcmread(path)
     command = store_request(CTImageStorage, str(ds.SOPInstanceUID), message_id)
-    return (p_data(1, command, True, max_pdv)
-            + p_data(1, dataset_bytes(path), False, max_pdv))
+    return [bytes(piece) for batch in message_buffers(1, command, dataset_bytes(path),
+                                                      max_pdv + 6)
+            for piece in batch]
 
 
 def store_first(assoc: StoreAssociation, path: Path) -> None:
@@ -228,7 +236,7 @@ def test_a_malformed_command_after_a_held_store_neither_hangs_nor_kills_the_thre
             _element(0x0002, b"1.2.840.10008.1.1\x00"), _element(0x0100, struct.pack("<H", 0x30)),
             _element(0x0110, struct.pack("<H", 2)), _element(0x0800, struct.pack("<I", 0x0101))])
         command = _element(0x0000, struct.pack("<I", len(command))) + command
-        assoc.sock.sendall(b"".join(p_data(3, command, True, 4000)))
+        assoc.sock.sendall(b"".join(p_data_stream(3, command, True, 4000)))
         assoc.sock.sendall(struct.pack(">BxI4x", RELEASE_RQ, 4))
         answer = server_closes(assoc.sock)
     assert answer, "the server answered nothing: the association thread is gone"

@@ -43,7 +43,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pyqrscp.cli.index import main as index_main
-from pyqrscp.dimse.pdus import p_data
+from pyqrscp.dimse.pdus import p_data_stream
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 
@@ -293,8 +293,8 @@ def test_a_late_cancel_does_not_cancel_the_next_get_with_the_same_message_id(
                                element, value in ((0x0100, b"\xff\x0f"), (0x0120, b"\x01\x00"),
                                                   (0x0800, b"\x01\x01")))
             command = struct.pack("<HHII", 0, 0, 4, len(command)) + command
-            event.assoc.dul.socket.socket.sendall(b"".join(p_data(get_context, command, True,
-                                                                  4000)))
+            event.assoc.dul.socket.socket.sendall(b"".join(p_data_stream(get_context, command,
+                                                                         True, 4000)))
         return 0x0000
 
     with archive(tmp_path, 2) as arc, get_requestor(arc.port, handle) as assoc:

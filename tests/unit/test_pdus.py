@@ -16,7 +16,6 @@ from pyqrscp.dimse.pdus import (
     MessageAssembler,
     message,
     message_stream,
-    p_data,
     p_data_pdu,
     pdvs,
 )
@@ -175,14 +174,24 @@ def test_framing_for_a_tiny_peer_maximum_costs_a_batch_of_memory(peer_max_pdu: i
     assert peak < 8 * BATCH_BYTES, f"{peak} bytes to frame {len(dataset)}"
 
 
+def pdu_by_pdu(context_id: int, data: bytes, is_command: bool, max_pdv: int) -> list[bytes]:
+    """P-DATA-TF PDUs of one message part framed one at a time: the reference framing."""
+    pieces: list[bytes] = []
+    for chunk, last in pdus.fragments(data, max_pdv):
+        header = (0x01 if is_command else 0x00) | (0x02 if last else 0x00)
+        pieces += [struct.pack(">BxIIBB", P_DATA_TF, len(chunk) + 6, len(chunk) + 2,
+                               context_id, header), chunk]
+    return pieces
+
+
 def test_streamed_framing_equals_pdu_by_pdu_framing() -> None:
     command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
     for peer_max_pdu in (7, 9, 261, 262, 263, 4096):
         for size in (0, 1, 255, 256, 257, 5000):
             dataset = bytes(range(256)) * 40
             dataset = dataset[:size]
-            expected = b"".join(p_data(1, command, True, peer_max_pdu - 6)
-                                + p_data(1, dataset, False, peer_max_pdu - 6))
+            expected = b"".join(pdu_by_pdu(1, command, True, peer_max_pdu - 6)
+                                + pdu_by_pdu(1, dataset, False, peer_max_pdu - 6))
             assert b"".join(message_stream(1, command, dataset, peer_max_pdu)) == expected
             assembled = assemble(expected)
             assert assembled.dataset == dataset
@@ -231,3 +240,15 @@ def test_a_user_identity_is_found_among_the_user_information_sub_items(
     pdu = struct.pack(">BxI", pdus.ASSOCIATE_RQ, len(body)) + body
     assert pdus.carries_user_identity(pdu) is expected
     assert not pdus.carries_user_identity(pdu.replace(b"\x58\x00", b"\x59\x00"))
+
+
+@pytest.mark.parametrize("peer_max_pdu", [0, 130, 16384])
+def test_without_gathering_each_batch_is_one_buffer_of_the_framed_stream(
+        peer_max_pdu: int) -> None:
+    """A socket that cannot gather (TLS) gets the framed copies, one write a batch."""
+    command = store_request("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 7)
+    dataset = bytes(range(256)) * 5000
+    batches = list(pdus.message_buffers(1, command, memoryview(dataset), peer_max_pdu,
+                                        gather=False))
+    assert [batch[0] for batch in batches if len(batch) == 1] == list(
+        message_stream(1, command, dataset, peer_max_pdu))

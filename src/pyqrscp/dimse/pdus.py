@@ -130,18 +130,6 @@ def _framed(context_id: int, data: memoryview, kind: int, size: int, last: bool)
     return bytes(out)
 
 
-def p_data(context_id: int, data: bytes, is_command: bool, max_pdv: int) -> list[bytes]:
-    """P-DATA-TF PDUs of one message part as a list of headers and fragments, two items per
-    PDU (for messages built piece by piece; sending uses :func:`p_data_stream`)."""
-    pieces: list[bytes] = []
-    for chunk, last in fragments(data, max_pdv):
-        header = (_COMMAND if is_command else 0x00) | (_LAST if last else 0x00)
-        pieces.append(_P_DATA_HEADER.pack(P_DATA_TF, len(chunk) + 6, len(chunk) + 2,
-                                          context_id, header))
-        pieces.append(chunk)
-    return pieces
-
-
 def message_stream(context_id: int, command: bytes, dataset: bytes | None,
                    peer_max_pdu: int) -> Iterator[bytes]:
     """One DIMSE message as P-DATA-TF PDUs for a peer whose maximum PDU is ``peer_max_pdu``
@@ -163,14 +151,16 @@ Buffer = bytes | memoryview
 
 
 def message_buffers(context_id: int, command: bytes, dataset: Buffer | None,
-                    peer_max_pdu: int) -> Iterator[list[Buffer]]:
-    """:func:`message_stream` without copying the data: batches of buffers, each PDU's
-    12-byte header followed by a view of its fragment, command and dataset in the same batch
-    (one gathered write sends a small message whole).  Fragments shorter than
-    :data:`GATHER_FROM` are framed by :func:`message_stream` instead, one batch per
-    buffer."""
+                    peer_max_pdu: int, gather: bool = True) -> Iterator[list[Buffer]]:
+    """One DIMSE message as batches of buffers, each batch for one write, as every sender of
+    pyqrscp frames it.  ``gather`` (the socket writes several buffers in one call, see
+    ``link/writes.py``): :func:`message_stream` without copying the data, each PDU's 12-byte
+    header followed by a view of its fragment, command and dataset in the same batch (one
+    gathered write sends a small message whole).  Without ``gather``, and for fragments
+    shorter than :data:`GATHER_FROM`, the batches of :func:`message_stream`, one buffer
+    each."""
     limit = max_pdv(peer_max_pdu)
-    if limit < GATHER_FROM:
+    if not gather or limit < GATHER_FROM:
         for framed in message_stream(context_id, command, bytes(dataset)
                                      if dataset is not None else None, peer_max_pdu):
             yield [framed]

@@ -343,11 +343,7 @@ class Channel:
             raise PeerUnavailable("the connection is closed")
         batches: Iterator[list[pdus.Buffer]] = iter(())
         if command is not None:
-            batches = (pdus.message_buffers(context_id, command, dataset, max_pdu)
-                       if gathers(sock) else
-                       ([batch] for batch in pdus.message_stream(
-                           context_id, command,
-                           bytes(dataset) if dataset is not None else None, max_pdu)))
+            batches = pdus.message_buffers(context_id, command, dataset, max_pdu, gathers(sock))
         try:
             with self.send_lock:
                 send_parts(sock, [*deferred, *next(batches, [])])

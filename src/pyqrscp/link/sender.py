@@ -30,7 +30,6 @@ from pyqrscp.dimse.pdus import (
     Buffer,
     MessageAssembler,
     message_buffers,
-    message_stream,
     pdvs,
     read_pdu,
 )
@@ -112,18 +111,9 @@ class StoreAssociation:
                                 originator_aet, originator_message_id)
         try:
             self.sock.settimeout(self.dimse_timeout)
-            if gathers(self.sock):  # headers and views of the dataset, no copy
-                for buffers in message_buffers(context.context_id, command, dataset,
-                                               self.peer_max_pdu):
-                    send_parts(self.sock, buffers)
-                return
-            batches = message_stream(context.context_id, command, bytes(dataset),
-                                     self.peer_max_pdu)
-            first = [next(batches)]  # the command, then the dataset's first batch with it
-            second = next(batches, None)
-            send_parts(self.sock, first if second is None else [*first, second])
-            for batch in batches:
-                self.sock.sendall(batch)
+            for buffers in message_buffers(context.context_id, command, dataset,
+                                           self.peer_max_pdu, gathers(self.sock)):
+                send_parts(self.sock, buffers)
         except OSError as error:
             raise PeerUnavailable(f"C-STORE of {sop_instance}: {error}") from error
 
