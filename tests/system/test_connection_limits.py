@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    POLL_DEADLINE,
     have_dcmtk,
     make_ct,
     poll_until,
@@ -40,6 +41,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from pyqrscp.config import load_config
 from pyqrscp.config.options import Options
+from pyqrscp.link.internals import PUBLIC_ONLY_VARIABLE
+from pyqrscp.server import server as server_module
 from pyqrscp.server.server import ArchiveServer
 
 pytestmark = [pytest.mark.dcmtk,
@@ -244,9 +247,6 @@ def test_unassociated_connections_have_their_own_bounded_allowance(tmp_path: Pat
         wait_for_log(server, "--max-unassociated-per-host 3")
 
 
-@pytest.mark.pynetdicom_internals(
-    reason=("ending pynetdicom's wait for the A-ASSOCIATE-RQ of a peer that is gone needs its "
-            "queues (else stopping waits for the silent connections)"))
 def test_a_connection_handed_to_its_association_is_counted_once(tmp_path: Path) -> None:
     """A connection's association thread is live a moment before its handler gives back the
     place it took on arrival; a connection from the same host arriving in that moment must
@@ -288,6 +288,36 @@ def test_a_connection_handed_to_its_association_is_counted_once(tmp_path: Path) 
         release.set()
         threading.setprofile(None)
         server.stop()
+
+
+@pytest.mark.parametrize("public_only", ["1", ""], ids=["public-path", "internals"])
+def test_stop_ends_a_connection_that_never_associated_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_only: str) -> None:
+    """A peer that connects and never sends its A-ASSOCIATE-RQ does not hold the stop: with the
+    grace for running associations and the unassociated timeout both 600 s, ``stop()`` returns
+    and the connection is closed well within a tenth of that."""
+    monkeypatch.setenv(PUBLIC_ONLY_VARIABLE, public_only)
+    monkeypatch.setattr(server_module, "SHUTDOWN_GRACE_SECONDS", 600.0)
+    options = dataclasses.replace(Options(), port=0, acse_timeout=600,
+                                  unassociated_timeout=600)
+    server = ArchiveServer(load_config(config_for(tmp_path)), options, host="127.0.0.1")
+    server.start()
+    stopped = threading.Event()
+    try:
+        with silent_connections(server.port, 1) as (silent,):
+            poll_until(lambda: server.listener.active_associations,
+                       "the silent connection to be taken")
+
+            def stop() -> None:
+                server.stop()
+                stopped.set()
+
+            threading.Thread(target=stop, daemon=True).start()
+            assert stopped.wait(POLL_DEADLINE), "stop() waited for a connection without a request"
+            assert closed_within(silent, POLL_DEADLINE)
+    finally:
+        if not stopped.is_set():
+            server.stop()
 
 
 def test_a_connection_without_a_request_is_closed_after_the_unassociated_timeout(

@@ -11,6 +11,7 @@ up the allowance of all others.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +52,21 @@ class ReadTimeouts:
 def is_unassociated(assoc: Association) -> bool:
     """Has this accepted connection not yet delivered an A-ASSOCIATE-RQ?"""
     return getattr(assoc.requestor, "primitive", None) is None
+
+
+def shut_connection(assoc: Association) -> None:
+    """Shut the association's connection down both ways, from any thread: its reader sees the
+    end of the stream at once and pynetdicom closes the socket as for a peer that left.  The
+    plain socket's ``shutdown`` even under TLS: ``SSLSocket.shutdown`` also drops the TLS state
+    the reading thread may be in."""
+    assoc_socket = assoc.dul.socket
+    sock = assoc_socket.socket if assoc_socket is not None else None
+    if sock is None:
+        return
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 def set_read_timeout(assoc: Association, seconds: float) -> None:

@@ -33,6 +33,7 @@ from pyqrscp.link.connections import (
     UnassociatedAllowance,
     is_unassociated,
     set_read_timeout,
+    shut_connection,
 )
 from pyqrscp.link.idle import IdleGovernor
 from pyqrscp.link.internals import end_wait_for_request, internals_usable
@@ -257,7 +258,14 @@ class ArchiveServer:
             self._watchdog.start()
 
     def stop(self) -> None:
-        """Stop accepting, let running associations finish (bounded), then close the areas."""
+        """Stop accepting, close connections that have not associated, let running
+        associations finish (each bounded by ``SHUTDOWN_GRACE_SECONDS``), then close the areas.
+
+        A connection still without its A-ASSOCIATE-RQ has nothing to finish: it is closed at
+        once, not waited for until its unassociated timeout.  With pynetdicom's internals its
+        thread then ends (``_on_connection_closed``); on the public path pynetdicom's acceptor
+        thread waits out that timeout holding nothing but a closed socket, and is not joined.
+        """
         if self._server is None:
             return
         notify("STOPPING=1")
@@ -271,7 +279,13 @@ class ArchiveServer:
         if self.web is not None:
             self.web.stop()
             self.web = None
-        for assoc in list(server.active_associations):
+        associations = list(server.active_associations)
+        unassociated = [assoc for assoc in associations if is_unassociated(assoc)]
+        for assoc in unassociated:
+            shut_connection(assoc)
+        for assoc in associations:
+            if not self.internals and assoc in unassociated:
+                continue
             assoc.join(timeout=SHUTDOWN_GRACE_SECONDS)
             if assoc.is_alive():
                 assoc.abort()
