@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from helpers import have_dcmtk, run_tool, write_config
+from pydicom import valuerep
+from pynetdicom import _config as pynetdicom_config
 
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME, SCHEMA_VERSION
 from pyqrscp.archive.storage import StorageArea
@@ -121,6 +123,19 @@ def test_missing_config_file_is_reported_as_such(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-c", str(tmp_path / "nope.cfg"), "0"]) == 2
     assert capsys.readouterr().err == f"pyqrscp: {tmp_path / 'nope.cfg'}: config file not found\n"
+
+
+def test_main_leaves_the_libraries_settings_as_it_found_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """main() in-process switches pynetdicom's PDU descriptions off and remembers UID checks
+    while it serves; the tests after it in this process must find pynetdicom's and pydicom's
+    own settings again."""
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'area'} RW (10, 1mb) ANY"])
+    assert main(["-c", str(config), "70000"]) == 2  # past the settings, refused at validation
+    assert "port 70000 out of range" in capsys.readouterr().err
+    assert pynetdicom_config.LOG_HANDLER_LEVEL == "standard"  # pynetdicom's default
+    assert not getattr(pynetdicom_config.VALIDATORS["UI"], "remembers", False)
+    assert not getattr(valuerep.VALIDATORS["UI"], "remembers", False)
 
 
 @pytest.mark.sqlite_only  # writes the SQLite index file itself

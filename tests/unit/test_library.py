@@ -18,7 +18,7 @@ CASES = ["1.2.840.10008.1.1", "1.2.3.04", "1.2.3.", "", "1" * 65, "abc", UID("1.
 def restored() -> Iterator[None]:
     saved = (dict(pynetdicom_config.VALIDATORS), pynetdicom_config.ENFORCE_UID_CONFORMANCE)
     saved_values = dict(valuerep.VALIDATORS)
-    # A server built earlier in this process (main() in-process) installed the memory already.
+    # Start from the libraries' own checks, whatever ran before in this process.
     pynetdicom_config.VALIDATORS["UI"] = getattr(pynetdicom_config.VALIDATORS["UI"],
                                                  "__wrapped__", pynetdicom_config.VALIDATORS["UI"])
     valuerep.VALIDATORS["UI"] = getattr(valuerep.VALIDATORS["UI"], "__wrapped__",

@@ -25,7 +25,7 @@ from pyqrscp.config.location import DEFAULT_CONFIG_PATHS, find_config
 from pyqrscp.config.options import OPTION_TABLE, Options, OptionSpec
 from pyqrscp.config.render import render_config
 from pyqrscp.errors import ConfigError, ListenError, StartupError, StorageFailure
-from pyqrscp.link.library import describe_pdus, remember_uid_checks
+from pyqrscp.link.library import serving_settings
 from pyqrscp.server.server import ArchiveServer, validate_options
 
 LOGGER = logging.getLogger(__name__)
@@ -227,8 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(options: Options, config: Config) -> int:
-    describe_pdus(logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG))
-    remember_uid_checks()
+    with serving_settings(describe=logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)):
+        return _start_and_serve(options, config)
+
+
+def _start_and_serve(options: Options, config: Config) -> int:
     try:
         validate_options(options)
         server = ArchiveServer(config, options, host=options.bind or "")

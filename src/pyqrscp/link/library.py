@@ -5,7 +5,8 @@ table of value checks (``pydicom.valuerep.VALIDATORS``), not internals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +15,22 @@ from pynetdicom import _config as pynetdicom_config
 
 REMEMBERED_UIDS = 4096
 """How many UIDs :func:`remember_uid_checks` keeps the verdict of (least recently used go)."""
+
+
+@contextmanager
+def serving_settings(describe: bool) -> Iterator[None]:
+    """pyqrscp's settings of both libraries (:func:`describe_pdus`, :func:`remember_uid_checks`)
+    for as long as the server runs, and the libraries' own again when it returns: a command
+    run in-process (the tests, a program embedding ``main``) leaves them as it found them."""
+    saved_level = pynetdicom_config.LOG_HANDLER_LEVEL
+    saved_checks = pynetdicom_config.VALIDATORS["UI"], valuerep.VALIDATORS["UI"]
+    describe_pdus(describe)
+    remember_uid_checks()
+    try:
+        yield
+    finally:
+        pynetdicom_config.LOG_HANDLER_LEVEL = saved_level
+        pynetdicom_config.VALIDATORS["UI"], valuerep.VALIDATORS["UI"] = saved_checks
 
 
 def describe_pdus(enabled: bool) -> None:
