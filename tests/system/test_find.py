@@ -7,9 +7,11 @@ from what the fixture stored, never from the server.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import (
@@ -28,6 +30,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind as STUDY_FIND,
 )
 from query_tool import findscu, write_query
+
+from pyqrscp.archive.storage import StorageArea
 
 pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
@@ -441,3 +445,100 @@ def test_cancel_stops_the_responses(tmp_path: Path) -> None:
     cancelled = [a for a in attempts if a.final_status == CANCEL]
     assert cancelled, [a.final_status for a in attempts]
     assert all(1 <= len(a.responses) < count for a in cancelled)
+
+
+# -- responses while matching is slow --------------------------------------------------------
+
+
+class HeldFetches:
+    """A reader connection of the real index whose query rows after the first fetch wait for
+    ``release``: a database that is slow to give the next batch of candidates.  ``waiting`` is
+    set once the server waits there (SQLite's ``fetchmany``, PostgreSQL's ``stream``)."""
+
+    def __init__(self, db: Any, release: threading.Event, waiting: threading.Event) -> None:
+        self._db = db
+        self._release = release
+        self._waiting = waiting
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "stream" and hasattr(self._db, "stream"):
+            return self._stream
+        return getattr(self._db, name)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return _HeldCursor(self._db.execute(sql, parameters), self._hold)
+
+    def _hold(self) -> None:
+        self._waiting.set()
+        assert self._release.wait(120), "the test never released the fetch"
+
+    def _stream(self, sql: str, parameters: Any, batch: int) -> Iterator[list[Any]]:
+        rows = self._db.stream(sql, parameters, batch)
+        try:
+            yield next(rows)
+            self._hold()
+            yield from rows
+        except StopIteration:
+            return
+        finally:
+            rows.close()
+
+
+class _HeldCursor:
+    def __init__(self, cursor: Any, hold: Any) -> None:
+        self._cursor = cursor
+        self._hold = hold
+        self._fetches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+    def fetchmany(self, size: int) -> list[Any]:
+        self._fetches += 1
+        if self._fetches == 2:
+            self._hold()
+        return list(self._cursor.fetchmany(size))
+
+
+def test_the_first_responses_arrive_while_the_index_is_slow_to_give_more(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nine studies match, fewer than a batch; the index then takes its time to say there are
+    no more.  The nine pending responses reach the peer before that (they waited for the
+    whole answer: a batch is 16 responses)."""
+    release, waiting = threading.Event(), threading.Event()
+    reader = StorageArea.reader
+
+    def held_reader(area: StorageArea) -> Any:
+        return HeldFetches(reader(area), release, waiting)
+
+    monkeypatch.setattr(StorageArea, "reader", held_reader)
+    ae = AE(ae_title="SLOWFIND")
+    ae.add_requested_context(STUDY_FIND)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    statuses: list[int] = []
+    first_pending = threading.Event()
+    assoc = ae.associate("127.0.0.1", archive.server.port, ae_title="ARCHIVE")
+    assert assoc.is_established
+
+    def ask() -> None:
+        for status, _identifier in assoc.send_c_find(query, STUDY_FIND):
+            statuses.append(int(status.Status) if status else -1)
+            if statuses[-1] == PENDING:
+                first_pending.set()
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    try:
+        assert waiting.wait(60), "the C-FIND never reached the index"
+        assert first_pending.wait(30), "no response arrived while the index was slow"
+        assert not release.is_set()
+    finally:
+        release.set()
+        asking.join(60)
+        assoc.release()
+    assert statuses == [PENDING] * len(STUDIES) + [SUCCESS]

@@ -78,6 +78,9 @@ class QueuedResponses:
     def final(self, status: Status, error_comment: str = "") -> None:
         self._put((status, None, error_comment))
 
+    def flush(self) -> None:
+        """Every response is handed over as it comes: nothing is held back here."""
+
     def drain(self) -> None:
         """Nothing queued here waits for the network."""
 

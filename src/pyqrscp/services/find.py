@@ -13,6 +13,7 @@ have already swallowed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -72,12 +73,17 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 _RETRIEVE_AE_TITLE = 0x00080054
 _QUEUED_RESPONSES = 16
 """pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
-queued messages (each a batch of up to `_BATCH_RESPONSES` responses), wait for it to drain so
-that a C-CANCEL is seen between batches."""
+P-DATA primitives queued for it to send (:func:`queued_to_send`: one per batch where a batch
+goes as one primitive, else one per PDU of each response), wait for it to drain so that a
+C-CANCEL is seen between batches."""
 _BATCH_RESPONSES = 16
 _BATCH_BYTES = 32 * 1024
 """Pending responses go out together, up to this many or this many bytes of identifiers
 (and with the final response): one turn of pynetdicom's DUL and one write each batch."""
+_BATCH_SECONDS = 0.02
+"""A batch goes out once its first response has waited this long (seen as the next one is
+queued), and before every fetch of more rows from the index: when matches come slowly, the
+first responses wait neither for a full batch nor for the next database round trip."""
 
 
 class Responses(Protocol):
@@ -91,6 +97,7 @@ class Responses(Protocol):
     def is_cancelled(self) -> bool: ...
     def pending(self, identifier: bytes) -> None: ...
     def final(self, status: Status, error_comment: str = "") -> None: ...
+    def flush(self) -> None: ...
     def drain(self) -> None: ...
 
 
@@ -132,8 +139,8 @@ def _answer(services: ServiceContext, area: StorageArea, responder: Responses,
     db = area.reader()
     count = 0
     try:
-        for response in identifiers(run_query(db, query, services.options.case_sensitive_pn),
-                                    query, identifier, services.options,
+        matches = run_query(db, query, services.options.case_sensitive_pn, responder.flush)
+        for response in identifiers(matches, query, identifier, services.options,
                                     responder.transfer_syntax,
                                     called_aet(responder.assoc)):
             if not responder.assoc.is_established:
@@ -230,6 +237,7 @@ class FindResponder:
         self.dimse_timeout = dimse_timeout
         self._batch: list[tuple[bytes, bytes | None]] = []
         self._batch_bytes = 0
+        self._batch_began = 0.0
 
     def is_cancelled(self) -> bool:
         """Has a C-CANCEL for this request arrived?"""
@@ -237,15 +245,26 @@ class FindResponder:
 
     def pending(self, identifier: bytes) -> None:
         """One pending response: the command set, then the identifier, each in P-DATA-TF PDUs
-        of its own; batched (:data:`_BATCH_RESPONSES`)."""
+        of its own; batched (:data:`_BATCH_RESPONSES`, :data:`_BATCH_SECONDS`)."""
         command = find_response(self.sop_class, self.message_id, int(Status.PENDING),
                                 has_identifier=True)
+        now = time.monotonic()
+        if not self._batch:
+            self._batch_began = now
         self._batch.append((command, identifier))
         self._batch_bytes += len(identifier)
-        if len(self._batch) >= _BATCH_RESPONSES or self._batch_bytes >= _BATCH_BYTES:
-            if queued_to_send(self.assoc) >= _QUEUED_RESPONSES:
-                self.drain()
-            self._send_batch()
+        if (len(self._batch) >= _BATCH_RESPONSES or self._batch_bytes >= _BATCH_BYTES
+                or now - self._batch_began >= _BATCH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the pending responses batched so far (first waiting, past
+        :data:`_QUEUED_RESPONSES`, for pynetdicom's DUL to drain)."""
+        if not self._batch:
+            return
+        if queued_to_send(self.assoc) >= _QUEUED_RESPONSES:
+            self.drain()
+        self._send_batch()
 
     def _send_batch(self) -> None:
         batch, self._batch, self._batch_bytes = self._batch, [], 0

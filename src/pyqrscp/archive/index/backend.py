@@ -16,7 +16,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -71,15 +71,32 @@ class IndexConnection(Protocol):
     def close(self) -> None: ...
 
 
-def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: int
-                ) -> Iterator[list[Any]]:
+def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: int,
+                before_fetch: Callable[[], None] | None = None) -> Iterator[list[Any]]:
     """The rows of a query in lists of up to ``batch``, never all held at once: a connection
     that streams from the server (PostgreSQL's ``stream``: a server-side cursor) does, else a
-    cursor's ``fetchmany`` (SQLite steps through its result as it is read)."""
+    cursor's ``fetchmany`` (SQLite steps through its result as it is read).
+
+    ``before_fetch`` is called before each list is fetched (a round trip to the database):
+    what the caller made of the rows so far need not wait for it."""
     streaming = getattr(db, "stream", None)
-    if streaming is not None:
-        yield from streaming(sql, parameters, batch)
-        return
+    fetched: Generator[list[Any], None, None] = (
+        streaming(sql, parameters, batch) if streaming is not None
+        else _fetched(db, sql, parameters, batch))
+    try:
+        while True:
+            if before_fetch is not None:
+                before_fetch()
+            rows = next(fetched, None)
+            if rows is None:
+                return
+            yield rows
+    finally:
+        fetched.close()  # a server-side cursor ends with the caller's loop, not at collection
+
+
+def _fetched(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: int
+             ) -> Generator[list[Any], None, None]:
     cursor = db.execute(sql, parameters)
     while rows := cursor.fetchmany(batch):
         yield rows

@@ -8,7 +8,7 @@ matching semantics.  No DICOM file is opened to answer a query.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -186,17 +186,20 @@ _LEVEL_OF_ALIAS = {alias: level for level, alias in ALIASES.items()}
 
 
 def candidates(db: IndexConnection, query: Query, case_sensitive_pn: bool = False,
-               levels: frozenset[str] | None = None) -> Iterator[tuple[int, dict[str, str]]]:
+               levels: frozenset[str] | None = None,
+               before_fetch: Callable[[], None] | None = None
+               ) -> Iterator[tuple[int, dict[str, str]]]:
     """``(row pk, attributes)`` of every matching entity at the query level, streamed from
     the database in batches: the index narrows (:func:`candidate_sql`), the matcher decides.
 
-    Attributes hold the levels in ``levels`` and every computed key the query names.
+    Attributes hold the levels in ``levels`` and every computed key the query names;
+    ``before_fetch`` is called before each batch of rows is fetched (:func:`stream_rows`).
     """
     matcher = compile_identifier(query.keys, case_sensitive_pn=case_sensitive_pn)
     computed = [k for k in query.return_keys if k in COMPUTED]
     lists = [k for k in computed if k in _LISTS]
     sql, args = candidate_sql(query, levels, dialect_of(db))
-    for rows in stream_rows(db, sql, args, _BATCH):
+    for rows in stream_rows(db, sql, args, _BATCH, before_fetch):
         values = {keyword: list_values(db, keyword, {int(row[6]) for row in rows})
                   for keyword in lists}
         for row in rows:
@@ -214,14 +217,16 @@ def candidates(db: IndexConnection, query: Query, case_sensitive_pn: bool = Fals
                 yield int(row[4]), attrs
 
 
-def run_query(db: IndexConnection, query: Query, case_sensitive_pn: bool = False
-              ) -> Iterator[dict[str, str]]:
+def run_query(db: IndexConnection, query: Query, case_sensitive_pn: bool = False,
+              before_fetch: Callable[[], None] | None = None) -> Iterator[dict[str, str]]:
     """Yield the attributes of every matching entity at the query level (one per entity),
-    as the rows arrive: memory stays flat however many match.
+    as the rows arrive: memory stays flat however many match.  ``before_fetch`` is called
+    before each round trip for more rows (a caller sends what it holds back).
 
     The entry point of every query (C-FIND, DICOMweb): the caller closes ``db`` when done.
     """
-    for _pk, attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query)):
+    for _pk, attrs in candidates(db, query, case_sensitive_pn, _needed_levels(query),
+                                 before_fetch):
         yield attrs
 
 
