@@ -88,7 +88,7 @@ class CommitmentWorker:
 
     def _dispatch_due(self) -> None:
         for ledger in self.ledgers.values():
-            for pk, requester in ledger.due(time.time()):
+            for pk, requester in ledger.due():
                 with self._lanes_lock:
                     if (self._stopping.is_set() or requester in self._lanes
                             or len(self._lanes) >= MAX_DELIVERY_LANES):
@@ -100,7 +100,7 @@ class CommitmentWorker:
 
     def _lane(self, ledger: CommitmentLedger, pk: int, requester: str) -> None:
         try:
-            if not ledger.claim(pk, time.time(), CLAIM_SECONDS):
+            if not ledger.claim(pk, CLAIM_SECONDS):
                 return  # another node of a shared index took it
             pending = ledger.load(pk)
             if pending is not None and not self._stopping.is_set():
@@ -142,7 +142,7 @@ class CommitmentWorker:
         LOGGER.warning("Storage Commitment report for %s not delivered (attempt %d of %d); "
                        "retrying in %.1f s", pending.requester_aet, attempts,
                        self.schedule.max_attempts, delay)
-        ledger.reschedule(pending.pk, attempts, time.time() + delay)
+        ledger.reschedule(pending.pk, attempts, delay)
 
     def _seconds_to_next(self) -> float:
         """Until the next request due whose requester has no lane running (a lane that ends
@@ -158,4 +158,4 @@ class CommitmentWorker:
                 if (due := ledger.next_due(busy)) is not None]
         if not dues:
             return longest
-        return min(longest, max(0.0, min(dues) - time.time()))
+        return min(longest, max(0.0, min(dues)))

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,10 @@ _ADDED_COLUMNS = {"verdict": "ALTER TABLE commitment ADD COLUMN verdict TEXT",
                   "claimed": "ALTER TABLE commitment ADD COLUMN claimed REAL NOT NULL DEFAULT 0"}
 """Columns a ledger written by an older pyqrscp lacks; ``claimed``: until when a node's
 delivery attempt holds the request."""
+
+#: The database's clock, in seconds since the epoch, where several nodes share the ledger
+#: (their own clocks differ): the start of the statement, one instant however long it runs.
+_DATABASE_CLOCK = "CAST(extract(epoch from statement_timestamp()) AS DOUBLE PRECISION)"
 
 #: References one N-ACTION may name; more are refused (0x0213 Resource limitation).
 MAX_REFERENCES_PER_REQUEST = 10_000
@@ -150,11 +154,14 @@ class CommitmentLedger:
 
     On a database that several nodes share, each delivery attempt is claimed first (its next
     attempt moved past the attempt's end, in one conditional update), so one node sends each
-    report, and a request whose node died is taken over when that claim runs out.
+    report, and a request whose node died is taken over when that claim runs out.  Due times
+    and claims are read and written by the database's clock there, whatever the nodes' clocks
+    say; an index of one machine (SQLite) uses ``clock``, that machine's.
     """
 
-    def __init__(self, area: StorageArea) -> None:
+    def __init__(self, area: StorageArea, clock: Callable[[], float] = time.time) -> None:
         self.area = area
+        self.clock = clock
         self._lock = threading.Lock()
         backend = area.backend
         self._db = backend.connect(area.root, area.durable)
@@ -184,12 +191,20 @@ class CommitmentLedger:
         return PendingCommitment(self.area.root, pk, transaction_uid,
                                  requester_aet, called_aet, tuple(references), 0)
 
-    def due(self, now: float) -> list[tuple[int, str]]:
-        """``(pk, requester AE title)`` of every request due at ``now``, oldest first."""
+    def _now(self) -> str:
+        """The ledger's time as SQL: the database's clock where the ledger is shared, else
+        this machine's (a number of our own, written into the statement)."""
+        if self.area.backend.shared:
+            return _DATABASE_CLOCK
+        return f"{float(self.clock()):.6f}"
+
+    def due(self) -> list[tuple[int, str]]:
+        """``(pk, requester AE title)`` of every request due now, oldest first."""
         with self._lock:
+            now = self._now()
             rows = self._db.execute(
-                "SELECT pk, requester_aet FROM commitment WHERE next_attempt <= ? "
-                "ORDER BY next_attempt, pk", (now,)).fetchall()
+                f"SELECT pk, requester_aet FROM commitment WHERE next_attempt <= {now} "
+                "ORDER BY next_attempt, pk").fetchall()
         return [(int(pk), str(requester)) for pk, requester in rows]
 
     def load(self, pk: int) -> PendingCommitment | None:
@@ -213,24 +228,30 @@ class CommitmentLedger:
                              (verdict.to_json(), pk))
 
     def next_due(self, excluded: Collection[str] = ()) -> float | None:
-        """When the next request of a requester not in ``excluded`` is due."""
+        """In how many seconds the next request of a requester not in ``excluded`` is due
+        (zero or less: due now)."""
         with self._lock:
+            now = self._now()
             row = self._db.execute(
-                "SELECT MIN(next_attempt) FROM commitment WHERE requester_aet NOT IN "
+                f"SELECT MIN(next_attempt) - {now} FROM commitment WHERE requester_aet NOT IN "
                 "(SELECT value FROM json_each(?))", (json.dumps(list(excluded)),)).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def reschedule(self, pk: int, attempts: int, next_attempt: float) -> None:
+    def reschedule(self, pk: int, attempts: int, delay: float) -> None:
+        """The next attempt ``delay`` seconds from now; the claim is given up."""
         with self._lock:
-            self._db.execute("UPDATE commitment SET attempts=?, next_attempt=?, claimed=0 "
-                             "WHERE pk=?", (attempts, next_attempt, pk))
+            now = self._now()
+            self._db.execute(f"UPDATE commitment SET attempts=?, next_attempt={now} + ?, "
+                             "claimed=0 WHERE pk=?", (attempts, delay, pk))
 
-    def claim(self, pk: int, now: float, lease: float) -> bool:
-        """Take the attempt on a due request: False when another node took it first."""
+    def claim(self, pk: int, lease: float) -> bool:
+        """Take the attempt on a due request for ``lease`` seconds: False when another node
+        took it first (or holds it still)."""
         with self._lock:
+            now = self._now()
             return int(self._db.execute(
-                "UPDATE commitment SET next_attempt=?, claimed=? WHERE pk=? AND "
-                "next_attempt <= ?", (now + lease, now + lease, pk, now)).rowcount) == 1
+                f"UPDATE commitment SET next_attempt={now} + ?, claimed={now} + ? "
+                f"WHERE pk=? AND next_attempt <= {now}", (lease, lease, pk)).rowcount) == 1
 
     def make_all_due(self) -> int:
         """On start-up: every request left over from the last run is due now.  On a shared
@@ -239,7 +260,7 @@ class CommitmentLedger:
         with self._lock:
             if self.area.backend.shared:
                 return int(self._db.execute("UPDATE commitment SET next_attempt=0 WHERE "
-                                            "claimed < ?", (time.time(),)).rowcount)
+                                            f"claimed < {self._now()}").rowcount)
             return int(self._db.execute("UPDATE commitment SET next_attempt=0").rowcount)
 
     def remove(self, pk: int) -> None:
