@@ -53,10 +53,12 @@ def split_multipart(response: requests.Response) -> list[bytes]:
 @contextmanager
 def web_server(tmp_path: Path, rows: Sequence[str] = ("ARCHIVE {a} RW (100, 1024mb) ANY",
                                                       "READONLY {a} R (100, 1024mb) ANY"),
-               extra_globals: str = "", **options: object) -> Iterator[WebServer]:
+               extra_globals: str = "", read_timeout: float | None = None,
+               body_timeout: float | None = None, **options: object) -> Iterator[WebServer]:
     """Start pyqrscp in-process with ``--http 127.0.0.1:0``; always stop it.
 
     ``{a}`` in a row is the shared area folder ``tmp_path/a``; ``{b}`` a second one.
+    ``read_timeout`` and ``body_timeout`` replace the listener's (no flag sets them).
     """
     areas = {"a": tmp_path / "a", "b": tmp_path / "b"}
     config = write_config(tmp_path, [row.format(**{k: str(v) for k, v in areas.items()})
@@ -65,6 +67,11 @@ def web_server(tmp_path: Path, rows: Sequence[str] = ("ARCHIVE {a} RW (100, 1024
     if options:
         merged = dataclasses.replace(merged, **options)  # type: ignore[arg-type]
     server = ArchiveServer(load_config(config), merged, host="127.0.0.1")
+    settings = server.web_settings
+    if settings is not None:
+        server.web_settings = dataclasses.replace(
+            settings, read_timeout=read_timeout or settings.read_timeout,
+            body_timeout=body_timeout or settings.body_timeout)
     server.start()
     try:
         yield WebServer(server, f"http://127.0.0.1:{server.http_port}", areas)

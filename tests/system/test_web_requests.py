@@ -1,6 +1,7 @@
 """Requests the HTTP listener must refuse: a foreign Host (DNS rebinding) while it needs no
 credentials, a deletion from another origin or with an oversized body, and malformed UIDs in
-the path, endless padding in a STOW-RS body, a disk that fills up while a body is spooled;
+the path, endless padding in a STOW-RS body, a disk that fills up while a body is spooled,
+a body that stops or trickles past its read or body timeout;
 answers sent without Nagle's delay, and searches answered while uploads wait on a disk that
 does not answer."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import shutil
 import signal
 import socket
@@ -276,3 +278,30 @@ def test_endless_padding_after_a_boundary_is_refused_at_once(tmp_path: Path) -> 
             upload.sendall(_stow_head(length) + b"--" + BOUNDARY.encode() + b" " * 8192)
             assert _status_of(upload) == 400
         assert leftovers(web.areas["a"]) == []
+
+
+def test_an_upload_that_stops_mid_body_is_408_after_the_read_timeout(tmp_path: Path) -> None:
+    body = stow_body(make_ct(tmp_path, rows=64).read_bytes())
+    with web_server(tmp_path, read_timeout=1.0) as web:
+        port = int(web.root.rpartition(":")[2])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as upload:
+            upload.sendall(_stow_head(len(body)) + body[:len(body) // 2])
+            assert _status_of(upload) == 408
+        poll_until(lambda: leftovers(web.areas["a"]) == [], "the spooled part to be removed")
+
+
+def test_an_upload_trickling_past_the_body_timeout_is_408(tmp_path: Path) -> None:
+    """Every read gets bytes well within the read timeout (60 s); the body as a whole takes
+    longer than its 2 s."""
+    body = stow_body(make_ct(tmp_path, rows=64).read_bytes())
+    with web_server(tmp_path, read_timeout=60.0, body_timeout=2.0) as web:
+        port = int(web.root.rpartition(":")[2])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as upload:
+            upload.sendall(_stow_head(len(body)))
+            sent = 0
+            while not select.select([upload], [], [], 0.1)[0]:  # an answer, or 0.1 s more
+                assert sent < len(body), "the whole body was taken"
+                upload.sendall(body[sent:sent + 16])
+                sent += 16
+            assert _status_of(upload) == 408
+        poll_until(lambda: leftovers(web.areas["a"]) == [], "the spooled part to be removed")

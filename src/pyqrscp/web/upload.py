@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter, move_on_after, to_thread
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message
 
 from pyqrscp.web.multipart import (
     MalformedMultipart,
@@ -131,28 +132,45 @@ async def receive_parts(request: Request, folder: Path, temp_prefix: str,
 
 async def _chunks(request: Request, settings: WebSettings,
                   stopping: threading.Event) -> AsyncIterator[bytes]:
-    """The body, each read bounded by the read timeout, all of it by the body timeout; a stop
-    of the listener is noticed within :data:`STOP_CHECK_SECONDS`."""
+    """The body, each read bounded by the read timeout, all of it by the body timeout.
+
+    Starlette's ``Request.stream`` without its generator, whose wait cannot be cut short and
+    taken up again: each wait for the ASGI server's next message lasts at most
+    :data:`STOP_CHECK_SECONDS`, so a stop of the listener is noticed that soon, and a chunk
+    that is already there costs one timer (no task, no further wake-up).  A message that
+    arrives as its wait is cut short stays with the server for the next ``receive``.
+
+    Raises
+    ------
+    HTTPException
+        408 a read past the read timeout or the body past the body timeout, 503 the listener
+        is stopping.
+    ClientDisconnect
+        The client went away before the body ended.
+    """
     deadline = time.monotonic() + settings.body_timeout
-    stream = request.stream().__aiter__()
-    while True:
-        read_deadline = min(time.monotonic() + settings.read_timeout, deadline)
-        receiving = asyncio.ensure_future(stream.__anext__())
-        try:
-            while not receiving.done():
-                if stopping.is_set():
-                    raise HTTPException(503, "the server is stopping")
-                left = read_deadline - time.monotonic()
-                if left <= 0:
-                    raise HTTPException(408, "the body did not arrive in time")
-                await asyncio.wait({receiving}, timeout=min(left, STOP_CHECK_SECONDS))
-            chunk = receiving.result()
-        except StopAsyncIteration:
-            return
-        finally:
-            receiving.cancel()
+    more_body = True
+    while more_body:
+        message = await _next_message(
+            request, min(time.monotonic() + settings.read_timeout, deadline), stopping)
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        more_body = bool(message.get("more_body", False))
+        chunk: bytes = message.get("body", b"")
         if chunk:
             yield chunk
+
+
+async def _next_message(request: Request, read_deadline: float,
+                        stopping: threading.Event) -> Message:
+    while True:
+        if stopping.is_set():
+            raise HTTPException(503, "the server is stopping")
+        left = read_deadline - time.monotonic()
+        if left <= 0:
+            raise HTTPException(408, "the body did not arrive in time")
+        with move_on_after(min(left, STOP_CHECK_SECONDS)):
+            return await request.receive()
 
 
 def _check_part_type(headers: dict[str, str]) -> None:
