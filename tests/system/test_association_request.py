@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,15 @@ from helpers import (
     write_config,
 )
 from pydicom.uid import UID
-from pynetdicom import AE
-from pynetdicom.pdu_primitives import UserIdentityNegotiation
+from pynetdicom import AE, build_context
+from pynetdicom.pdu import A_ASSOCIATE_RQ as A_ASSOCIATE_RQ_PDU
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+    UserIdentityNegotiation,
+)
 
 from pyqrscp.link.library import describe_pdus
 
@@ -216,3 +224,117 @@ def test_a_request_with_user_identity_is_never_kept(
         assert len(decoded) == 0
         _echo_as(server.port, None)
         assert len(decoded) == 1  # the same request without a user identity is kept
+
+
+VERIFICATION, CT_IMAGE_STORAGE = "1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.2"
+STUDY_ROOT_FIND, STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.3"
+IMPLICIT_VR, JPEG_BASELINE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50"
+
+
+def proposing_rq(calling: str, proposed: list[tuple[str, str]],
+                 scp_roles: tuple[str, ...] = ()) -> bytes:
+    """An A-ASSOCIATE-RQ as pynetdicom encodes it: one context per (abstract syntax, transfer
+    syntax), IDs 1, 3, 5...; an SCP/SCU role selection (SCP role) for each of ``scp_roles``."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = UID("1.2.840.10008.3.1.1.1")
+    primitive.calling_ae_title = calling
+    primitive.called_ae_title = "ARCHIVE"
+    contexts = []
+    for number, (abstract, transfer) in enumerate(proposed):
+        context = build_context(abstract, [transfer])
+        context.context_id = 2 * number + 1
+        contexts.append(context)
+    primitive.presentation_context_definition_list = contexts
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = 16384
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = UID("1.2.3.4")
+    roles = []
+    for sop_class in scp_roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = UID(sop_class)
+        role.scu_role, role.scp_role = False, True
+        roles.append(role)
+    primitive.user_information = [maximum, implementation, *roles]
+    return bytes(A_ASSOCIATE_RQ_PDU(primitive).encode())
+
+
+def read_pdu(sock: socket.socket) -> bytes:
+    """One whole PDU, header included."""
+    pdu = b""
+    while len(pdu) < 6 or len(pdu) < 6 + struct.unpack(">I", pdu[2:6])[0]:
+        chunk = sock.recv(65536)
+        assert chunk, "closed by the archive"
+        pdu += chunk
+    return pdu
+
+
+@contextmanager
+def associated(port: int, request: bytes) -> Iterator[bytes]:
+    """An association from ``request``: yields the A-ASSOCIATE-AC's bytes, releases after."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        accept = read_pdu(sock)
+        assert accept[0] == A_ASSOCIATE_AC
+        yield accept
+        sock.sendall(struct.pack(">BBIL", 0x05, 0, 4, 0))
+        assert read_pdu(sock) == RELEASE_RP
+
+
+def context_results(accept: bytes) -> dict[int, int]:
+    """Presentation context ID -> result (PS3.8 9.3.3.2) of an A-ASSOCIATE-AC."""
+    results, offset = {}, 74
+    while offset < len(accept):
+        kind, length = accept[offset], struct.unpack(">H", accept[offset + 2:offset + 4])[0]
+        if kind == 0x21:
+            results[accept[offset + 4]] = accept[offset + 6]
+        offset += 4 + length
+    return results
+
+
+@pytest.mark.pynetdicom_internals(
+    reason="the A-ASSOCIATE-RQ decoder hook keeps the requests and their negotiation")
+def test_a_repeated_request_takes_the_kept_negotiation_and_gets_the_same_answer(
+        tmp_path: Path, pdu_descriptions: Callable[[bool], None]) -> None:
+    """The second and later associations of the same request are answered from the outcome
+    of the first, byte for byte: accepted, rejected (abstract syntax, transfer syntax) and
+    the role reply of a C-GET requestor."""
+    pdu_descriptions(False)
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    request = proposing_rq("AGAIN", [
+        (VERIFICATION, IMPLICIT_VR), (CT_IMAGE_STORAGE, IMPLICIT_VR),
+        (STUDY_ROOT_GET, IMPLICIT_VR), ("1.2.3.4.5.6", IMPLICIT_VR),
+        (STUDY_ROOT_FIND, JPEG_BASELINE)], scp_roles=(CT_IMAGE_STORAGE,))
+    with pyqrscp_in_process(config) as server:
+        negotiated = server.server.listener.negotiated
+        assert negotiated is not None and len(negotiated) == 0
+        with associated(server.port, request) as first:
+            assert context_results(first) == {1: 0, 3: 0, 5: 0, 7: 3, 9: 4}
+        assert len(negotiated) == 1
+        for _ in range(2):
+            with associated(server.port, request) as again:
+                assert again == first
+        assert len(negotiated) == 1
+        with associated(server.port, proposing_rq("OTHER", [(VERIFICATION, IMPLICIT_VR)])):
+            pass
+        assert len(negotiated) == 2
+        assert server.log_text().count("Association Acknowledged 127.0.0.1: AGAIN") == 3
+
+
+@pytest.mark.pynetdicom_internals(
+    reason="the A-ASSOCIATE-RQ decoder hook keeps the requests and their negotiation")
+def test_a_kept_negotiation_is_not_taken_for_another_acceptance(
+        tmp_path: Path, pdu_descriptions: Callable[[bool], None]) -> None:
+    """The same request bytes, another acceptance: with --no-parallel-store a second storing
+    association gets no storage context while the first is open, and gets it again after."""
+    pdu_descriptions(False)
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    request = proposing_rq("STORER", [(VERIFICATION, IMPLICIT_VR),
+                                      (CT_IMAGE_STORAGE, IMPLICIT_VR)])
+    with pyqrscp_in_process(config, "--no-parallel-store") as server:
+        with associated(server.port, request) as first:
+            assert context_results(first) == {1: 0, 3: 0}
+            with associated(server.port, request) as second:
+                assert context_results(second) == {1: 0, 3: 3}
+        with associated(server.port, request) as third:
+            assert third == first

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
@@ -44,14 +45,18 @@ from pynetdicom.dimse_primitives import (
     N_SET,
 )
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import P_DATA, SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from pyqrscp.errors import ServiceFailed
+from pyqrscp.link.negotiated import NegotiatedOutcomes, Outcome, outcome_key
 from pyqrscp.link.reactor import run_reactor
 
 LOGGER = logging.getLogger(__name__)
+ACSE_LOGGER = logging.getLogger("pynetdicom.acse")
+"""pynetdicom's ACSE logger: a remembered negotiation says what pynetdicom's would, where."""
 
 PUBLIC_ONLY_VARIABLE = "PYQRSCP_PYNETDICOM_PUBLIC_ONLY"
 """Set to ``1`` to serve through pynetdicom's public API only (a test and diagnostic switch)."""
@@ -123,6 +128,13 @@ REQUIRED: tuple[Internal, ...] = (
     Internal("ACSE", "is_release_requested", ()),
     Internal("ACSE", "is_aborted", ("abort_type",)),
     Internal("ACSE", "send_release", ("is_response",)),
+    # negotiations remembered (negotiated.py)
+    Internal("ACSE", "_negotiate_as_acceptor", ()),
+    Internal("ACSE", "__dict__", kind=dict),
+    Internal("Association", "_rejected_cx", kind=list),
+    Internal("PresentationContext", "__dict__", kind=dict),
+    Internal("A_ASSOCIATE_RQ", "to_primitive", ()),
+    Internal("A_ASSOCIATE_RQ", "__dict__", kind=dict),
 )
 """Every private (or undocumented) name of pynetdicom pyqrscp uses, in the shape it relies on."""
 
@@ -135,7 +147,8 @@ def sample_owners(assoc: Association | None = None) -> dict[str, object]:
     return {"Association": assoc, "RequestHandler": RequestHandler, "DULServiceProvider": dul,
             "StateMachine": getattr(dul, "state_machine", None), "ACSE": assoc.acse,
             "Timer": getattr(dul, "_idle_timer", None), "DIMSEServiceProvider": assoc.dimse,
-            "DIMSEMessage": C_STORE_RQ(), "AssociationSocket": AssociationSocket}
+            "DIMSEMessage": C_STORE_RQ(), "AssociationSocket": AssociationSocket,
+            "PresentationContext": PresentationContext(), "A_ASSOCIATE_RQ": A_ASSOCIATE_RQ()}
 
 
 def missing_internals(owners: Mapping[str, object] | None = None) -> list[str]:
@@ -282,6 +295,89 @@ def paused_reactor(assoc: Association, timeout: float, send: Callable[[], T]) ->
         return send()
     finally:
         assoc._reactor_checkpoint.set()
+
+
+# -- negotiation ----------------------------------------------------------------------------
+
+
+def remember_primitive(pdu: A_ASSOCIATE_RQ) -> None:
+    """Have a kept A-ASSOCIATE-RQ PDU make its primitive once: pynetdicom makes a new one
+    for each association (``getscu``'s ~120 contexts: 2 ms), and only reads it."""
+    make = pdu.to_primitive
+    made: list[object] = []
+
+    def to_primitive() -> object:
+        if not made:
+            made.append(make())
+        return made[0]
+    pdu.__dict__["to_primitive"] = to_primitive
+
+
+def remember_negotiations(assoc: Association, outcomes: NegotiatedOutcomes) -> None:
+    """Let a new acceptor association take a kept outcome of negotiation for a request it
+    received as bytes that were kept (:func:`note_request`)."""
+    assoc.acse.__class__ = RememberingACSE
+    assoc.acse.__dict__["_pyqrscp_outcomes"] = outcomes
+
+
+def note_request(assoc: Association, request: bytes) -> None:
+    """The association's A-ASSOCIATE-RQ, as bytes whose decoded PDU is kept."""
+    attach(assoc, "request", request)
+
+
+class RememberingACSE(ACSE):
+    """pynetdicom's ACSE, whose acceptor negotiation takes a kept outcome for a request and
+    acceptance it has seen (:mod:`negotiated`); instances are pynetdicom's own, this class
+    swapped in before the association starts."""
+
+    def _negotiate_as_acceptor(self) -> None:
+        assoc = self.assoc
+        outcomes = self.__dict__.get("_pyqrscp_outcomes")
+        request = attached(assoc, "request")
+        key = (outcome_key(assoc, request) if isinstance(outcomes, NegotiatedOutcomes)
+               and isinstance(request, bytes) else None)
+        supported = self.acceptor.supported_contexts
+        kept = outcomes.get(key, supported) if key is not None and outcomes else None
+        if kept is None or _over_capacity(assoc):
+            super()._negotiate_as_acceptor()
+            if key is not None and outcomes is not None and assoc.is_established:
+                outcomes.keep(key, Outcome(
+                    tuple(supported), tuple(map(_context_copy, assoc._accepted_cx.values())),
+                    tuple(map(_context_copy, assoc._rejected_cx)),
+                    tuple(item for item in self.acceptor.user_information
+                          if isinstance(item, SCP_SCU_RoleSelectionNegotiation))))
+            return
+        self._accept_as_kept(kept)
+
+    def _accept_as_kept(self, kept: Outcome) -> None:
+        """pynetdicom 3.0's acceptance, for a request without extended negotiation, with the
+        kept contexts and role replies in place of negotiating them."""
+        assoc = self.assoc
+        primitive = self.requestor.primitive
+        self.requestor.ae_title = primitive.calling_ae_title if primitive else ""
+        accepted = [_context_copy(context) for context in kept.accepted]
+        assoc._accepted_cx = {int(context.context_id or 0): context for context in accepted}
+        assoc._rejected_cx = [_context_copy(context) for context in kept.rejected]
+        for role in kept.roles:
+            self.acceptor.add_negotiation_item(role)
+        ACSE_LOGGER.info("Accepting Association")
+        self.send_accept()
+        evt.trigger(assoc, evt.EVT_ACCEPTED, {})
+        assoc.is_established = True
+        evt.trigger(assoc, evt.EVT_ESTABLISHED, {})
+
+
+def _over_capacity(assoc: Association) -> bool:
+    """pynetdicom's own limit on acceptors (it rejects the association past it)."""
+    acceptors = [other for other in assoc.ae.active_associations if other.is_acceptor]
+    return len(acceptors) > assoc.ae.maximum_associations
+
+
+def _context_copy(context: PresentationContext) -> PresentationContext:
+    """A copy of a negotiated context, its attributes as they are (no checks run again)."""
+    copied = object.__new__(PresentationContext)
+    copied.__dict__.update(context.__dict__)
+    return copied
 
 
 def attach(target: Association | DULServiceProvider, name: str, value: object) -> None:

@@ -33,6 +33,12 @@ def serving_settings(describe: bool) -> Iterator[None]:
         pynetdicom_config.VALIDATORS["UI"], valuerep.VALIDATORS["UI"] = saved_checks
 
 
+def unrestricted_storage() -> bool:
+    """Does pynetdicom accept every storage SOP class whatever the supported contexts say
+    (its ``UNRESTRICTED_STORAGE_SERVICE``; pyqrscp leaves it off)?"""
+    return bool(pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE)
+
+
 def describe_pdus(enabled: bool) -> None:
     """Whether pynetdicom describes every PDU and DIMSE message it sends or receives (its
     "standard" handlers, bound to every association): a few dozen log calls per association

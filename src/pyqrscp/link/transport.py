@@ -18,6 +18,7 @@ from socketserver import TCPServer
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
+from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from pyqrscp.dimse.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
@@ -25,6 +26,7 @@ from pyqrscp.link import internals
 from pyqrscp.link.connections import UnassociatedAllowance
 from pyqrscp.link.decoded import DecodedRequests
 from pyqrscp.link.internals import DimseMessage
+from pyqrscp.link.negotiated import NegotiatedOutcomes
 from pyqrscp.link.reactor import install as install_event_loops
 
 LOGGER = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class RoutedRequestHandler(internals.CreatesAssociations, ArchiveRequestHandler)
             internals.route_requests(assoc, routed_class)
         install_event_loops(assoc)
         watch_association_request(assoc, self.server.decoded_requests)
+        if self.server.negotiated is not None:
+            internals.remember_negotiations(assoc, self.server.negotiated)
 
 
 class ArchiveServerSocket(ThreadedAssociationServer):
@@ -74,6 +78,7 @@ class ArchiveServerSocket(ThreadedAssociationServer):
 
     association_class: type[internals.RoutedAssociation] | None = None
     decoded_requests: DecodedRequests | None = None
+    negotiated: NegotiatedOutcomes | None = None
     prepare_connection: Callable[[ArchiveRequestHandler], bool] | None = None
     last_turn: float = 0.0
     """When the accept loop last passed (monotonic seconds): the systemd watchdog's proof."""
@@ -96,7 +101,8 @@ def watch_association_request(assoc: Association,
     (pynetdicom rejects).  Only the first A-ASSOCIATE-RQ is watched; later PDUs take
     pynetdicom's own decoder.  With ``decoded``, a request of the same bytes as one decoded
     lately is not decoded again (unless pynetdicom's PDU events have handlers: they would
-    miss it)."""
+    miss it), makes its primitive once, and is noted on the association, whose negotiation
+    may then take a kept outcome (:mod:`negotiated`)."""
     dul = assoc.dul
     if decoded is not None and (assoc.get_handlers(evt.EVT_PDU_RECV)
                                 or assoc.get_handlers(evt.EVT_DATA_RECV)):
@@ -110,6 +116,7 @@ def watch_association_request(assoc: Association,
             received = pad_ae_titles(bytes(bytestream))
             known = decoded.get(received) if decoded is not None else None
             if known is not None:
+                internals.note_request(assoc, received)
                 return known
             try:
                 pdu, event = decode(bytearray(received))
@@ -121,6 +128,9 @@ def watch_association_request(assoc: Association,
                 log_refused_request(assoc, received, f"unsupported protocol version {version}")
             elif decoded is not None:
                 decoded.keep(received, (pdu, event))
+                if isinstance(pdu, A_ASSOCIATE_RQ) and decoded.get(received) is not None:
+                    internals.remember_primitive(pdu)  # kept: not a request with credentials
+                    internals.note_request(assoc, received)
             return pdu, event
         return decode_pdu
 
@@ -162,6 +172,7 @@ def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Eve
                                         {"route": staticmethod(router)})
     server.prepare_connection = prepare_connection
     server.decoded_requests = DecodedRequests()
+    server.negotiated = NegotiatedOutcomes()
     # every association gets its contexts from the acceptance rules (EVT_REQUESTED): a copy of
     # the AE's for each new connection would be thrown away
     server.contexts = []
