@@ -52,7 +52,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from pyqrscp.errors import ServiceFailed
 from pyqrscp.link.negotiated import NegotiatedOutcomes, Outcome, outcome_key
-from pyqrscp.link.reactor import run_reactor
+from pyqrscp.link.reactor import record_accept, run_reactor, send_kept_accept
 
 LOGGER = logging.getLogger(__name__)
 ACSE_LOGGER = logging.getLogger("pynetdicom.acse")
@@ -135,6 +135,7 @@ REQUIRED: tuple[Internal, ...] = (
     Internal("PresentationContext", "__dict__", kind=dict),
     Internal("A_ASSOCIATE_RQ", "to_primitive", ()),
     Internal("A_ASSOCIATE_RQ", "__dict__", kind=dict),
+    Internal("DULServiceProvider", "_send", ("pdu",)),
 )
 """Every private (or undocumented) name of pynetdicom pyqrscp uses, in the shape it relies on."""
 
@@ -339,13 +340,16 @@ class RememberingACSE(ACSE):
         supported = self.acceptor.supported_contexts
         kept = outcomes.get(key, supported) if key is not None and outcomes else None
         if kept is None or _over_capacity(assoc):
+            accept: list[bytes] = []
+            if key is not None:
+                record_accept(assoc.dul, accept.append)
             super()._negotiate_as_acceptor()
             if key is not None and outcomes is not None and assoc.is_established:
                 outcomes.keep(key, Outcome(
                     tuple(supported), tuple(map(_context_copy, assoc._accepted_cx.values())),
                     tuple(map(_context_copy, assoc._rejected_cx)),
                     tuple(item for item in self.acceptor.user_information
-                          if isinstance(item, SCP_SCU_RoleSelectionNegotiation))))
+                          if isinstance(item, SCP_SCU_RoleSelectionNegotiation)), accept))
             return
         self._accept_as_kept(kept)
 
@@ -360,6 +364,8 @@ class RememberingACSE(ACSE):
         assoc._rejected_cx = [_context_copy(context) for context in kept.rejected]
         for role in kept.roles:
             self.acceptor.add_negotiation_item(role)
+        if kept.accept:  # sent by the first association's DUL (until then, encoded again)
+            send_kept_accept(assoc.dul, kept.accept[0])
         ACSE_LOGGER.info("Accepting Association")
         self.send_accept()
         evt.trigger(assoc, evt.EVT_ACCEPTED, {})

@@ -6,7 +6,10 @@ the same supported contexts.  pynetdicom negotiates every context of every assoc
 in Python: about a millisecond for ``getscu``'s ~120 contexts and their role selections, on
 top of making the request's primitive.  The outcome (the accepted and rejected contexts and
 the role-selection replies) depends only on the request and on what the archive supports, so
-it is kept here and used again for the same request and the same acceptance.
+it is kept here and used again for the same request and the same acceptance, with the
+A-ASSOCIATE-AC's bytes (the AC holds the request's AE titles, the outcome and the archive's
+own user information: maximum length, implementation class UID and version name, all part
+of the key).
 
 Only requests whose decoded PDU is kept (:mod:`pyqrscp.link.decoded`: none with a user
 identity) and that carry no extended negotiation beyond role selection qualify: for those,
@@ -18,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import (
@@ -42,12 +45,15 @@ _PLAIN_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification,
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One negotiation's result.  ``supported`` are the contexts it was negotiated against:
-    held so that their identities, part of the key, stay unique while it is kept."""
+    held so that their identities, part of the key, stay unique while it is kept.  ``accept``
+    gets the A-ASSOCIATE-AC's bytes once the first association has sent them (its DUL thread
+    encodes it after the negotiation returns)."""
 
     supported: tuple[PresentationContext, ...]
     accepted: tuple[PresentationContext, ...]
     rejected: tuple[PresentationContext, ...]
     roles: tuple[SCP_SCU_RoleSelectionNegotiation, ...]
+    accept: list[bytes] = field(default_factory=list)
 
 
 
@@ -63,7 +69,9 @@ def outcome_key(assoc: Association, request: bytes) -> Hashable | None:
         return None
     supported = acceptor.supported_contexts
     return (request, acceptor.ae_title, tuple(map(id, supported)), len(supported),
-            tuple(assoc.ae.require_calling_aet), assoc.ae.require_called_aet)
+            tuple(assoc.ae.require_calling_aet), assoc.ae.require_called_aet,
+            acceptor.maximum_length, str(acceptor.implementation_class_uid),
+            acceptor.implementation_version_name)
 
 
 class NegotiatedOutcomes:

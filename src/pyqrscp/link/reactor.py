@@ -35,7 +35,7 @@ from typing import Any, cast
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
 from pynetdicom.pdu_primitives import P_DATA
 
 _WAKE = "_pyqrscp_wake"
@@ -50,7 +50,7 @@ ASSOCIATION_LOGGER = logging.getLogger("pynetdicom.association")
 
 _DUL_NAMES = ("_kill_thread", "artim_timer", "event_queue", "to_provider_queue", "to_user_queue",
               "_process_recv_primitive", "_is_transport_event", "_idle_timer", "state_machine",
-              "socket", "stop_dul", "kill_dul", "_run_loop_delay")
+              "socket", "stop_dul", "kill_dul", "_run_loop_delay", "_send")
 _ASSOCIATION_NAMES = ("_kill", "_dul_ready", "_reactor_checkpoint", "_is_paused",
                       "_serve_request", "network_timeout_response", "kill")
 _DIMSE_NAMES = ("get_msg", "msg_queue")
@@ -158,6 +158,10 @@ class EventDrivenDUL(DULServiceProvider):
     wake_user: Callable[[], None]
     socket_held: Callable[[], bool] = staticmethod(lambda: False)
     input_buffered: Callable[[], bool] = staticmethod(lambda: False)
+    kept_accept: bytes | None = None
+    """The A-ASSOCIATE-AC to send as it is, for an acceptance kept (:func:`send_kept_accept`)."""
+    accept_sent: Callable[[bytes], None] | None = None
+    """Told the bytes of the A-ASSOCIATE-AC once sent (:func:`record_accept`)."""
 
     def run(self) -> None:
         try:
@@ -188,7 +192,36 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 self._wait()
                 continue
-            self.state_machine.do_action(event)
+            if event != "Evt7" or not self._send_kept_accept():
+                self.state_machine.do_action(event)
+
+    def _send_kept_accept(self) -> bool:
+        """pynetdicom's AE-7 (Sta3 + Evt7 -> Sta6) with the A-ASSOCIATE-AC's bytes kept from an
+        earlier association of the same request and acceptance, instead of building and
+        encoding the PDU from the primitive again; False (nothing done) without them."""
+        encoded, self.kept_accept = self.kept_accept, None
+        machine = self.state_machine
+        if encoded is None or machine.current_state != "Sta3" or self.socket is None:
+            return False
+        self.to_provider_queue.get(False)  # the A-ASSOCIATE primitive the bytes stand for
+        self.socket.send(encoded)
+        evt.trigger(self.assoc, evt.EVT_FSM_TRANSITION,
+                    {"action": "AE-7", "current_state": "Sta3", "fsm_event": "Evt7",
+                     "next_state": "Sta6"})
+        machine.transition("Sta6")
+        return True
+
+    def _send(self, pdu: Any) -> None:
+        """pynetdicom's, which tells :attr:`accept_sent` the A-ASSOCIATE-AC's bytes."""
+        recorder = self.accept_sent
+        if recorder is None or not isinstance(pdu, A_ASSOCIATE_AC) or self.socket is None:
+            super()._send(pdu)
+            return
+        self.accept_sent = None
+        encoded = pdu.encode()
+        self.socket.send(encoded)
+        evt.trigger(self.assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
+        recorder(bytes(encoded))
 
     def _abort_hard(self) -> None:
         """What pynetdicom does when its loop fails: an A-ABORT straight to the socket,
@@ -332,6 +365,23 @@ def _turn(assoc: Association) -> bool:
         return True
     return False
 
+
+
+def record_accept(dul: DULServiceProvider, recorder: Callable[[bytes], None]) -> None:
+    """Have the DUL tell ``recorder`` the bytes of the A-ASSOCIATE-AC it sends (nothing where
+    the event-driven loop is not installed)."""
+    if isinstance(dul, EventDrivenDUL):
+        dul.accept_sent = recorder
+
+
+def send_kept_accept(dul: DULServiceProvider, encoded: bytes) -> bool:
+    """Have the DUL send ``encoded`` for the A-ASSOCIATE-AC about to be queued, as it is;
+    False where the event-driven loop is not installed, or while pynetdicom's PDU events have
+    handlers (they are given the PDU object, which is not made then)."""
+    if not isinstance(dul, EventDrivenDUL) or dul.assoc.get_handlers(evt.EVT_PDU_SENT):
+        return False
+    dul.kept_accept = encoded
+    return True
 
 
 def send_pdu_lazily(dul: DULServiceProvider, primitive: P_DATA) -> None:
