@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from helpers import make_ct, poll_until
@@ -177,10 +178,10 @@ def test_a_writer_still_describing_at_close_leaves_the_index_alone(
     area.open()
     describing, proceed = threading.Event(), threading.Event()
 
-    def slow_describe(data: bytes) -> bytes:
+    def slow_describe(stream: BinaryIO) -> bytes:
         describing.set()
         proceed.wait(timeout=HOUR)
-        return describe(data)
+        return describe(stream)
     area.describe_new_instances(slow_describe)
     writer = _writer(area)
     writer.stop_seconds = 0.0
@@ -193,3 +194,32 @@ def test_a_writer_still_describing_at_close_leaves_the_index_alone(
         proceed.set()
     poll_until(lambda: not writer.running, "the writer ended")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read so far, from any file (Linux: ``rchar``)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_describing_an_instance_reads_its_header_not_its_pixels(area: StorageArea,
+                                                               tmp_path: Path) -> None:
+    # the writer read each stored file whole (pixel data included) to describe it
+    if not Path("/proc/self/io").is_file():
+        pytest.skip("counts the bytes read in /proc/self/io (Linux)")
+    _hold(area)
+    data = make_ct(tmp_path, rows=4096).read_bytes()  # 32 MiB of pixel data
+    area.store(read_header(data), data)
+    del data
+    before = _bytes_read()
+    _writer(area).quiet = 0.0
+    poll_until(lambda: _kept(area) or None, "the large instance described")
+    assert _bytes_read() - before < 4 * MB
+    db = area.reader()
+    try:
+        (blob,) = db.execute("SELECT json FROM instance_metadata").fetchone()
+    finally:
+        db.close()
+    assert "BulkDataURI" in json.loads(bytes(blob))["7FE00010"]

@@ -1,15 +1,15 @@
 """Each newly stored instance's DICOM JSON, written by a thread of the area's own.
 
-Describing an instance (pydicom reads it whole and turns every element into JSON) costs about
-half of what storing it does; done on the C-STORE path it took a third of the store rate.  The
-writer is told of each instance the area stores, waits until stores pause (:attr:`quiet`
-seconds without one), then describes them from their files, a few at a time, and keeps the
-JSON in the index, one write transaction per batch; a store arriving meanwhile sends it back
-to waiting.  Under a stream of stores that never pauses, an instance waits at most
-:attr:`longest_wait` seconds: then batches are described while stores go on.  At most
-:data:`MAX_PENDING` instances wait (the oldest are dropped beyond).  What is dropped, still
-waiting at a stop, or was stored while no writer ran, is described by the first WADO-RS
-``/metadata`` request that needs it.
+Describing an instance (pydicom parses it, passing over bulk values, and turns every element
+into JSON) costs about half of what storing it does; done on the C-STORE path it took a
+third of the store rate.  The writer is told of each instance the area stores, waits until
+stores pause (:attr:`quiet` seconds without one), then describes them from their files, a
+few at a time, and keeps the JSON in the index, one write transaction per batch; a store
+arriving meanwhile sends it back to waiting.  Under a stream of stores that never pauses, an
+instance waits at most :attr:`longest_wait` seconds: then batches are described while stores
+go on.  At most :data:`MAX_PENDING` instances wait (the oldest are dropped beyond).  What is
+dropped, still waiting at a stop, or was stored while no writer ran, is described by the
+first WADO-RS ``/metadata`` request that needs it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import BinaryIO
 
 from pyqrscp.errors import PyqrscpError
 
@@ -42,13 +43,14 @@ class MetadataWriter:
     """A thread that describes the instances it is told of once stores pause.
 
     ``undescribed`` gives those of a batch that still need JSON (not described by a request
-    meanwhile, still indexed under that file), ``read`` a stored file's bytes (OSError when
-    it has gone: replaced, evicted or deleted meanwhile), ``describe`` makes the JSON
-    (PyqrscpError when it cannot), ``keep`` stores a batch of them in the index.
+    meanwhile, still indexed under that file), ``read`` opens a stored file (OSError when it
+    has gone: replaced, evicted or deleted meanwhile), ``describe`` makes the JSON from the
+    open file, reading only what it needs (PyqrscpError when it cannot), ``keep`` stores a
+    batch of them in the index.
     """
 
     def __init__(self, undescribed: Callable[[list[Pending]], list[Pending]],
-                 read: Callable[[str], bytes], describe: Callable[[bytes], bytes],
+                 read: Callable[[str], BinaryIO], describe: Callable[[BinaryIO], bytes],
                  keep: Callable[[list[Described]], None], name: str = "",
                  quiet: float = QUIET_SECONDS, longest_wait: float = LONGEST_WAIT_SECONDS,
                  limit: int = MAX_PENDING) -> None:
@@ -179,7 +181,8 @@ class MetadataWriter:
                     self._drop_beyond_limit()
                     break
             try:
-                done.append((sop_instance_uid, file_name, self.describe(self.read(file_name))))
+                with self.read(file_name) as stream:
+                    done.append((sop_instance_uid, file_name, self.describe(stream)))
             except OSError:
                 LOGGER.debug("%s is gone before it was described", file_name)
             except PyqrscpError as error:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from io import BytesIO
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr_element
+from pydicom.valuerep import AMBIGUOUS_VR
 
 from pyqrscp.archive.index.backend import IndexBackend, IndexConnection
 from pyqrscp.errors import InvalidDataset
@@ -30,8 +32,32 @@ DDL = ("CREATE TABLE IF NOT EXISTS instance_metadata (instance_pk INTEGER PRIMAR
        "REFERENCES instance(pk) ON DELETE CASCADE, json BLOB NOT NULL)")
 
 
-def describe(data: bytes) -> bytes:
-    """The DICOM JSON object of a Part-10 stream, as UTF-8.
+class _Buffer:
+    """A stream as pydicom takes a buffer: ``read``, ``seek`` and ``tell``.  Given a file
+    object itself, pydicom notes its name (a descriptor, for a file opened link-safely) as the
+    file to read a deferred value from again, and fails; given this, it reads such a value
+    through the same stream."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._stream.read(size)
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+
+def describe(stream: BinaryIO) -> bytes:
+    """The DICOM JSON object of a seekable Part-10 stream (a stored file), as UTF-8.
+
+    Only what the JSON holds is read: element headers and values up to
+    :data:`BULK_THRESHOLD` bytes; the values of larger elements (pixel data, also
+    encapsulated) are passed over by seeking, so describing a large image reads a few
+    kilobytes, not its pixels.
 
     Raises
     ------
@@ -39,7 +65,7 @@ def describe(data: bytes) -> bytes:
         When pydicom cannot read the stream or turn an element into JSON.
     """
     try:
-        dataset = dcmread(BytesIO(data), defer_size=BULK_THRESHOLD)
+        dataset = dcmread(_Buffer(stream), defer_size=BULK_THRESHOLD)
         sop_instance_uid = str(dataset.SOPInstanceUID)
         result: dict[str, Any] = {}
         for tag in dataset.keys():
@@ -54,17 +80,35 @@ def describe(data: bytes) -> bytes:
 
 
 def _element_json(dataset: Dataset, tag: Any, sop_instance_uid: str) -> dict[str, Any]:
-    raw = dataset.get_item(tag)
-    vr = str(raw.VR or _dictionary_vr(tag))
-    length = getattr(raw, "length", None)
-    if length is None:
-        value = getattr(raw, "value", None)
-        length = len(value) if isinstance(value, (bytes, bytearray)) else 0
+    vr, length = _vr_and_length(dataset, tag)
     if vr in _BULK_VRS and (length > BULK_THRESHOLD or length == 0xFFFFFFFF):
         return {"vr": vr,
                 "BulkDataURI": f"{BASE_MARKER}/bulkdata/{sop_instance_uid}/{int(tag):08X}"}
     converted: dict[str, Any] = dataset[tag].to_json_dict(None, 1 << 62)
     return converted
+
+
+def _vr_and_length(dataset: Dataset, tag: Any) -> tuple[str, int]:
+    """An element's VR and length, without reading a deferred value (one larger than
+    :data:`BULK_THRESHOLD`, which is bulk data when its VR is binary)."""
+    raw = dataset.get_item(tag, keep_deferred=True)
+    if isinstance(raw, RawDataElement) and raw.value is None and raw.length != 0:
+        return _deferred_vr(dataset, raw), BULK_THRESHOLD + 1
+    length = getattr(raw, "length", None)
+    if length is None:
+        value = getattr(raw, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else 0
+    return str(raw.VR or _dictionary_vr(tag)), int(length)
+
+
+def _deferred_vr(dataset: Dataset, raw: RawDataElement) -> str:
+    """The VR pydicom gives a deferred element once read (the dictionary's, a private
+    creator's, an ambiguous one resolved), found without reading its value: none of those
+    rules looks at the value."""
+    element = convert_raw_data_element(raw._replace(value=b""), ds=dataset)
+    if element.VR not in AMBIGUOUS_VR:
+        return str(element.VR)
+    return str(correct_ambiguous_vr_element(element, dataset, raw.is_little_endian).VR)
 
 
 def _dictionary_vr(tag: Any) -> str:

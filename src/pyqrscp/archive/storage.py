@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from pyqrscp.archive import filelock
-from pyqrscp.archive.areafiles import open_regular, read_regular
+from pyqrscp.archive.areafiles import open_regular, read_regular, reader
 from pyqrscp.archive.describer import Described, MetadataWriter, Pending
 from pyqrscp.archive.dicomfile import Header, read_header
 from pyqrscp.archive.durable import (
@@ -154,12 +154,13 @@ class StorageArea:
         filelock.lock_shared(self._lock_file)  # waits while a starting process holds it alone
         create_schema(self._db, self.backend, may_upgrade=False)
 
-    def describe_new_instances(self, describe: Callable[[bytes], bytes]) -> None:
-        """From now on keep each stored instance's DICOM JSON (``describe`` makes it), in a
-        thread that works while stores pause (:mod:`pyqrscp.archive.describer`)."""
+    def describe_new_instances(self, describe: Callable[[BinaryIO], bytes]) -> None:
+        """From now on keep each stored instance's DICOM JSON (``describe`` makes it from the
+        file, opened link-safely, reading what it needs), in a thread that works while stores
+        pause (:mod:`pyqrscp.archive.describer`)."""
         if self.describer is None:
             self.describer = MetadataWriter(self.undescribed,
-                                            lambda name: read_regular(self.path_of(name)),
+                                            lambda name: reader(self.path_of(name)),
                                             describe, self.keep_metadata, str(self.root))
             self.describer.start()
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pyqrscp.archive.areafiles import read_regular, reader
+from pyqrscp.archive.areafiles import reader
 from pyqrscp.archive.metadata import BASE_MARKER, describe, stored_metadata
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.errors import PyqrscpError
@@ -54,7 +54,8 @@ def metadata_json(archive: WebArchive, ae_title: str, study: str, series: str | 
 
 def _describe_file(area: StorageArea, file_name: str) -> bytes | None:
     try:
-        return describe(read_regular(area.path_of(file_name)))
+        with reader(area.path_of(file_name)) as stream:
+            return describe(stream)
     except (OSError, PyqrscpError) as error:
         LOGGER.error("no metadata for %s: %s", file_name, error)
         return None
