@@ -31,7 +31,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from query_tool import findscu, write_query
 
+from pyqrscp.archive.index import query as index_query
 from pyqrscp.archive.storage import StorageArea
+from pyqrscp.link.association import send_messages
+from pyqrscp.services import find as find_service
 
 pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
@@ -505,9 +508,10 @@ class _HeldCursor:
 
 def test_the_first_responses_arrive_while_the_index_is_slow_to_give_more(
         archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nine studies match, fewer than a batch; the index then takes its time to say there are
-    no more.  The nine pending responses reach the peer before that (they waited for the
-    whole answer: a batch is 16 responses)."""
+    """Nine studies match, a full batch of rows from the index, fewer than a batch of
+    responses; the index then takes its time to say there are no more.  The nine pending
+    responses reach the peer before that (they waited for the whole answer: a batch is 16
+    responses)."""
     release, waiting = threading.Event(), threading.Event()
     reader = StorageArea.reader
 
@@ -515,30 +519,50 @@ def test_the_first_responses_arrive_while_the_index_is_slow_to_give_more(
         return HeldFetches(reader(area), release, waiting)
 
     monkeypatch.setattr(StorageArea, "reader", held_reader)
+    monkeypatch.setattr(index_query, "_BATCH", len(STUDIES))
     ae = AE(ae_title="SLOWFIND")
     ae.add_requested_context(STUDY_FIND)
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = ""
     statuses: list[int] = []
-    first_pending = threading.Event()
+    all_pending = threading.Event()
     assoc = ae.associate("127.0.0.1", archive.server.port, ae_title="ARCHIVE")
     assert assoc.is_established
 
     def ask() -> None:
         for status, _identifier in assoc.send_c_find(query, STUDY_FIND):
             statuses.append(int(status.Status) if status else -1)
-            if statuses[-1] == PENDING:
-                first_pending.set()
+            if statuses == [PENDING] * len(STUDIES):
+                all_pending.set()
 
     asking = threading.Thread(target=ask, daemon=True)
     asking.start()
     try:
         assert waiting.wait(60), "the C-FIND never reached the index"
-        assert first_pending.wait(30), "no response arrived while the index was slow"
-        assert not release.is_set()
+        assert all_pending.wait(30), "the responses waited for the index"
     finally:
         release.set()
         asking.join(60)
         assoc.release()
     assert statuses == [PENDING] * len(STUDIES) + [SUCCESS]
+
+
+@pytest.mark.pynetdicom_internals(
+    reason="pyqrscp's own C-FIND dispatch batches responses; through pynetdicom's EVT_C_FIND "
+           "handler each response is a message of its own")
+def test_one_match_goes_out_with_the_final_response_in_one_write(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query that one study matches: its pending response and the final one leave in one
+    batch (one write, one turn of the DUL), not each alone."""
+    batches: list[int] = []
+
+    def counted(assoc: Any, context_id: int, messages: Any) -> None:
+        batches.append(len(messages))
+        send_messages(assoc, context_id, messages)
+
+    monkeypatch.setattr(find_service, "send_messages", counted)
+    result = findscu(archive.port, "-S", ["QueryRetrieveLevel=STUDY",
+                                          f"StudyInstanceUID={BY_NUMBER[3].uid}"])
+    assert result.final_status == SUCCESS and len(result.responses) == 1, result.output
+    assert batches == [2]

@@ -77,19 +77,23 @@ def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch:
     that streams from the server (PostgreSQL's ``stream``: a server-side cursor) does, else a
     cursor's ``fetchmany`` (SQLite steps through its result as it is read).
 
-    ``before_fetch`` is called before each list is fetched (a round trip to the database):
-    what the caller made of the rows so far need not wait for it."""
+    ``before_fetch`` is called before a list is fetched that follows a full one (another
+    round trip to the database that may bring more rows): what the caller made of the rows
+    so far need not wait for it.  After a short list the next fetch only ends the result, so
+    the caller's last rows go out together with its final answer."""
     streaming = getattr(db, "stream", None)
     fetched: Generator[list[Any], None, None] = (
         streaming(sql, parameters, batch) if streaming is not None
         else _fetched(db, sql, parameters, batch))
     try:
+        full = False
         while True:
-            if before_fetch is not None:
+            if full and before_fetch is not None:
                 before_fetch()
             rows = next(fetched, None)
             if rows is None:
                 return
+            full = len(rows) >= batch
             yield rows
     finally:
         fetched.close()  # a server-side cursor ends with the caller's loop, not at collection
