@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
-from helpers import write_config
+from helpers import free_port, write_config
 
+from pyqrscp.cli.command import main
 from pyqrscp.server.stopping import StopRequests
 
 # Runs serve_until_signalled once for every N, with SIGINT sent to the process at the N-th
@@ -26,7 +32,6 @@ _EVERY_BYTECODE = textwrap.dedent("""
     options = resolve_options(parse_flags(["-c", sys.argv[1], "0"]), config)
     for n in range(1, int(sys.argv[2])):
         server = ArchiveServer(config, options)
-        server.install_signal_handlers()
         executed = 0
 
         def tracer(frame, event, arg):
@@ -38,9 +43,10 @@ _EVERY_BYTECODE = textwrap.dedent("""
                     os.kill(os.getpid(), signal.SIGINT)
             return tracer
 
-        sys.settrace(tracer)
-        code = server.serve_until_signalled(wake_every=0.01)
-        sys.settrace(None)
+        with server.stop_signals():
+            sys.settrace(tracer)
+            code = server.serve_until_signalled(wake_every=0.01)
+            sys.settrace(None)
         print(n, code, flush=True)
 """)
 
@@ -74,3 +80,36 @@ def test_a_request_from_another_thread_ends_the_wait() -> None:
     assert stops.requested and stops.signum is None
     stops.close()
     stops.request()  # after close: nothing, no error
+
+
+def test_main_puts_the_signal_handlers_back_when_it_returns(tmp_path: Path) -> None:
+    """In-process main(): the handlers it found are there again after a start-up failure
+    (the port taken) and after a stop by SIGINT, and its socket pair is closed (an unclosed
+    one is a ResourceWarning, an error in this suite)."""
+    config = write_config(tmp_path, [f"A {tmp_path / 'store'} RW (9, 1024mb) ANY"])
+    found = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["-c", str(config), "--bind", "127.0.0.1", str(port)]) == 1
+    assert {signum: signal.getsignal(signum) for signum in found} == found
+
+    port = free_port()
+    sent = threading.Event()
+
+    def interrupt_once_served() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
+
+    threading.Thread(target=interrupt_once_served, daemon=True).start()
+    assert main(["-c", str(config), "--bind", "127.0.0.1", str(port)]) == 0
+    assert sent.is_set()
+    assert {signum: signal.getsignal(signum) for signum in found} == found
+    gc.collect()

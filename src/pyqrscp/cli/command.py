@@ -6,6 +6,7 @@ Precedence is applied in one place (:func:`resolve_options`): defaults < config 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -232,18 +233,19 @@ def _serve(options: Options, config: Config) -> int:
 
 
 def _start_and_serve(options: Options, config: Config) -> int:
-    try:
-        validate_options(options)
-        server = ArchiveServer(config, options, host=options.bind or "")
-        server.install_signal_handlers()
-        server.start()
-    except ListenError as error:
-        print(f"pyqrscp: {error}", file=sys.stderr)
-        return 1
-    except (StartupError, ConfigError, StorageFailure) as error:
-        print(f"pyqrscp: {error}", file=sys.stderr)
-        return 2
-    except (OSError, sqlite3.Error) as error:
-        print(f"pyqrscp: cannot open the storage areas: {error}", file=sys.stderr)
-        return 2
-    return server.serve_until_signalled()
+    with contextlib.ExitStack() as signals:
+        try:
+            validate_options(options)
+            server = ArchiveServer(config, options, host=options.bind or "")
+            signals.enter_context(server.stop_signals())
+            server.start()
+        except ListenError as error:
+            print(f"pyqrscp: {error}", file=sys.stderr)
+            return 1
+        except (StartupError, ConfigError, StorageFailure) as error:
+            print(f"pyqrscp: {error}", file=sys.stderr)
+            return 2
+        except (OSError, sqlite3.Error) as error:
+            print(f"pyqrscp: cannot open the storage areas: {error}", file=sys.stderr)
+            return 2
+        return server.serve_until_signalled()

@@ -6,6 +6,7 @@ the called AE title picks the presentation contexts its access rules allow.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -13,8 +14,9 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -97,8 +99,8 @@ class ArchiveServer:
                                    disable_host_lookup=options.disable_host_lookup,
                                    hosts=self.services.hosts)
         self.stop_requests: StopRequests | None = None
-        """Made by :meth:`install_signal_handlers`: SIGINT/SIGTERM (or its ``request()``
-        from any thread) end :meth:`serve_until_signalled`."""
+        """Set within :meth:`stop_signals`: SIGINT/SIGTERM (or its ``request()`` from any
+        thread) end :meth:`serve_until_signalled`."""
         self._server: ArchiveServerSocket | None = None
         self._governor: IdleGovernor | None = None
         self._watchdog: Watchdog | None = None
@@ -291,33 +293,49 @@ class ArchiveServer:
                 assoc.abort()
         self.services.close()
 
-    def install_signal_handlers(self) -> StopRequests:
-        """SIGINT/SIGTERM request a graceful stop; call before :meth:`start` announces the port,
-        so a signal sent the moment the server is ready is not fatal."""
-        stop_requests = self.stop_requests = self.stop_requests or StopRequests()
+    @contextlib.contextmanager
+    def stop_signals(self) -> Iterator[StopRequests]:
+        """SIGINT/SIGTERM (and Windows' SIGBREAK) request a graceful stop while the block runs;
+        enter it before :meth:`start` announces the port, so a signal sent the moment the
+        server is ready is not fatal.  On leaving, the handlers found are put back and the
+        stop requests' socket pair is closed, whether the server ran or failed to start."""
+        stop_requests = StopRequests()
 
         def request_stop(signum: int, _frame: FrameType | None) -> None:
             stop_requests.request(signum)  # no lock, no logging: see server/stopping.py
 
-        # SIGBREAK is Windows' Ctrl-Break; SIGTERM there comes only from os.kill in-process
-        for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), request_stop)
-        return stop_requests
+        found: dict[int, Callable[[int, FrameType | None], Any] | int] = {}
+        try:
+            # SIGBREAK is Windows' Ctrl-Break; SIGTERM there comes only from os.kill
+            for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+                if hasattr(signal, name):
+                    signum = int(getattr(signal, name))
+                    before = signal.signal(signum, request_stop)
+                    found[signum] = before if before is not None else signal.SIG_DFL
+            self.stop_requests = stop_requests
+            yield stop_requests
+        finally:
+            for signum, handler in found.items():
+                signal.signal(signum, handler)
+            self.stop_requests = None
+            stop_requests.close()
 
     def serve_until_signalled(self, wake_every: float = 0.5) -> int:
-        """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0.
+        """Block until SIGINT/SIGTERM, then stop cleanly; exit code 0.  Outside
+        :meth:`stop_signals` the handlers are installed for the wait and put back after it.
 
         The wait wakes every ``wake_every`` seconds: on Windows a signal handler runs only
         when the main thread passes between two bytecodes, never inside ``select()``.
         """
-        stop_requests = self.stop_requests or self.install_signal_handlers()
+        if self.stop_requests is None:
+            with self.stop_signals():
+                return self.serve_until_signalled(wake_every)
+        stop_requests = self.stop_requests
         while not stop_requests.wait(timeout=wake_every):
             pass
         if stop_requests.signum is not None:
             LOGGER.info("received signal %d, shutting down", stop_requests.signum)
         self.stop()
-        stop_requests.close()
         return 0
 
     # -- association events -------------------------------------------------------------

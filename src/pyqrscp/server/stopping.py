@@ -6,14 +6,13 @@ main thread itself holds that lock (inside ``Event.wait()``, between taking the 
 or after waking), ``set()`` waits for a lock its own thread holds and the process never stops:
 every later SIGINT or SIGTERM blocks the same way.  Writing a logging line from the handler has
 the same hazard with the stream being written.  So the handler only stores the signal number and
-writes one byte into a socket pair; the main thread sleeps in ``select()`` on the other end and
-does the logging itself.  A socket pair (not a pipe) because ``select()`` takes only sockets on
-Windows.
+writes one byte into a socket pair; the main thread sleeps in a selector on the other end and
+does the logging itself.  A socket pair (not a pipe) because Windows selects on sockets only.
 """
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 
 
@@ -24,6 +23,9 @@ class StopRequests:
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
+        # a selector, not select.select(): that refuses descriptors numbered 1024 and above
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._reader, selectors.EVENT_READ)
         self.signum: int | None = None
         """The signal that asked for the stop, None when none did."""
         self._requested = False
@@ -46,8 +48,8 @@ class StopRequests:
         """Sleep until a stop is requested (or ``timeout`` seconds pass); whether one was."""
         if not self._requested:
             try:
-                select.select([self._reader], [], [], timeout)
-            except OSError:  # closed
+                self._selector.select(timeout)
+            except (OSError, ValueError):  # closed
                 pass
         try:
             while self._reader.recv(64):
@@ -58,5 +60,6 @@ class StopRequests:
 
     def close(self) -> None:
         """Close the pair; a later :meth:`request` does nothing."""
+        self._selector.close()
         self._reader.close()
         self._writer.close()
