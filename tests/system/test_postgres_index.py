@@ -125,6 +125,25 @@ def test_a_store_whose_wait_for_a_synchronous_standby_is_cut_off_is_no_success(
         assert all((area.root / name).is_file() for name in rows.values())
 
 
+def test_a_warning_of_another_kind_at_commit_leaves_the_store_a_success(
+        tmp_path: Path, index_db_url: str) -> None:
+    """A deferred constraint trigger raises a WARNING at every COMMIT that stores an
+    instance (a site's audit, say): the commit is as durable as any, the store succeeds."""
+    with postgres_area(tmp_path / "area", index_db_url) as area:
+        schema = schema_name(area.root)
+        with psycopg.connect(index_db_url, autocommit=True) as admin:
+            admin.execute(f"""
+                CREATE FUNCTION "{schema}".audit() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE WARNING 'audited %', NEW.sop_instance_uid; RETURN NULL; END $$""")
+            admin.execute(f"""
+                CREATE CONSTRAINT TRIGGER audit AFTER INSERT ON "{schema}".instance
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "{schema}".audit()
+                """)
+        header, data = instance(tmp_path / "sources")
+        area.store(header, data)
+        assert header.sop_instance_uid in instance_rows(area)
+
+
 def _expect_synchronous_standby(cluster: Cluster, admin: psycopg.Connection[object],
                                 names: str) -> None:
     if names:

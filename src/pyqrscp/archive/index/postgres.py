@@ -100,6 +100,25 @@ def translate(sql: str) -> str:
     return _STRING_OR_MARK.sub(mark, sql)
 
 
+_SYNC_REP_WAIT = "SyncRepWaitForLSN"
+"""The server function that sends the WARNING when it stops waiting for a standby."""
+_SYNC_REP_TERMINATED = "57P01"  # admin_shutdown: the wait ended by pg_terminate_backend
+
+
+def is_sync_rep_cancel(diagnostic: pg_errors.Diagnostic) -> bool:
+    """Is this the WARNING of a COMMIT that stopped waiting for a synchronous standby
+    (committed locally, perhaps on no standby)?  PostgreSQL sends it from
+    ``SyncRepWaitForLSN``: with SQLSTATE 57P01 when the session is terminated, with the
+    plain warning code 01000 (as any ``RAISE WARNING``) when the wait is cancelled; both
+    with the detail "...has already committed locally...".  The routine and the code are
+    not translated, the detail is (``lc_messages``): any of the three is enough."""
+    if diagnostic.severity_nonlocalized != "WARNING":
+        return False
+    return (diagnostic.source_function == _SYNC_REP_WAIT
+            or diagnostic.sqlstate == _SYNC_REP_TERMINATED
+            or "committed locally" in (diagnostic.message_detail or ""))
+
+
 class PostgresConnection:
     """A sqlite3-like connection to one area's schema, on a pooled psycopg connection taken at
     first use and returned by :meth:`close`; a connection broken by a database restart is
@@ -153,14 +172,15 @@ class PostgresConnection:
                 self._release()
             raise
 
-    def execute_noting_warnings(self, sql: str, warnings: list[str]) -> None:
-        """Run ``sql``, adding to ``warnings`` each WARNING the server sends meanwhile: a
-        COMMIT that succeeds with one was not done as asked (a synchronous standby's wait
-        cancelled), and one cut off may have sent it just before."""
+    def execute_noting_sync_rep_cancels(self, sql: str, warnings: list[str]) -> None:
+        """Run ``sql``, adding to ``warnings`` each WARNING the server sends meanwhile that
+        says it gave up waiting for a synchronous standby (:func:`is_sync_rep_cancel`): a
+        COMMIT that succeeds with one was not done as asked, and one cut off may have sent
+        it just before.  Other warnings (a trigger's, say) leave the commit as it is."""
         connection = self._live()
 
         def note(diagnostic: pg_errors.Diagnostic) -> None:
-            if diagnostic.severity_nonlocalized == "WARNING":
+            if is_sync_rep_cancel(diagnostic):
                 warnings.append(" ".join(part for part in (
                     diagnostic.message_primary, diagnostic.message_detail) if part))
         connection.add_notice_handler(note)
@@ -315,7 +335,7 @@ class PostgresBackend(Transactions):
         pg = _postgres(db)
         warnings: list[str] = []
         try:
-            pg.execute_noting_warnings("COMMIT", warnings)
+            pg.execute_noting_sync_rep_cancels("COMMIT", warnings)
         except psycopg.Error as error:
             if not pg.lost or not self._committed(pg.xid, error, warnings):
                 raise
@@ -328,7 +348,11 @@ class PostgresBackend(Transactions):
     def _committed(self, xid: int, error: psycopg.Error, warnings: list[str]) -> bool:
         """Whether transaction ``xid`` committed durably, asked on new connections until the
         database answers (up to :data:`COMMIT_CHECK_SECONDS`); CommitUnknown when it
-        committed but a synchronous standby may not have it."""
+        committed but a synchronous standby may not have it.
+
+        ``synchronous_standby_names`` is read on the new session, not as the lost one had
+        it: a value reloaded meanwhile, or set for the role or database only, may name
+        standbys the commit never waited for; it then errs on the cautious side."""
         deadline = time.monotonic() + COMMIT_CHECK_SECONDS
         while True:
             try:
