@@ -44,6 +44,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from pyqrscp.cli.index import main as index_main
 from pyqrscp.dimse.pdus import p_data_stream
+from pyqrscp.services.retrieve import Responder
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
 
@@ -259,6 +260,43 @@ def test_get_cancel_stops_between_sub_operations_with_counts(tmp_path: Path) -> 
     assert (status.NumberOfFailedSuboperations, status.NumberOfWarningSuboperations,
             status.NumberOfRemainingSuboperations) == (0, 0, 20 - completed)
     assert len(received) == completed and set(received) <= set(arc.uids)
+
+
+@pytest.mark.pynetdicom_internals(reason="the held channel sends the next request itself")
+def test_a_get_sends_the_next_request_before_it_counts_the_last_response(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a held channel, the pending C-GET-RSP and the next C-STORE-RQ go out the moment a
+    Success C-STORE-RSP is read, before the loop counts it and reports it: the requestor waits
+    for the server's read and write only.  Here the report of each sub-operation waits until
+    the next request has reached the requestor (a server that sent it only after the report
+    would hold every wait to its end); the responses keep their order and counts."""
+    arrived: dict[str, threading.Event] = {}
+    late: list[str] = []
+    original = Responder.pending
+
+    def arrival(uid: str) -> threading.Event:
+        return arrived.setdefault(uid, threading.Event())
+
+    def handle(event: Any) -> int:
+        arrival(str(event.request.AffectedSOPInstanceUID)).set()
+        return 0x0000
+
+    with archive(tmp_path, 3) as arc:
+        def pending(responder: Responder, progress: Any) -> None:
+            if progress.remaining:
+                following = arc.uids[progress.completed]
+                if not arrival(following).wait(timeout=20):
+                    late.append(following)
+            original(responder, progress)
+
+        monkeypatch.setattr(Responder, "pending", pending)
+        with get_requestor(arc.port, handle) as assoc:
+            responses = [(int(status.Status), status.get("NumberOfRemainingSuboperations"),
+                          int(status.NumberOfCompletedSuboperations))
+                         for status, _ in assoc.send_c_get(_identifier(), STUDY_GET)]
+    assert late == []
+    assert responses == [(0xFF00, 2, 1), (0xFF00, 1, 2), (0xFF00, 0, 3), (SUCCESS, None, 3)]
+    assert all(arrival(uid).is_set() for uid in arc.uids)
 
 
 @contextmanager

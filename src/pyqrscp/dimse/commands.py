@@ -134,7 +134,16 @@ def command_us(command: dict[int, bytes], element: int, default: int = 0) -> int
     """An unsigned short of a parsed command set; ``default`` when absent, a malformed value
     read as its first two bytes."""
     raw = command.get(element)
-    return default if raw is None else int(struct.unpack("<H", raw[:2].ljust(2, b"\0"))[0])
+    return default if raw is None else int.from_bytes(raw[:2], "little")
+
+
+def is_success_response(command: dict[int, bytes], message_id: int) -> bool:
+    """Is this parsed command set a C-STORE-RSP with status Success (0000H) to
+    ``message_id``, and no data set?"""
+    return (command_us(command, COMMAND_FIELD) == C_STORE_RSP
+            and command_us(command, MESSAGE_ID_BEING_RESPONDED_TO) == message_id
+            and command.get(STATUS) == b"\x00\x00"
+            and command_us(command, COMMAND_DATA_SET_TYPE, NO_DATASET) == NO_DATASET)
 
 
 def command_text(command: dict[int, bytes], element: int) -> str:

@@ -283,6 +283,8 @@ class MessageAssembler:
         self._dataset: list[bytes] = []
         self.sink: DatasetSink | None = None
         self.complete = False
+        self.has_dataset = False
+        """CommandDataSetType (0000,0800) other than 0x0101 (False until the command is whole)."""
 
     def add(self, context_id: int, header: int, fragment: bytes) -> None:
         """One PDV; :class:`PeerUnavailable` for one that breaks PS3.8 Annex E order."""
@@ -296,6 +298,8 @@ class MessageAssembler:
             self._command_bytes += fragment
             if header & _LAST:
                 self.command = parse_command(bytes(self._command_bytes))
+                self.has_dataset = command_us(self.command, COMMAND_DATA_SET_TYPE,
+                                              NO_DATASET) != NO_DATASET
                 self.complete = not self.has_dataset
         else:
             if self.command is None or not self.has_dataset:
@@ -305,12 +309,6 @@ class MessageAssembler:
             else:
                 self._dataset.append(fragment)
             self.complete = bool(header & _LAST)
-
-    @property
-    def has_dataset(self) -> bool:
-        """CommandDataSetType (0000,0800) other than 0x0101."""
-        return (self.command is not None
-                and command_us(self.command, COMMAND_DATA_SET_TYPE, NO_DATASET) != NO_DATASET)
 
     @property
     def dataset(self) -> bytes | DatasetSink | None:

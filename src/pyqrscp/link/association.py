@@ -170,13 +170,21 @@ def pass_on(assoc: Association, message: DimseMessage, context_id: int) -> None:
     internals.serve_request(assoc, message, context_id)
 
 
-def reply_reader(assoc: Association, held: Channel | None) -> ReadReply:
+def reply_reader(assoc: Association, held: Channel | None,
+                 on_command: Callable[[dict[int, bytes]], None] | None = None) -> ReadReply:
     """How the association's own thread reads the next message during its C-STORE
-    sub-operations: from the held channel, else from pynetdicom's queue."""
+    sub-operations: from the held channel, else from pynetdicom's queue.  ``on_command`` (held
+    channel only) is given each command set the moment it is whole, before anything else is
+    done with it."""
     if held is not None:
+        def take(_context_id: int, command: dict[int, bytes]) -> bool:
+            if on_command is not None:
+                on_command(command)
+            return True
+
         def read_held(wait: float) -> Reply | None:
             try:
-                received = held.next_message(wait, lambda _context_id, _command: True)
+                received = held.next_message(wait, take)
             except PushedBack as pushed:
                 raise PeerUnavailable(f"the requestor sent {pushed} during sub-operations"
                                       ) from None

@@ -80,6 +80,9 @@ def held_channel(assoc: Association) -> Iterator[Channel | None]:
         yield held
 
 
+READ_AHEAD = 65536
+"""The most a holder's read takes from the socket at once; what it does not use stays unread,
+for the holder's next read or, once the hold ends, for pynetdicom."""
 QUEUED_PDUS = 64
 """PDUs queued for pynetdicom's DUL at most, per association."""
 _ROOM_CHECK = 0.5
@@ -333,15 +336,38 @@ class Channel:
         if self._deferred:
             self._send_batches()
 
+    def framed(self, messages: list[tuple[int, bytes, pdus.Buffer | None]]
+               ) -> list[list[pdus.Buffer]]:
+        """``(context ID, command, dataset)`` messages framed for this peer ahead of time, as
+        :meth:`send` would send them one after the other: the batches for
+        :meth:`send_framed`, the short messages before the last in its first batch."""
+        sock = self.assoc_socket.socket
+        if sock is None:
+            raise PeerUnavailable("the connection is closed")
+        max_pdu = int(self.assoc.requestor.maximum_length or 0)
+        *leading, (context_id, command, dataset) = messages
+        lead: list[pdus.Buffer] = [
+            pdus.message(lead_context, lead_command,
+                         bytes(lead_dataset) if lead_dataset is not None else None, max_pdu)
+            for lead_context, lead_command, lead_dataset in leading]
+        batches = list(pdus.message_buffers(context_id, command, dataset, max_pdu,
+                                            gathers(sock)))
+        return [[*lead, *batches[0]], *batches[1:]]
+
+    def send_framed(self, batches: list[list[pdus.Buffer]]) -> None:
+        """Send what :meth:`framed` made (after anything deferred, in the same write)."""
+        self._send_batches(framed=iter(batches))
+
     def _send_batches(self, context_id: int = 0, command: bytes | None = None,
-                      dataset: pdus.Buffer | None = None, max_pdu: int = 0) -> None:
+                      dataset: pdus.Buffer | None = None, max_pdu: int = 0,
+                      framed: Iterator[list[pdus.Buffer]] | None = None) -> None:
         """What was deferred, then the message (if any) in the same write: PDU headers and
         views of the data gathered (no copy of the dataset) where the socket allows it."""
         sock = self.assoc_socket.socket
         deferred, self._deferred = self._deferred, []
         if sock is None:
             raise PeerUnavailable("the connection is closed")
-        batches: Iterator[list[pdus.Buffer]] = iter(())
+        batches: Iterator[list[pdus.Buffer]] = framed if framed is not None else iter(())
         if command is not None:
             batches = pdus.message_buffers(context_id, command, dataset, max_pdu, gathers(sock))
         try:
@@ -427,22 +453,33 @@ class Channel:
         return bool(readable)
 
     def _read_exactly(self, size: int, consumed: list[bytes]) -> bytes:
-        if self._unread:
-            data = bytes(self._unread[:size])
-            del self._unread[:size]
-            consumed.append(data)
-            if len(data) == size:
-                return data
-            return data + self._read_exactly(size - len(data), consumed)
+        """``size`` bytes of the peer's, the unread ones first; each read of the socket takes
+        what has arrived, up to :data:`READ_AHEAD` bytes, and keeps the rest unread (a small
+        PDU, header and body, in one system call)."""
+        if not self._unread:
+            self._read_ahead(size)
+        data = bytes(self._unread[:size])
+        del self._unread[:size]
+        consumed.append(data)
+        if len(data) == size:
+            return data
+        return data + self._read_exactly(size - len(data), consumed)
+
+    def _read_ahead(self, size: int) -> None:
+        """One read of the socket into the unread bytes: at least one byte, at most
+        ``max(size, READ_AHEAD)``; :class:`PeerUnavailable` when the connection closes."""
         sock: socket.socket | None = self.assoc_socket.socket
         if sock is None:
             raise PeerUnavailable("the connection is closed")
         self._settle_timeout()
         try:
-            return pdus.read_exactly(sock, size, consumed)
+            received = sock.recv(max(size, READ_AHEAD))
         except TimeoutError:
             self._log_stall()
             raise
+        if not received:
+            raise PeerUnavailable("connection closed by peer")
+        self._unread += received
 
     # -- timeouts --------------------------------------------------------------------------
 

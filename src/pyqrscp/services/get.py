@@ -20,9 +20,10 @@ from pynetdicom.dimse_primitives import C_GET
 from pynetdicom.presentation import PresentationContext
 
 from pyqrscp.archive.index.query import InformationModel
-from pyqrscp.dimse.commands import C_CANCEL_RQ, store_request
+from pyqrscp.dimse.commands import C_CANCEL_RQ, is_success_response, store_request
 from pyqrscp.dimse.contexts import UNCOMPRESSED
 from pyqrscp.dimse.conversion import convert
+from pyqrscp.dimse.pdus import Buffer
 from pyqrscp.errors import PeerUnavailable, SubOperationFailed
 from pyqrscp.link.association import note_cancel, reply_reader, send_message
 from pyqrscp.link.channel import Channel, held_channel
@@ -31,6 +32,7 @@ from pyqrscp.link.responses import Reply, await_store_response
 from pyqrscp.services.common import peer_of
 from pyqrscp.services.context import ServiceContext
 from pyqrscp.services.retrieve import (
+    ExpectedPending,
     Progress,
     Responder,
     message_ids,
@@ -57,9 +59,9 @@ def serve(services: ServiceContext, assoc: Association, request: C_GET,
         responder.send(Status.SUCCESS, Progress(remaining=0))
         return
     with fast_polling(assoc), held_channel(assoc) as held:
-        sender = _GetSender(assoc, services.options.response_timeout, held)
+        sender = _GetSender(assoc, services.options.response_timeout, held, responder)
         progress = run_sub_operations(selection, area, sender, responder.is_cancelled,
-                                      responder.pending)
+                                      responder.pending, responder.expect)
     if sender.timed_out:  # aborted only now: pynetdicom must read the socket to finish it
         assoc.abort()
     status = progress.final_status()
@@ -80,19 +82,43 @@ class _Request:
     dataset: bytes | memoryview
 
 
-class _GetSender:
-    """One C-STORE sub-operation on the requesting association."""
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """What goes out the moment the receiver answers ``message_id`` with Success: the pending
+    response that answer calls for and the next request, framed, in one write."""
 
-    def __init__(self, assoc: Association, dimse_timeout: float, held: Channel | None) -> None:
+    message_id: int
+    following: _Request
+    pending: ExpectedPending
+    framed: list[list[Buffer]]
+
+
+class _GetSender:
+    """One C-STORE sub-operation on the requesting association.
+
+    Holding the channel, the next request and the pending response a Success calls for are
+    framed while the receiver stores the current instance, and sent as soon as its C-STORE-RSP
+    is read (the response is checked first; nothing else is done before the write): the time
+    between the receiver's response and the next request is what the receiver waits."""
+
+    def __init__(self, assoc: Association, dimse_timeout: float, held: Channel | None,
+                 responder: Responder) -> None:
         self.assoc = assoc
         self.dimse_timeout = dimse_timeout
-        self.read = reply_reader(assoc, held)
+        self.held = held
+        self.responder = responder
+        self.read = reply_reader(assoc, held, self._on_command if held is not None else None)
         self.timed_out = False
         self.ids = message_ids(1)
         self._contexts: dict[tuple[str, str], PresentationContext] = {}
+        self._next: _Request | None = None
+        self._ahead: _Ahead | None = None
+        self._sent_ahead: _Request | None = None
+        self._send_failure: PeerUnavailable | None = None
 
     def prepare(self, sop_instance: str, sop_class: str, transfer_syntax: str,
                 path: Path) -> _Request:
+        self._next = None
         context = self._context_for(sop_class, transfer_syntax)
         stored_syntax, stored = stored_dataset(path)
         data: bytes | memoryview = stored
@@ -100,22 +126,60 @@ class _GetSender:
         if target != stored_syntax:
             data = convert(data, stored_syntax, target)
         message_id = next(self.ids)
-        return _Request(int(context.context_id or 0), message_id,
-                        store_request(sop_class, sop_instance, message_id), data)
+        self._next = _Request(int(context.context_id or 0), message_id,
+                              store_request(sop_class, sop_instance, message_id), data)
+        return self._next
 
     def start(self, request: _Request) -> None:
+        if self._next is request:
+            self._next = None
+        if self._sent_ahead is request:
+            self._sent_ahead = None
+            return
+        if self._send_failure is not None:
+            raise self._send_failure
         if not self.assoc.is_established:
             raise PeerUnavailable("the requesting association is gone")
         send_message(self.assoc, request.context_id, request.command, request.dataset)
 
     def finish(self, request: _Request) -> int:
-        response = await_store_response(self.read, request.message_id, self.dimse_timeout,
-                                        self._other)
+        self._ahead = self._arrange_ahead(request)
+        try:
+            response = await_store_response(self.read, request.message_id, self.dimse_timeout,
+                                            self._other)
+        finally:
+            self._ahead = None
         if response is None:
             self.timed_out = True
             raise PeerUnavailable(f"no C-STORE response within {self.dimse_timeout} s "
                                   "(aborting)")
         return response.status
+
+    def _arrange_ahead(self, request: _Request) -> _Ahead | None:
+        """The next request and the pending response, framed, when both are ready."""
+        following, pending = self._next, self.responder.expected
+        if self.held is None or following is None or pending is None:
+            return None
+        framed = self.held.framed([(self.responder.context_id, pending.command, None),
+                                   (following.context_id, following.command,
+                                    following.dataset)])
+        return _Ahead(request.message_id, following, pending, framed)
+
+    def _on_command(self, command: dict[int, bytes]) -> None:
+        """A command set just read: the Success response to the request out sends what was
+        arranged ahead, unless a C-CANCEL-RQ came first or the association is ending."""
+        ahead, self._ahead = self._ahead, None
+        if (ahead is None or self.held is None or self.held.cancelled
+                or not is_success_response(command, ahead.message_id)
+                or not self.assoc.is_established):
+            return
+        try:
+            self.held.send_framed(ahead.framed)
+        except PeerUnavailable as error:  # part may be out: the next start() fails instead
+            self._send_failure = error
+            return
+        ahead.pending.sent = True
+        self._sent_ahead = ahead.following
 
     def _other(self, reply: Reply) -> None:
         """A C-CANCEL-RQ on the way is noted for :meth:`Responder.is_cancelled`; other

@@ -88,7 +88,7 @@ def _move(services: ServiceContext, assoc: Association, request: C_MOVE, respond
                      proposed_syntaxes(options.propose_transfer_syntax))
     try:
         progress = run_sub_operations(selection, area, sender, responder.is_cancelled,
-                                      responder.pending)
+                                      responder.pending, responder.expect)
     except BaseException:
         sub.abort()
         raise

@@ -116,6 +116,10 @@ class Progress:
     failed_uids: list[str] = field(default_factory=list)
     cancelled: bool = False
 
+    def after_success(self) -> Progress:
+        """The counts once the next sub-operation succeeds (without the failed UIDs)."""
+        return Progress(self.remaining - 1, self.completed + 1, self.failed, self.warning)
+
     def fail(self, sop_instance_uid: str) -> None:
         self.remaining -= 1
         self.failed += 1
@@ -150,10 +154,13 @@ class SubOperations(Protocol):
 
 def run_sub_operations(selection: Selection, area: StorageArea, sender: SubOperations,
                        is_cancelled: Callable[[], bool],
-                       pending: Callable[[Progress], None]) -> Progress:
+                       pending: Callable[[Progress], None],
+                       expect: Callable[[Progress], None] | None = None) -> Progress:
     """Send every instance, in order; :class:`SubOperationFailed` fails one,
     :class:`PeerUnavailable` fails the rest.  ``pending`` is called after each sub-operation.
-    The next request is prepared once the current one is sent, while the receiver stores it."""
+    The next request is prepared once the current one is sent, while the receiver stores it;
+    then ``expect`` is called with the counts a success of the current one gives, so that
+    what ``pending`` sends for them can be made ready before the response arrives."""
     instances = selection.instances
     progress = Progress(remaining=len(instances))
 
@@ -178,6 +185,8 @@ def run_sub_operations(selection: Selection, area: StorageArea, sender: SubOpera
                 raise request
             sender.start(request)
             following = prepared(index + 1)
+            if expect is not None:
+                expect(progress.after_success())
             status = sender.finish(request)
         except SubOperationFailed as error:
             LOGGER.error("sub-operation for %s failed: %s", sop_instance, error)
@@ -219,6 +228,7 @@ class Responder:
         self.context_id = int(context.context_id or 0)
         self.transfer_syntax = UID(context.transfer_syntax[0])
         self.command_field = C_MOVE_RSP if isinstance(request, C_MOVE) else C_GET_RSP
+        self._expected: ExpectedPending | None = None
 
     def is_cancelled(self) -> bool:
         """Has a C-CANCEL for this request arrived (pynetdicom files them by message ID), or
@@ -229,7 +239,29 @@ class Responder:
     def pending(self, progress: Progress) -> None:
         """A pending response; it may wait to go out with the next sub-operation's request
         (one write, one wake-up of a C-GET requestor for both)."""
-        self.send(Status.PENDING, progress, defer=True)
+        expected, self._expected = self._expected, None
+        if expected is None or expected.counts != _counts(progress):
+            self.send(Status.PENDING, progress, defer=True)
+            return
+        if expected.sent:  # it went out with the next request (see ExpectedPending)
+            return
+        try:
+            send_message(self.assoc, self.context_id, expected.command, None, defer=True)
+        except PeerUnavailable as error:  # the next sub-operation finds the requestor gone
+            LOGGER.error("response to %s not sent: %s", peer_of(self.assoc), error)
+
+    def expect(self, progress: Progress) -> None:
+        """Make the pending response for ``progress`` ready, while the receiver works: the
+        one :meth:`pending` sends if the counts are still these then."""
+        counts = _counts(progress)
+        self._expected = ExpectedPending(counts, self._command(Status.PENDING, counts, "",
+                                                               False))
+
+    @property
+    def expected(self) -> ExpectedPending | None:
+        """The pending response made ready by :meth:`expect` and not yet sent."""
+        expected = self._expected
+        return expected if expected is not None and not expected.sent else None
 
     def send(self, status: Status, progress: Progress | None = None,
              error_comment: str = "", defer: bool = False) -> None:
@@ -241,13 +273,17 @@ class Responder:
             counts = (remaining, progress.completed, progress.failed, progress.warning)
             if status not in (Status.PENDING, Status.SUCCESS):
                 identifier = self._failed_list(progress)
-        command = retrieve_response(self.command_field, str(self.request.AffectedSOPClassUID),
-                                    int(self.request.MessageID or 0), int(status), counts,
-                                    error_comment, identifier is not None)
+        command = self._command(status, counts, error_comment, identifier is not None)
         try:
             send_message(self.assoc, self.context_id, command, identifier, defer=defer)
         except PeerUnavailable as error:  # the next sub-operation finds the requestor gone
             LOGGER.error("response to %s not sent: %s", peer_of(self.assoc), error)
+
+    def _command(self, status: Status, counts: tuple[int | None, int, int, int] | None,
+                 error_comment: str, has_identifier: bool) -> bytes:
+        return retrieve_response(self.command_field, str(self.request.AffectedSOPClassUID),
+                                 int(self.request.MessageID or 0), int(status), counts,
+                                 error_comment, has_identifier)
 
     def _failed_list(self, progress: Progress) -> bytes:
         identifier = Dataset()
@@ -255,6 +291,22 @@ class Responder:
         ts = self.transfer_syntax
         return bytes(encode(identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
                      or b"")
+
+
+@dataclass(slots=True)
+class ExpectedPending:
+    """A pending response made ready before the sub-operation it reports has ended.  A C-GET
+    sender that sends it itself, with the next request, the moment the receiver answers
+    Success, marks it ``sent``; :meth:`Responder.pending` then sends nothing for it."""
+
+    counts: tuple[int, int, int, int]
+    command: bytes
+    sent: bool = False
+
+
+def _counts(progress: Progress) -> tuple[int, int, int, int]:
+    """What a pending response carries: remaining, completed, failed, warning."""
+    return (progress.remaining, progress.completed, progress.failed, progress.warning)
 
 
 def message_ids(first: int) -> Iterator[int]:
