@@ -27,6 +27,7 @@ from helpers import (
 )
 from pydicom.uid import UID
 from pynetdicom import AE, build_context
+from pynetdicom.association import Association
 from pynetdicom.pdu import A_ASSOCIATE_RQ as A_ASSOCIATE_RQ_PDU
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -338,3 +339,22 @@ def test_a_kept_negotiation_is_not_taken_for_another_acceptance(
                 assert context_results(second) == {1: 0, 3: 3}
         with associated(server.port, request) as third:
             assert third == first
+
+
+@pytest.mark.pynetdicom_internals(reason="the connection's thread starts the DUL itself")
+def test_the_dul_reads_the_request_while_the_association_thread_starts(
+        archive: ServerInProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection's thread starts the association's DUL before the association's own
+    thread, so that the request is read while that thread starts (one thread start fewer
+    before the A-ASSOCIATE-AC).  Whatever the DUL does before the association thread runs,
+    the request is answered as before."""
+    seen: list[bool] = []
+    original = Association.start
+
+    def start(assoc: Association) -> None:
+        seen.append(assoc.dul.is_alive())
+        original(assoc)
+
+    monkeypatch.setattr(Association, "start", start)
+    assert answer(archive.port, associate_rq(b"ARCHIVE", b"DULFIRST")) == A_ASSOCIATE_AC
+    assert seen == [True]

@@ -118,6 +118,7 @@ REQUIRED: tuple[Internal, ...] = (
     # the event-driven loops (reactor.py)
     Internal("Association", "_run_reactor", ()),
     Internal("Association", "_dul_ready", kind=threading.Event),
+    Internal("Association", "_started_dul", kind=bool),
     Internal("Association", "network_timeout_response", kind=str),
     Internal("DULServiceProvider", "_kill_thread", kind=bool),
     Internal("DULServiceProvider", "_process_recv_primitive", ()),
@@ -258,6 +259,16 @@ class CreatesAssociations(RequestHandler):
 
     def association_created(self, assoc: Association) -> None:
         """Called with each new association, before it starts."""
+
+    def run_association(self) -> None:
+        """pynetdicom's ``handle`` with the association's DUL started here, before the
+        association's own thread: the DUL reads the A-ASSOCIATE-RQ while that thread starts,
+        instead of after it (which starts the DUL and waits for it)."""
+        assoc = self._create_association()
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        assoc.dul.start()
+        assoc._started_dul = True
+        assoc.start()
 
 
 def serve_request(assoc: Association, msg: DimseMessage, context_id: int) -> None:

@@ -53,10 +53,15 @@ class ArchiveRequestHandler(RequestHandler):
             prepare = self.server.prepare_connection
             if prepare is not None and not prepare(self):
                 return
-            super().handle()
+            self.run_association()
         finally:
             if allowance is not None:
                 allowance.arrived(peer)
+
+
+    def run_association(self) -> None:
+        """Create the association and start it (pynetdicom's ``handle``)."""
+        super().handle()
 
 
 class RoutedRequestHandler(internals.CreatesAssociations, ArchiveRequestHandler):
