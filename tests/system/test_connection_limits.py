@@ -320,6 +320,51 @@ def test_stop_ends_a_connection_that_never_associated_at_once(
             server.stop()
 
 
+@pytest.mark.parametrize("public_only", ["1", ""], ids=["public-path", "internals"])
+def test_a_request_handed_over_after_stop_began_is_rejected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, public_only: str) -> None:
+    """An A-ASSOCIATE-RQ read as the stop begins reaches the server's decision only after it
+    (held here until the listening socket is closed): it gets a transient rejection, not an
+    association served on the areas the stop closes."""
+    monkeypatch.setenv(PUBLIC_ONLY_VARIABLE, public_only)
+    entered, go = threading.Event(), threading.Event()
+    on_requested = ArchiveServer._on_requested
+
+    def held(self: ArchiveServer, event: Any) -> None:
+        entered.set()
+        assert go.wait(POLL_DEADLINE), "the test never let the request through"
+        on_requested(self, event)
+
+    monkeypatch.setattr(ArchiveServer, "_on_requested", held)
+    options = dataclasses.replace(Options(), port=0)
+    server = ArchiveServer(load_config(config_for(tmp_path)), options, host="127.0.0.1")
+    server.start()
+    port = server.port
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=POLL_DEADLINE) as peer:
+            peer.sendall(associate_rq())
+            assert entered.wait(POLL_DEADLINE), "the request never reached the server"
+            stopper.start()
+            poll_until(lambda: not _listening(port), "the listening socket to close")
+            go.set()
+            assert read_pdu_type(peer) == 0x03  # A-ASSOCIATE-RJ (was 0x02, an A-ASSOCIATE-AC)
+    finally:
+        go.set()
+        if stopper.ident is None:  # never started
+            server.stop()
+        stopper.join(POLL_DEADLINE)
+    assert not stopper.is_alive()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=POLL_DEADLINE).close()
+    except OSError:  # refused, or reset: taken into the backlog as the socket closed
+        return False
+    return True
+
+
 def test_a_connection_without_a_request_is_closed_after_the_unassociated_timeout(
         tmp_path: Path) -> None:
     """``--unassociated-timeout 1`` closes a silent connection although ``-ta`` is 60 s."""

@@ -108,6 +108,10 @@ class ArchiveServer:
         self._store_slot_of: weakref.WeakKeyDictionary[Association, str] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
+        self._stopping = False
+        """Set under ``_lock`` when :meth:`stop` begins: later requests are rejected."""
+        self._requested: weakref.WeakSet[Association] = weakref.WeakSet()
+        """Associations whose request was taken before the stop began: waited for."""
         self.timeouts = ReadTimeouts.of(options)
         self.web_settings: WebSettings | None = settings_of(options.http, config.http)
         self.web: WebListener | None = None
@@ -267,9 +271,15 @@ class ArchiveServer:
         once, not waited for until its unassociated timeout.  With pynetdicom's internals its
         thread then ends (``_on_connection_closed``); on the public path pynetdicom's acceptor
         thread waits out that timeout holding nothing but a closed socket, and is not joined.
+        A request taken before the stop began is waited for even if its connection still
+        looks unassociated here; one handed over after it is rejected (transient), so
+        nothing is served on the closed areas.
         """
         if self._server is None:
             return
+        with self._lock:
+            self._stopping = True
+            requested = set(self._requested)
         notify("STOPPING=1")
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -282,7 +292,8 @@ class ArchiveServer:
             self.web.stop()
             self.web = None
         associations = list(server.active_associations)
-        unassociated = [assoc for assoc in associations if is_unassociated(assoc)]
+        unassociated = [assoc for assoc in associations
+                        if is_unassociated(assoc) and assoc not in requested]
         for assoc in unassociated:
             shut_connection(assoc)
         for assoc in associations:
@@ -369,7 +380,7 @@ class ArchiveServer:
         )
         LOGGER.info("Association Received %s: %s -> %s", request.peer_address,
                     request.calling_aet, request.called_aet)
-        decision = decide(self.config, self.policy, request)
+        decision = self._while_running(assoc) or decide(self.config, self.policy, request)
         if not isinstance(decision, Rejection):
             decision = self._check_capacity(decision)
         if isinstance(decision, Rejection):
@@ -388,6 +399,17 @@ class ArchiveServer:
                              primitive.presentation_context_definition_list)
         assoc.acceptor.supported_contexts = contexts_for(
             decision.access, self.options, get_roles, allow_store=allow_store, proposed=proposed)
+
+    def _while_running(self, assoc: Association) -> Rejection | None:
+        """A transient rejection once :meth:`stop` has begun (the services are closing);
+        before that, the association is noted for :meth:`stop` to wait for, also when its
+        connection looked unassociated there (its request read, not yet handed over)."""
+        with self._lock:
+            if not self._stopping:
+                self._requested.add(assoc)
+                return None
+        return Rejection(RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                         RejectReason.LOCAL_LIMIT_EXCEEDED, "the server is stopping")
 
     def _check_capacity(self, entry: AEEntry) -> AEEntry | Rejection:
         """MaxAssociations: one association more than allowed gets a transient reject
