@@ -7,9 +7,11 @@ The PDUs are written by hand (PS3.8 9.3.2), since no DCMTK tool pads with NULs.
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from helpers import (
     free_port,
     have_dcmtk,
     make_ct,
+    poll_until,
     pyqrscp_in_process,
     run_tool,
     wait_for_log,
@@ -122,6 +125,32 @@ def test_every_refused_request_is_logged_with_peer_titles_and_reason(
 
 def echo_still_served(archive: ServerInProcess) -> bool:
     return answer(archive.port, associate_rq(b"ARCHIVE", b"AFTER")) == A_ASSOCIATE_AC
+
+
+def abort_and_reset(port: int, pdu: bytes) -> None:
+    """Associate with ``pdu``, send an A-ABORT and reset the connection at once (RST: linger
+    0): the archive's shutdown of its socket then fails (ENOTCONN)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(pdu)
+        assert read_pdu(sock)[0] == A_ASSOCIATE_AC
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(struct.pack(">BBIBBBB", A_ABORT, 0, 4, 0, 0, 0, 0))
+
+
+def test_a_reset_connection_has_its_socket_closed_at_once(tmp_path: Path) -> None:
+    """Each connection's socket is closed when its association ends, not left to garbage
+    collection (whose ResourceWarning for the unclosed socket would fail a random test)."""
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pyqrscp_in_process(config) as server:
+            listener = server.server.listener
+            for _ in range(10):
+                abort_and_reset(server.port, associate_rq(b"ARCHIVE", b"RESET"))
+            poll_until(lambda: not listener.active_associations, "the associations to end")
+            gc.collect()
+    local = f"laddr=('127.0.0.1', {server.port})"
+    assert [str(w.message) for w in caught if local in str(w.message)] == []
 
 
 @pytest.mark.skipif(not DCMQRSCP.exists(), reason="needs /usr/bin/dcmqrscp")

@@ -16,10 +16,12 @@ for it, one warning line says so and the server serves through pynetdicom's publ
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -115,6 +117,7 @@ REQUIRED: tuple[Internal, ...] = (
     Internal("DIMSEMessage", "data_set"),
     Internal("AssociationSocket", "recv", ("nr_bytes",)),
     Internal("AssociationSocket", "send", ("bytestream",)),
+    Internal("AssociationSocket", "_shutdown_socket", ()),
     # the event-driven loops (reactor.py)
     Internal("Association", "_run_reactor", ()),
     Internal("Association", "_dul_ready", kind=threading.Event),
@@ -481,6 +484,24 @@ def abort_from_dul(dul: DULServiceProvider) -> None:
 def end_wait_for_request(dul: DULServiceProvider) -> None:
     """End an acceptor's wait for its A-ASSOCIATE-RQ (the peer is gone)."""
     dul.to_user_queue.put(None)
+
+
+def close_socket_always(assoc_socket: AssociationSocket) -> None:
+    """Have the connection's socket closed whenever pynetdicom shuts it down.  pynetdicom 3.0
+    closes it only after a successful ``shutdown``, which fails (ENOTCONN) once the peer has
+    reset the connection or :func:`connections.shut_connection` shut it; the socket then stays
+    open until garbage collection, whose ResourceWarning surfaces anywhere."""
+
+    def shutdown_socket() -> None:
+        sock = assoc_socket.socket
+        if sock is None:
+            return
+        try:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+    assoc_socket._shutdown_socket = shutdown_socket  # type: ignore[method-assign]
 
 
 def replace_socket_io(assoc_socket: AssociationSocket, recv: Callable[[int], bytearray],

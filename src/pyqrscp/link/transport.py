@@ -10,6 +10,7 @@ sub-associations with the server AE's title).  ``ArchiveRequestHandler`` provide
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +73,8 @@ class RoutedRequestHandler(internals.CreatesAssociations, ArchiveRequestHandler)
         routed_class = self.server.association_class
         if routed_class is not None:
             internals.route_requests(assoc, routed_class)
+        if assoc.dul.socket is not None:
+            internals.close_socket_always(assoc.dul.socket)
         install_event_loops(assoc)
         watch_association_request(assoc, self.server.decoded_requests)
         if self.server.negotiated is not None:
@@ -175,6 +178,8 @@ def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Eve
         server.association_class = type("BoundArchiveAssociation",
                                         (internals.RoutedAssociation,),
                                         {"route": staticmethod(router)})
+    else:
+        server.bind(evt.EVT_CONN_OPEN, close_socket_at_end)
     server.prepare_connection = prepare_connection
     server.decoded_requests = DecodedRequests()
     server.negotiated = NegotiatedOutcomes()
@@ -182,6 +187,20 @@ def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Eve
     # the AE's for each new connection would be thrown away
     server.contexts = []
     return server
+
+
+def close_socket_at_end(event: evt.Event) -> None:
+    """EVT_CONN_OPEN, on the public path: close the connection's socket once pynetdicom has
+    shut it down (EVT_CONN_CLOSE), which pynetdicom 3.0 skips when the shutdown fails (the
+    peer reset the connection); with the internals, :func:`internals.close_socket_always`."""
+    assoc_socket = event.assoc.dul.socket
+    sock = assoc_socket.socket if assoc_socket is not None else None
+    if sock is not None:
+        event.assoc.bind(evt.EVT_CONN_CLOSE, _close_socket, [sock])
+
+
+def _close_socket(_event: evt.Event, sock: socket.socket) -> None:
+    sock.close()
 
 
 def serve_in_background(server: ArchiveServerSocket) -> None:
