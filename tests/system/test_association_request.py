@@ -64,18 +64,17 @@ def associate_rq(called: bytes, calling: bytes, version: int = 1) -> bytes:
 
 def answer(port: int, pdu: bytes) -> int | None:
     """Type of the first PDU the archive answers (None: closed without one); an accepted
-    association is released."""
+    association is released.  Every PDU is read whole and the connection ends with a FIN from
+    each side, so no reset (RST) is ever part of what a test sees."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(pdu)
-        first = sock.recv(1)
+        first = read_pdu(sock, eof_allowed=True)
         if first and first[0] == A_ASSOCIATE_AC:
             sock.sendall(struct.pack(">BBIL", 0x05, 0, 4, 0))
-            received = b""
-            while RELEASE_RP not in received:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                received += chunk
+            assert read_pdu(sock) == RELEASE_RP
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(4096):
+            pass
         return first[0] if first else None
 
 
@@ -289,13 +288,18 @@ def proposing_rq(calling: str, proposed: list[tuple[str, str]],
     return bytes(A_ASSOCIATE_RQ_PDU(primitive).encode())
 
 
-def read_pdu(sock: socket.socket) -> bytes:
-    """One whole PDU, header included."""
-    pdu = b""
-    while len(pdu) < 6 or len(pdu) < 6 + struct.unpack(">I", pdu[2:6])[0]:
-        chunk = sock.recv(65536)
+def read_pdu(sock: socket.socket, eof_allowed: bool = False) -> bytes:
+    """One whole PDU, header included (read byte-exact: nothing after it is taken); with
+    ``eof_allowed``, empty when the archive closes before the PDU's first byte."""
+    pdu, whole = b"", 6
+    while len(pdu) < whole:
+        chunk = sock.recv(whole - len(pdu))
+        if not chunk and not pdu and eof_allowed:
+            return b""
         assert chunk, "closed by the archive"
         pdu += chunk
+        if len(pdu) >= 6:
+            whole = 6 + struct.unpack(">I", pdu[2:6])[0]
     return pdu
 
 
