@@ -391,3 +391,30 @@ def test_the_dul_reads_the_request_while_the_association_thread_starts(
     monkeypatch.setattr(Association, "start", start)
     assert answer(archive.port, associate_rq(b"ARCHIVE", b"DULFIRST")) == A_ASSOCIATE_AC
     assert seen == [True]
+
+
+@pytest.mark.pynetdicom_internals(
+    reason="the A-ASSOCIATE-RQ decoder hook keeps the requests and makes their primitive once")
+def test_the_primitive_shared_by_a_kept_request_stays_as_received(
+        tmp_path: Path, pdu_descriptions: Callable[[bool], None]) -> None:
+    """Every association of a kept request is given one primitive, made once of the kept PDU
+    (pynetdicom writes to a primitive only to reject another protocol version, whose requests
+    are never kept): after associations negotiated and answered from the kept outcome, it
+    still encodes to the request's bytes."""
+    pdu_descriptions(False)
+    config = write_config(tmp_path, [f"ARCHIVE {tmp_path / 'db'} RW (100, 64mb) ANY"])
+    request = proposing_rq("SHARED", [
+        (VERIFICATION, IMPLICIT_VR), (CT_IMAGE_STORAGE, IMPLICIT_VR),
+        (STUDY_ROOT_GET, IMPLICIT_VR), ("1.2.3.4.5.6", IMPLICIT_VR),
+        (STUDY_ROOT_FIND, JPEG_BASELINE)], scp_roles=(CT_IMAGE_STORAGE,))
+    with pyqrscp_in_process(config) as server:
+        for _ in range(3):
+            with associated(server.port, request) as accept:
+                assert context_results(accept) == {1: 0, 3: 0, 5: 0, 7: 3, 9: 4}
+        decoded = server.server.listener.decoded_requests
+        kept = decoded.get(request) if decoded is not None else None
+        assert kept is not None and isinstance(kept[0], A_ASSOCIATE_RQ_PDU)
+        primitive = kept[0].to_primitive()
+        assert primitive is kept[0].to_primitive()
+        assert bytes(A_ASSOCIATE_RQ_PDU(primitive).encode()) == request
+        assert server.log_text().count("Association Acknowledged 127.0.0.1: SHARED") == 3

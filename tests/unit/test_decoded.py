@@ -80,8 +80,11 @@ def test_a_request_with_a_user_identity_is_not_kept() -> None:
 
 
 def test_a_kept_request_is_unchanged_by_what_one_association_does_with_its_primitive() -> None:
-    """pynetdicom makes a primitive of the kept PDU for every association and changes it as it
-    negotiates: the next association must see the request as received."""
+    """A primitive made of a kept PDU is a copy: changing it (pynetdicom's AE-6 sets the
+    result of a rejection on it; pynetdicom only reads it otherwise) leaves the PDU, and every
+    primitive made of it later, as received.  The one primitive shared by the associations of
+    a kept request (``internals.remember_primitive``) is tested in
+    tests/system/test_association_request.py."""
     received = _request(user_identity=False)
     kept = DecodedRequests()
     decoded = A_ASSOCIATE_RQ()

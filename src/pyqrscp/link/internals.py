@@ -318,6 +318,8 @@ def paused_reactor(assoc: Association, timeout: float, send: Callable[[], T]) ->
 def remember_primitive(pdu: A_ASSOCIATE_RQ) -> None:
     """Have a kept A-ASSOCIATE-RQ PDU make its primitive once: pynetdicom makes a new one
     for each association (``getscu``'s ~120 contexts: 2 ms), and only reads it."""
+    # pynetdicom 3.0 writes to the primitive only in AE-6, to reject a protocol version other
+    # than 1 (result, source, diagnostic); such requests are never kept (link/transport.py)
     make = pdu.to_primitive
     made: list[object] = []
 
