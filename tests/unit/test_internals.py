@@ -8,7 +8,7 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from pynetdicom import AE
+from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
 from pyqrscp.link.internals import (
@@ -16,6 +16,7 @@ from pyqrscp.link.internals import (
     PUBLIC_PATH_LOSSES,
     REQUIRED,
     Internal,
+    _context_copy,
     internals_usable,
     missing_internals,
     public_path_warning,
@@ -83,10 +84,28 @@ def test_missing_internals_take_the_public_path_with_one_line_naming_them_and_th
         "('message', 'context'))): " + public_path_warning()]
 
 
+def test_a_copied_context_shares_no_transfer_syntax_list_with_its_original() -> None:
+    """Kept negotiation outcomes hand copies of their contexts to every association: what
+    one association does to its copy must not reach the kept context or another copy."""
+    kept = build_context("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])
+    kept.context_id, kept.result = 1, 0
+    copied = _context_copy(kept)
+    copied.add_transfer_syntax("1.2.840.10008.1.2.1")
+    assert kept.transfer_syntax == ["1.2.840.10008.1.2"]
+    assert _context_copy(kept).transfer_syntax == ["1.2.840.10008.1.2"]
+    assert (copied.abstract_syntax, copied.context_id, copied.result) == (
+        "1.2.840.10008.1.1", 1, 0)
+
+
 def _without(owner: object, name: str) -> SimpleNamespace:
     """A namespace with every attribute of ``owner`` but ``name`` (methods bound or plain, as
-    on ``owner``)."""
-    kept = {attribute: getattr(owner, attribute) for attribute in dir(owner)
-            if attribute != name and not attribute.startswith("__")
-            and hasattr(owner, attribute)}
+    on ``owner``; properties that an empty object cannot compute are left out)."""
+    kept = {}
+    for attribute in dir(owner):
+        if attribute == name or attribute.startswith("__"):
+            continue
+        try:
+            kept[attribute] = getattr(owner, attribute)
+        except (AttributeError, IndexError):  # PresentationContext.as_tuple, no syntax yet
+            continue
     return SimpleNamespace(**kept)

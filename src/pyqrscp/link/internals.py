@@ -137,6 +137,7 @@ REQUIRED: tuple[Internal, ...] = (
     Internal("ACSE", "__dict__", kind=dict),
     Internal("Association", "_rejected_cx", kind=list),
     Internal("PresentationContext", "__dict__", kind=dict),
+    Internal("PresentationContext", "_transfer_syntax", kind=list),
     Internal("A_ASSOCIATE_RQ", "to_primitive", ()),
     Internal("A_ASSOCIATE_RQ", "__dict__", kind=dict),
     Internal("DULServiceProvider", "_send", ("pdu",)),
@@ -396,9 +397,12 @@ def _over_capacity(assoc: Association) -> bool:
 
 
 def _context_copy(context: PresentationContext) -> PresentationContext:
-    """A copy of a negotiated context, its attributes as they are (no checks run again)."""
+    """A copy of a negotiated context, its attributes as they are (no checks run again), with
+    a transfer syntax list of its own: a kept outcome's contexts are copied for every
+    association, and what one does to its list must not reach the others."""
     copied = object.__new__(PresentationContext)
     copied.__dict__.update(context.__dict__)
+    copied.__dict__["_transfer_syntax"] = list(context.__dict__["_transfer_syntax"])
     return copied
 
 
