@@ -86,6 +86,20 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInProces
         yield server
 
 
+@pytest.fixture(params=[True, False], ids=["pdu-descriptions", "no-pdu-descriptions"])
+def served(archive: ServerInProcess, request: pytest.FixtureRequest
+           ) -> Iterator[ServerInProcess]:
+    """The module's archive, its log emptied, with pynetdicom's PDU descriptions on (every
+    request decoded and negotiated) or off (as without ``-ll trace``: requests and their
+    negotiation kept); on again afterwards."""
+    describe_pdus(bool(request.param))
+    archive.log.clear()
+    try:
+        yield archive
+    finally:
+        describe_pdus(True)
+
+
 @pytest.mark.parametrize(("called", "calling"), [
     (b"ARCHIVE".ljust(16, b"\x00"), b"NULPAD".ljust(16, b"\x00")),
     (b"ARCHIVE\x00" + b" " * 8, b"NULPAD2\x00       "),
@@ -94,11 +108,11 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInProces
 @pytest.mark.pynetdicom_internals(
     reason=("the A-ASSOCIATE-RQ decoder hook (NUL-padded AE titles, refusals logged before the "
             "acceptance rules)"))
-def test_ae_titles_padded_with_nul_are_accepted(archive: ServerInProcess, called: bytes,
+def test_ae_titles_padded_with_nul_are_accepted(served: ServerInProcess, called: bytes,
                                                 calling: bytes) -> None:
-    assert answer(archive.port, associate_rq(called, calling)) == A_ASSOCIATE_AC
+    assert answer(served.port, associate_rq(called, calling)) == A_ASSOCIATE_AC
     name = calling.split(b"\x00")[0].decode()
-    wait_for_log(archive, f"I: Association Acknowledged 127.0.0.1: {name} -> ARCHIVE")
+    wait_for_log(served, f"I: Association Acknowledged 127.0.0.1: {name} -> ARCHIVE")
 
 
 @pytest.mark.parametrize(("called", "calling", "version", "answered", "logged"), [
@@ -115,11 +129,13 @@ def test_ae_titles_padded_with_nul_are_accepted(archive: ServerInProcess, called
     reason=("the A-ASSOCIATE-RQ decoder hook (NUL-padded AE titles, refusals logged before the "
             "acceptance rules)"))
 def test_every_refused_request_is_logged_with_peer_titles_and_reason(
-        archive: ServerInProcess, called: bytes, calling: bytes, version: int, answered: int,
+        served: ServerInProcess, called: bytes, calling: bytes, version: int, answered: int,
         logged: str) -> None:
-    assert answer(archive.port, associate_rq(called, calling, version)) == answered
-    assert wait_for_log(archive, logged).startswith("W: ")
-    assert echo_still_served(archive)
+    for _ in range(2):  # without PDU descriptions, the second is found among the kept
+        assert answer(served.port, associate_rq(called, calling, version)) == answered
+    assert wait_for_log(served, logged).startswith("W: ")
+    poll_until(lambda: served.log_text().count(logged) == 2, f"{logged!r} twice")
+    assert echo_still_served(served)
 
 
 def echo_still_served(archive: ServerInProcess) -> bool:
