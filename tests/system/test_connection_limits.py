@@ -348,7 +348,7 @@ def test_a_request_handed_over_after_stop_began_is_rejected(
             stopper.start()
             poll_until(lambda: not _listening(port), "the listening socket to close")
             go.set()
-            assert read_pdu_type(peer) == 0x03  # A-ASSOCIATE-RJ (was 0x02, an A-ASSOCIATE-AC)
+            assert read_pdu_type(peer) == 0x03  # A-ASSOCIATE-RJ, not 0x02 (A-ASSOCIATE-AC)
     finally:
         go.set()
         if stopper.ident is None:  # never started

@@ -10,10 +10,9 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
-from helpers import free_port, write_config
+from helpers import write_config
 
 from pyqrscp.cli.command import main
 from pyqrscp.server.stopping import StopRequests
@@ -95,21 +94,25 @@ def test_main_puts_the_signal_handlers_back_when_it_returns(tmp_path: Path) -> N
         assert main(["-c", str(config), "--bind", "127.0.0.1", str(port)]) == 1
     assert {signum: signal.getsignal(signum) for signum in found} == found
 
-    port = free_port()
+    returned = threading.Event()
     sent = threading.Event()
 
-    def interrupt_once_served() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)
-        sent.set()
+    def interrupt_once_handled() -> None:
+        """SIGINT once main() has its handlers in place (it stops the server whenever it
+        lands, start-up included), never after main() returned."""
+        while not returned.wait(0.01):
+            if signal.getsignal(signal.SIGINT) is not found[signal.SIGINT]:
+                os.kill(os.getpid(), signal.SIGINT)
+                sent.set()
+                return
 
-    threading.Thread(target=interrupt_once_served, daemon=True).start()
-    assert main(["-c", str(config), "--bind", "127.0.0.1", str(port)]) == 0
+    interrupter = threading.Thread(target=interrupt_once_handled, daemon=True)
+    interrupter.start()
+    try:
+        assert main(["-c", str(config), "--bind", "127.0.0.1", "0"]) == 0
+    finally:
+        returned.set()
+        interrupter.join(60)
     assert sent.is_set()
     assert {signum: signal.getsignal(signum) for signum in found} == found
     gc.collect()

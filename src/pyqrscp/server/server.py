@@ -110,8 +110,6 @@ class ArchiveServer:
         self._lock = threading.Lock()
         self._stopping = False
         """Set under ``_lock`` when :meth:`stop` begins: later requests are rejected."""
-        self._requested: weakref.WeakSet[Association] = weakref.WeakSet()
-        """Associations whose request was taken before the stop began: waited for."""
         self.timeouts = ReadTimeouts.of(options)
         self.web_settings: WebSettings | None = settings_of(options.http, config.http)
         self.web: WebListener | None = None
@@ -271,15 +269,16 @@ class ArchiveServer:
         once, not waited for until its unassociated timeout.  With pynetdicom's internals its
         thread then ends (``_on_connection_closed``); on the public path pynetdicom's acceptor
         thread waits out that timeout holding nothing but a closed socket, and is not joined.
-        A request taken before the stop began is waited for even if its connection still
-        looks unassociated here; one handed over after it is rejected (transient), so
-        nothing is served on the closed areas.
+        A request handed to the acceptance rules after the stop began is rejected
+        (transient), so nothing is served on the closed areas.  Two narrow windows remain:
+        a request read but not yet decoded when the connections are listed is closed without
+        an A-ASSOCIATE-RJ (the peer sees the connection end), and an association whose thread
+        starts after the listing is rejected but not joined.
         """
         if self._server is None:
             return
         with self._lock:
             self._stopping = True
-            requested = set(self._requested)
         notify("STOPPING=1")
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -292,8 +291,7 @@ class ArchiveServer:
             self.web.stop()
             self.web = None
         associations = list(server.active_associations)
-        unassociated = [assoc for assoc in associations
-                        if is_unassociated(assoc) and assoc not in requested]
+        unassociated = [assoc for assoc in associations if is_unassociated(assoc)]
         for assoc in unassociated:
             shut_connection(assoc)
         for assoc in associations:
@@ -401,12 +399,11 @@ class ArchiveServer:
             decision.access, self.options, get_roles, allow_store=allow_store, proposed=proposed)
 
     def _while_running(self, assoc: Association) -> Rejection | None:
-        """A transient rejection once :meth:`stop` has begun (the services are closing);
-        before that, the association is noted for :meth:`stop` to wait for, also when its
-        connection looked unassociated there (its request read, not yet handed over)."""
+        """A transient rejection once :meth:`stop` has begun (the services are closing).
+        pynetdicom sets the request's primitive before this runs, so :meth:`stop` already
+        counts such an association as associated and waits for it."""
         with self._lock:
             if not self._stopping:
-                self._requested.add(assoc)
                 return None
         return Rejection(RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION,
                          RejectReason.LOCAL_LIMIT_EXCEEDED, "the server is stopping")
