@@ -235,6 +235,9 @@ class FindResponder:
         self.context_id = int(context.context_id or 0)
         self.transfer_syntax = UID(context.transfer_syntax[0])
         self.dimse_timeout = dimse_timeout
+        self._pending_command = find_response(self.sop_class, self.message_id,
+                                              int(Status.PENDING), has_identifier=True)
+        """The same bytes head every pending response of the request."""
         self._batch: list[tuple[bytes, bytes | None]] = []
         self._batch_bytes = 0
         self._batch_began = 0.0
@@ -246,8 +249,7 @@ class FindResponder:
     def pending(self, identifier: bytes) -> None:
         """One pending response: the command set, then the identifier, each in P-DATA-TF PDUs
         of its own; batched (:data:`_BATCH_RESPONSES`, :data:`_BATCH_SECONDS`)."""
-        command = find_response(self.sop_class, self.message_id, int(Status.PENDING),
-                                has_identifier=True)
+        command = self._pending_command
         now = time.monotonic()
         if not self._batch:
             self._batch_began = now

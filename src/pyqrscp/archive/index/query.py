@@ -199,14 +199,15 @@ def candidates(db: IndexConnection, query: Query, case_sensitive_pn: bool = Fals
     computed = [k for k in query.return_keys if k in COMPUTED]
     lists = [k for k in computed if k in _LISTS]
     sql, args = candidate_sql(query, levels, dialect_of(db))
+    decoded = _LastDecoded()
     for rows in stream_rows(db, sql, args, _BATCH, before_fetch):
         values = {keyword: list_values(db, keyword, {int(row[6]) for row in rows})
                   for keyword in lists}
         for row in rows:
             attrs: dict[str, str] = {}
-            for blob in row[:4]:
+            for column, blob in enumerate(row[:4]):
                 if blob is not None:
-                    attrs.update(json.loads(blob))
+                    attrs.update(decoded(column, blob))
             for keyword in computed:
                 if keyword in _LISTS:
                     attrs[keyword] = values[keyword].get(int(row[6]), "")
@@ -215,6 +216,23 @@ def candidates(db: IndexConnection, query: Query, case_sensitive_pn: bool = Fals
                     attrs[keyword] = "" if count is None else str(count)
             if matcher(attrs):
                 yield int(row[4]), attrs
+
+
+class _LastDecoded:
+    """The attributes of each level's JSON column, decoded once for a run of rows that share
+    it: the rows below one study or series carry the same patient, study and series text."""
+
+    __slots__ = ("_blobs", "_attrs")
+
+    def __init__(self) -> None:
+        self._blobs: list[str | None] = [None] * len(_ATTRS)
+        self._attrs: list[dict[str, str]] = [{} for _ in _ATTRS]
+
+    def __call__(self, column: int, blob: str) -> dict[str, str]:
+        if blob != self._blobs[column]:
+            self._attrs[column] = json.loads(blob)
+            self._blobs[column] = blob
+        return self._attrs[column]
 
 
 def run_query(db: IndexConnection, query: Query, case_sensitive_pn: bool = False,
