@@ -41,10 +41,12 @@ from pyqrscp.archive.index.backend import (
     IndexBackend,
     IndexConnection,
     SqliteBackend,
+    connect_sqlite,
     run_write,
 )
 from pyqrscp.archive.index.database import IndexWriter, StoredInstance, create_schema
 from pyqrscp.archive.index.migration import UpgradeRefused
+from pyqrscp.archive.index.readers import ReaderPool
 from pyqrscp.archive.index.schema import INDEX_FILE_NAME
 from pyqrscp.archive.indexing import index_instance, log_evictions
 from pyqrscp.archive.layout import (
@@ -94,6 +96,8 @@ class StorageArea:
         self.lock = threading.Lock()
         self.index_path = root / INDEX_FILE_NAME
         self._db: IndexConnection | None = None
+        self._readers = (ReaderPool(lambda: connect_sqlite(self.index_path, flush_commits=False))
+                         if type(self.backend) is SqliteBackend else None)
         self._lock_file: int | None = None
         self._flush_pool: ThreadPoolExecutor | None = None
         self.describer: MetadataWriter | None = None
@@ -172,6 +176,8 @@ class StorageArea:
         if self._flush_pool is not None:
             self._flush_pool.shutdown()
             self._flush_pool = None
+        if self._readers is not None:
+            self._readers.close()
         with self.lock:  # a metadata writer not waited for may be keeping a batch
             if self._db is not None:
                 self._db.close()
@@ -205,7 +211,10 @@ class StorageArea:
 
     def reader(self) -> IndexConnection:
         """A connection for one query, closed by the caller (readers never wait for the
-        writer: SQLite WAL, PostgreSQL MVCC)."""
+        writer: SQLite WAL, PostgreSQL MVCC); an SQLite one kept from earlier queries
+        (:mod:`pyqrscp.archive.index.readers`)."""
+        if self._readers is not None:
+            return self._readers.take()
         return self.backend.connect(self.root, durable=False, reader=True)
 
     def path_of(self, file_name: str) -> Path:
