@@ -453,33 +453,63 @@ class Channel:
         return bool(readable)
 
     def _read_exactly(self, size: int, consumed: list[bytes]) -> bytes:
-        """``size`` bytes of the peer's, the unread ones first; each read of the socket takes
-        what has arrived, up to :data:`READ_AHEAD` bytes, and keeps the rest unread (a small
-        PDU, header and body, in one system call)."""
-        if not self._unread:
-            self._read_ahead(size)
-        data = bytes(self._unread[:size])
-        del self._unread[:size]
+        """``size`` bytes of the peer's, the unread ones first, appended to ``consumed``.  A
+        short read takes what has arrived, up to :data:`READ_AHEAD` bytes, and keeps the rest
+        unread (a small PDU, header and body, in one system call); a longer one is received
+        into one buffer of ``size`` bytes, each byte copied once however it is segmented.
+        Bytes read before a failure stay unread, in order, for the next reader."""
+        if len(self._unread) < size and size > READ_AHEAD:
+            data = self._receive_into(size)
+        else:
+            while len(self._unread) < size:
+                self._read_ahead()
+            data = bytes(self._unread[:size])
+            del self._unread[:size]
         consumed.append(data)
-        if len(data) == size:
-            return data
-        return data + self._read_exactly(size - len(data), consumed)
+        return data
 
-    def _read_ahead(self, size: int) -> None:
+    def _read_ahead(self) -> None:
         """One read of the socket into the unread bytes: at least one byte, at most
-        ``max(size, READ_AHEAD)``; :class:`PeerUnavailable` when the connection closes."""
-        sock: socket.socket | None = self.assoc_socket.socket
-        if sock is None:
-            raise PeerUnavailable("the connection is closed")
-        self._settle_timeout()
+        :data:`READ_AHEAD`; :class:`PeerUnavailable` when the connection closes."""
+        sock = self._reading_socket()
         try:
-            received = sock.recv(max(size, READ_AHEAD))
+            received = sock.recv(READ_AHEAD)
         except TimeoutError:
             self._log_stall()
             raise
         if not received:
             raise PeerUnavailable("connection closed by peer")
         self._unread += received
+
+    def _receive_into(self, size: int) -> bytes:
+        """``size`` bytes, the unread ones first, the rest received in place."""
+        buffer = bytearray(size)
+        filled = len(self._unread)
+        buffer[:filled] = self._unread
+        self._unread.clear()
+        view = memoryview(buffer)
+        try:
+            while filled < size:
+                sock = self._reading_socket()
+                try:
+                    received = sock.recv_into(view[filled:])
+                except TimeoutError:
+                    self._log_stall()
+                    raise
+                if not received:
+                    raise PeerUnavailable("connection closed by peer")
+                filled += received
+        except BaseException:
+            self._unread[:0] = view[:filled]
+            raise
+        return bytes(buffer)
+
+    def _reading_socket(self) -> socket.socket:
+        sock: socket.socket | None = self.assoc_socket.socket
+        if sock is None:
+            raise PeerUnavailable("the connection is closed")
+        self._settle_timeout()
+        return sock
 
     # -- timeouts --------------------------------------------------------------------------
 
