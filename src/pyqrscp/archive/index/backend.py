@@ -79,8 +79,9 @@ def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch:
 
     ``before_fetch`` is called before a list is fetched that follows a full one (another
     round trip to the database that may bring more rows): what the caller made of the rows
-    so far need not wait for it.  After a short list the next fetch only ends the result, so
-    the caller's last rows go out together with its final answer."""
+    so far need not wait for it.  A short list ends the result without another fetch (on
+    PostgreSQL only the cursor's CLOSE and its transaction's COMMIT follow), so the caller's
+    last rows go out together with its final answer."""
     streaming = getattr(db, "stream", None)
     fetched: Generator[list[Any], None, None] = (
         streaming(sql, parameters, batch) if streaming is not None
@@ -104,6 +105,8 @@ def _fetched(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: in
     cursor = db.execute(sql, parameters)
     while rows := cursor.fetchmany(batch):
         yield rows
+        if len(rows) < batch:
+            return
 
 
 class IndexBackend(Protocol):

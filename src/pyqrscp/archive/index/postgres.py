@@ -225,6 +225,8 @@ class PostgresConnection:
             cursor.execute(self._sql(sql), tuple(parameters))
             while rows := cursor.fetchmany(batch):
                 yield rows
+                if len(rows) < batch:  # the result has ended: no FETCH to learn so
+                    break
             done = True
         finally:
             if self._connection is connection and not connection.broken:
