@@ -31,6 +31,7 @@ _STRIDED_BELOW = 256
 _PDV_HEADER = struct.Struct(">IBB")
 _PDV_LENGTH = struct.Struct(">I")
 _COMMAND, _LAST = 0x01, 0x02
+Buffer = bytes | memoryview
 
 
 def read_exactly(sock: socket.socket, size: int, consumed: list[bytes] | None = None) -> bytes:
@@ -85,7 +86,7 @@ def fragments(data: bytes, max_pdv: int) -> Iterator[tuple[bytes, bool]]:
         yield bytes(view[start:start + size]), start + size >= len(view)
 
 
-def p_data_stream(context_id: int, data: bytes, is_command: bool, max_pdv: int
+def p_data_stream(context_id: int, data: Buffer, is_command: bool, max_pdv: int
                   ) -> Iterator[bytes]:
     """P-DATA-TF PDUs of one message part, one PDV each, the last one flagged, in batches of
     about :data:`BATCH_BYTES` (whatever the peer's maximum PDU length, the memory used is
@@ -130,10 +131,11 @@ def _framed(context_id: int, data: memoryview, kind: int, size: int, last: bool)
     return bytes(out)
 
 
-def message_stream(context_id: int, command: bytes, dataset: bytes | None,
+def message_stream(context_id: int, command: bytes, dataset: Buffer | None,
                    peer_max_pdu: int) -> Iterator[bytes]:
     """One DIMSE message as P-DATA-TF PDUs for a peer whose maximum PDU is ``peer_max_pdu``
-    (0: no limit), in batches to send one after the other."""
+    (0: no limit), in batches to send one after the other (each framed as it is reached: the
+    dataset is never copied whole)."""
     limit = max_pdv(peer_max_pdu)
     yield from p_data_stream(context_id, command, True, limit)
     if dataset is not None:
@@ -147,8 +149,6 @@ GATHER_BUFFERS = 512
 """Most buffers in one batch of :func:`message_buffers` (the system's limit per ``sendmsg``
 is 1,024 on Linux)."""
 
-Buffer = bytes | memoryview
-
 
 def message_buffers(context_id: int, command: bytes, dataset: Buffer | None,
                     peer_max_pdu: int, gather: bool = True) -> Iterator[list[Buffer]]:
@@ -161,8 +161,7 @@ def message_buffers(context_id: int, command: bytes, dataset: Buffer | None,
     each."""
     limit = max_pdv(peer_max_pdu)
     if not gather or limit < GATHER_FROM:
-        for framed in message_stream(context_id, command, bytes(dataset)
-                                     if dataset is not None else None, peer_max_pdu):
+        for framed in message_stream(context_id, command, dataset, peer_max_pdu):
             yield [framed]
         return
     batch: list[Buffer] = []

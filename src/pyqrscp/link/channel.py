@@ -21,6 +21,7 @@ and a ``recv`` or ``send`` of another thread in between fails with ``BlockingIOE
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import select
 import socket
@@ -337,10 +338,12 @@ class Channel:
             self._send_batches()
 
     def framed(self, messages: list[tuple[int, bytes, pdus.Buffer | None]]
-               ) -> list[list[pdus.Buffer]]:
+               ) -> Iterator[list[pdus.Buffer]]:
         """``(context ID, command, dataset)`` messages framed for this peer ahead of time, as
         :meth:`send` would send them one after the other: the batches for
-        :meth:`send_framed`, the short messages before the last in its first batch."""
+        :meth:`send_framed`, the short messages before the last in its first batch.  Only the
+        first batch is framed now; the rest is framed as it is sent (without gathered writes
+        each batch is a copy: a large dataset is never held framed whole)."""
         sock = self.assoc_socket.socket
         if sock is None:
             raise PeerUnavailable("the connection is closed")
@@ -350,13 +353,12 @@ class Channel:
             pdus.message(lead_context, lead_command,
                          bytes(lead_dataset) if lead_dataset is not None else None, max_pdu)
             for lead_context, lead_command, lead_dataset in leading]
-        batches = list(pdus.message_buffers(context_id, command, dataset, max_pdu,
-                                            gathers(sock)))
-        return [[*lead, *batches[0]], *batches[1:]]
+        batches = pdus.message_buffers(context_id, command, dataset, max_pdu, gathers(sock))
+        return itertools.chain([[*lead, *next(batches)]], batches)
 
-    def send_framed(self, batches: list[list[pdus.Buffer]]) -> None:
+    def send_framed(self, batches: Iterator[list[pdus.Buffer]]) -> None:
         """Send what :meth:`framed` made (after anything deferred, in the same write)."""
-        self._send_batches(framed=iter(batches))
+        self._send_batches(framed=batches)
 
     def _send_batches(self, context_id: int = 0, command: bytes | None = None,
                       dataset: pdus.Buffer | None = None, max_pdu: int = 0,

@@ -11,6 +11,7 @@ take them).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ class _Ahead:
     message_id: int
     following: _Request
     pending: ExpectedPending
-    framed: list[list[Buffer]]
+    framed: Iterator[list[Buffer]]
 
 
 class _GetSender:
