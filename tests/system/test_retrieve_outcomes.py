@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -32,8 +33,9 @@ from helpers import (
 )
 from helpers import write_config as write_dcmqrscp_config
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt
+from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet as STUDY_GET,
@@ -43,7 +45,23 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pyqrscp.cli.index import main as index_main
-from pyqrscp.dimse.pdus import p_data_stream
+from pyqrscp.dimse.acse import ProposedContext, associate_rq
+from pyqrscp.dimse.commands import (
+    AFFECTED_SOP_INSTANCE_UID,
+    MESSAGE_ID,
+    command_text,
+    command_us,
+    parse_command,
+    store_response,
+)
+from pyqrscp.dimse.pdus import (
+    ASSOCIATE_AC,
+    ASSOCIATE_RQ,
+    message_stream,
+    p_data_stream,
+    pdvs,
+    read_pdu,
+)
 from pyqrscp.services.retrieve import Responder
 
 pytestmark = pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")
@@ -472,3 +490,68 @@ def test_long_move_under_cpu_load_loses_no_response(tmp_path: Path) -> None:
                 process.wait(timeout=20)
     assert status.Status == SUCCESS
     assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (2000, 0)
+
+
+def _get_association_rq() -> bytes:
+    """An A-ASSOCIATE-RQ for a C-GET of CT images: the study root GET model, CT storage with
+    the SCP role (PS3.7 D.3.3.4), maximum PDU 16384."""
+    contexts = [ProposedContext(1, STUDY_GET, (ImplicitVRLittleEndian,)),
+                ProposedContext(3, CTImageStorage, (ExplicitVRLittleEndian,))]
+    request = associate_rq("GETSCU", "ARCHIVE", contexts, 16384)
+    user_info = request.index(b"\x51\x00\x00\x04") - 4  # the last item, user information
+    uid = CTImageStorage.encode()
+    role = struct.pack(">BxHH", 0x54, len(uid) + 4, len(uid)) + uid + b"\x00\x01"
+    value = request[user_info + 4:] + role
+    body = request[6:user_info] + struct.pack(">BxH", 0x50, len(value)) + value
+    return struct.pack(">BxI", ASSOCIATE_RQ, len(body)) + body
+
+
+def _get_request(message_id: int) -> bytes:
+    identifier = encode(_identifier(), True, True)
+    assert identifier is not None
+    elements = ((0x0002, STUDY_GET.encode() + b"\x00"), (0x0100, b"\x10\x00"),
+                (0x0110, struct.pack("<H", message_id)), (0x0700, b"\x00\x00"),
+                (0x0800, b"\x00\x00"))
+    command = b"".join(struct.pack("<HHI", 0, element, len(value)) + value
+                       for element, value in elements)
+    command = struct.pack("<HHII", 0, 0, 4, len(command)) + command
+    return b"".join(message_stream(1, command, identifier, 16384))
+
+
+@pytest.mark.pynetdicom_internals(reason="the held channel sends the next request itself")
+def test_a_get_whose_early_send_fails_is_aborted_without_another_response(
+        tmp_path: Path) -> None:
+    """The next C-STORE-RQ goes out the moment the receiver's Success is read; when that send
+    fails part way (a receiver that stops reading: the send times out), the stream ends
+    inside a PDU, so the association is aborted and no further response follows.  Here the
+    receiver resumes reading once the server gave up, and reads to the end: one C-GET-RSP
+    (the pending one sent with the request) and no other."""
+    get_response = struct.pack("<HHI", 0, 0x0100, 2) + b"\x10\x80"  # CommandField C-GET-RSP
+    with archive(tmp_path, 2, 2048, "-to", "6", "-ta", str(LONG_ACSE_TIMEOUT)) as arc:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        sock.settimeout(POLL_DEADLINE)
+        with sock:
+            sock.connect(("127.0.0.1", arc.port))
+            sock.sendall(_get_association_rq())
+            assert read_pdu(sock)[0] == ASSOCIATE_AC
+            sock.sendall(_get_request(1))
+            command = b""
+            while True:  # the first C-STORE-RQ, to its dataset's last fragment
+                _, body = read_pdu(sock)
+                last = [(header, fragment) for _, header, fragment, _ in pdvs(body)]
+                command += b"".join(fragment for header, fragment in last if header & 1)
+                if any(header == 0x02 for header, _ in last):
+                    break
+            store = parse_command(command)
+            sock.sendall(b"".join(message_stream(3, store_response(
+                CTImageStorage, command_text(store, AFFECTED_SOP_INSTANCE_UID),
+                command_us(store, MESSAGE_ID), SUCCESS), None, 16384)))
+            arc.wait_for_log("sub-operations stopped")  # the early send timed out
+            received = b""
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+    assert received.count(get_response) == 1

@@ -63,7 +63,7 @@ def serve(services: ServiceContext, assoc: Association, request: C_GET,
         sender = _GetSender(assoc, services.options.response_timeout, held, responder)
         progress = run_sub_operations(selection, area, sender, responder.is_cancelled,
                                       responder.pending, responder.expect)
-    if sender.timed_out:  # aborted only now: pynetdicom must read the socket to finish it
+    if sender.broken:  # aborted only now: pynetdicom must read the socket to finish it
         assoc.abort()
     status = progress.final_status()
     LOGGER.info("Get from %s: %s (%d completed, %d failed, %d warning, %d remaining)", who,
@@ -109,7 +109,9 @@ class _GetSender:
         self.held = held
         self.responder = responder
         self.read = reply_reader(assoc, held, self._on_command if held is not None else None)
-        self.timed_out = False
+        self.broken = False
+        """The association must be aborted (no C-STORE response in time, or a send of the
+        next request cut short): no further response may be sent on it."""
         self.ids = message_ids(1)
         self._contexts: dict[tuple[str, str], PresentationContext] = {}
         self._next: _Request | None = None
@@ -151,9 +153,11 @@ class _GetSender:
         finally:
             self._ahead = None
         if response is None:
-            self.timed_out = True
+            self.broken = True
             raise PeerUnavailable(f"no C-STORE response within {self.dimse_timeout} s "
                                   "(aborting)")
+        if self._send_failure is not None:  # nothing may follow a PDU sent in part
+            raise self._send_failure
         return response.status
 
     def _arrange_ahead(self, request: _Request) -> _Ahead | None:
@@ -176,8 +180,9 @@ class _GetSender:
             return
         try:
             self.held.send_framed(ahead.framed)
-        except PeerUnavailable as error:  # part may be out: the next start() fails instead
+        except PeerUnavailable as error:  # part of a PDU may be out: the association ends
             self._send_failure = error
+            self.broken = True
             return
         ahead.pending.sent = True
         self._sent_ahead = ahead.following
