@@ -518,6 +518,31 @@ def _get_request(message_id: int) -> bytes:
     return b"".join(message_stream(1, command, identifier, 16384))
 
 
+@pytest.mark.pynetdicom_internals(reason="the held channel sends the sub-operations itself")
+def test_a_get_whose_first_send_fails_is_aborted_without_a_response(tmp_path: Path) -> None:
+    """The same for the first C-STORE-RQ, sent the ordinary way: a receiver that never reads
+    makes the send time out part way, so the association is aborted and no C-GET-RSP is
+    written after the partial PDU."""
+    get_response = struct.pack("<HHI", 0, 0x0100, 2) + b"\x10\x80"  # CommandField C-GET-RSP
+    with archive(tmp_path, 2, 2048, "-to", "6", "-ta", str(LONG_ACSE_TIMEOUT)) as arc:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        sock.settimeout(POLL_DEADLINE)
+        with sock:
+            sock.connect(("127.0.0.1", arc.port))
+            sock.sendall(_get_association_rq())
+            assert read_pdu(sock)[0] == ASSOCIATE_AC
+            sock.sendall(_get_request(1))
+            arc.wait_for_log("sub-operations stopped")  # the first send timed out
+            received = b""
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+    assert received.count(get_response) == 0
+
+
 @pytest.mark.pynetdicom_internals(reason="the held channel sends the next request itself")
 def test_a_get_whose_early_send_fails_is_aborted_without_another_response(
         tmp_path: Path) -> None:

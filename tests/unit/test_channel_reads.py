@@ -51,7 +51,7 @@ def _send_in_segments(peer: socket.socket, reader: socket.socket, data: bytes,
         try:
             for start in range(0, len(data), SEGMENT):
                 while _queued(reader):
-                    time.sleep(0)
+                    time.sleep(0.001)
                 peer.sendall(data[start:start + SEGMENT])
             if end:
                 peer.shutdown(socket.SHUT_WR)

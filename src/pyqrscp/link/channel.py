@@ -458,7 +458,7 @@ class Channel:
         """``size`` bytes of the peer's, the unread ones first, appended to ``consumed``.  A
         short read takes what has arrived, up to :data:`READ_AHEAD` bytes, and keeps the rest
         unread (a small PDU, header and body, in one system call); a longer one is received
-        into one buffer of ``size`` bytes, each byte copied once however it is segmented.
+        into one buffer of ``size`` bytes (and copied once more into the bytes returned).
         Bytes read before a failure stay unread, in order, for the next reader."""
         if len(self._unread) < size and size > READ_AHEAD:
             data = self._receive_into(size)

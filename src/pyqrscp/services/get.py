@@ -143,7 +143,11 @@ class _GetSender:
             raise self._send_failure
         if not self.assoc.is_established:
             raise PeerUnavailable("the requesting association is gone")
-        send_message(self.assoc, request.context_id, request.command, request.dataset)
+        try:
+            send_message(self.assoc, request.context_id, request.command, request.dataset)
+        except PeerUnavailable:  # part of a PDU may be out: nothing may follow it
+            self.broken = True
+            raise
 
     def finish(self, request: _Request) -> int:
         self._ahead = self._arrange_ahead(request)

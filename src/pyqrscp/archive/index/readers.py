@@ -19,8 +19,9 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-KEPT_READERS = 4
-"""Idle connections kept per area: more only while that many queries run at once."""
+KEPT_READERS = 2
+"""Idle connections kept per area (two file descriptors each: the index and its WAL), so a
+configuration of many AE titles stays far from the descriptor limit."""
 
 
 class ReaderPool:
