@@ -4,7 +4,6 @@ socketpair carries the bytes; the channel sits on a pynetdicom association's soc
 
 from __future__ import annotations
 
-import fcntl
 import socket
 import struct
 import termios
@@ -20,6 +19,11 @@ from pynetdicom.transport import AssociationSocket
 from pyqrscp.dimse.pdus import P_DATA_TF
 from pyqrscp.errors import PeerUnavailable
 from pyqrscp.link.channel import Channel
+
+try:
+    import fcntl
+except ImportError:  # no POSIX, as on Windows
+    pytest.skip("FIONREAD through fcntl (POSIX)", allow_module_level=True)
 
 SEGMENT = 536
 """A small TCP segment's payload: a peer's large PDU may arrive in pieces this size."""
