@@ -518,12 +518,14 @@ def _get_request(message_id: int) -> bytes:
     return b"".join(message_stream(1, command, identifier, 16384))
 
 
-@pytest.mark.pynetdicom_internals(reason="the held channel sends the sub-operations itself")
-def test_a_get_whose_first_send_fails_is_aborted_without_a_response(tmp_path: Path) -> None:
-    """The same for the first C-STORE-RQ, sent the ordinary way: a receiver that never reads
-    makes the send time out part way, so the association is aborted and no C-GET-RSP is
-    written after the partial PDU."""
-    get_response = struct.pack("<HHI", 0, 0x0100, 2) + b"\x10\x80"  # CommandField C-GET-RSP
+_GET_RESPONSE = struct.pack("<HHI", 0, 0x0100, 2) + b"\x10\x80"
+"""A command's CommandField element with C-GET-RSP: counts the C-GET responses in a stream."""
+
+
+@contextmanager
+def _slow_get_receiver(tmp_path: Path) -> Iterator[tuple[Archive, socket.socket]]:
+    """An archive of two 8 MiB instances with a 6 s DIMSE timeout, and a raw requestor with a
+    small receive buffer that has sent its C-GET-RQ and reads only when told."""
     with archive(tmp_path, 2, 2048, "-to", "6", "-ta", str(LONG_ACSE_TIMEOUT)) as arc:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
@@ -533,14 +535,29 @@ def test_a_get_whose_first_send_fails_is_aborted_without_a_response(tmp_path: Pa
             sock.sendall(_get_association_rq())
             assert read_pdu(sock)[0] == ASSOCIATE_AC
             sock.sendall(_get_request(1))
-            arc.wait_for_log("sub-operations stopped")  # the first send timed out
-            received = b""
-            try:
-                while chunk := sock.recv(1 << 20):
-                    received += chunk
-            except ConnectionResetError:
-                pass
-    assert received.count(get_response) == 0
+            yield arc, sock
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    """Everything the server still sends, to the end of the stream (or its reset)."""
+    received = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+@pytest.mark.pynetdicom_internals(reason="the held channel sends the sub-operations itself")
+def test_a_get_whose_first_send_fails_is_aborted_without_a_response(tmp_path: Path) -> None:
+    """The same for the first C-STORE-RQ, sent the ordinary way: a receiver that never reads
+    makes the send time out part way, so the association is aborted and no C-GET-RSP is
+    written after the partial PDU."""
+    with _slow_get_receiver(tmp_path) as (arc, sock):
+        arc.wait_for_log("sub-operations stopped")  # the first send timed out
+        received = _read_to_end(sock)
+    assert received.count(_GET_RESPONSE) == 0
 
 
 @pytest.mark.pynetdicom_internals(reason="the held channel sends the next request itself")
@@ -551,32 +568,18 @@ def test_a_get_whose_early_send_fails_is_aborted_without_another_response(
     inside a PDU, so the association is aborted and no further response follows.  Here the
     receiver resumes reading once the server gave up, and reads to the end: one C-GET-RSP
     (the pending one sent with the request) and no other."""
-    get_response = struct.pack("<HHI", 0, 0x0100, 2) + b"\x10\x80"  # CommandField C-GET-RSP
-    with archive(tmp_path, 2, 2048, "-to", "6", "-ta", str(LONG_ACSE_TIMEOUT)) as arc:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-        sock.settimeout(POLL_DEADLINE)
-        with sock:
-            sock.connect(("127.0.0.1", arc.port))
-            sock.sendall(_get_association_rq())
-            assert read_pdu(sock)[0] == ASSOCIATE_AC
-            sock.sendall(_get_request(1))
-            command = b""
-            while True:  # the first C-STORE-RQ, to its dataset's last fragment
-                _, body = read_pdu(sock)
-                last = [(header, fragment) for _, header, fragment, _ in pdvs(body)]
-                command += b"".join(fragment for header, fragment in last if header & 1)
-                if any(header == 0x02 for header, _ in last):
-                    break
-            store = parse_command(command)
-            sock.sendall(b"".join(message_stream(3, store_response(
-                CTImageStorage, command_text(store, AFFECTED_SOP_INSTANCE_UID),
-                command_us(store, MESSAGE_ID), SUCCESS), None, 16384)))
-            arc.wait_for_log("sub-operations stopped")  # the early send timed out
-            received = b""
-            try:
-                while chunk := sock.recv(1 << 20):
-                    received += chunk
-            except ConnectionResetError:
-                pass
-    assert received.count(get_response) == 1
+    with _slow_get_receiver(tmp_path) as (arc, sock):
+        command = b""
+        while True:  # the first C-STORE-RQ, to its dataset's last fragment
+            _, body = read_pdu(sock)
+            last = [(header, fragment) for _, header, fragment, _ in pdvs(body)]
+            command += b"".join(fragment for header, fragment in last if header & 1)
+            if any(header == 0x02 for header, _ in last):
+                break
+        store = parse_command(command)
+        sock.sendall(b"".join(message_stream(3, store_response(
+            CTImageStorage, command_text(store, AFFECTED_SOP_INSTANCE_UID),
+            command_us(store, MESSAGE_ID), SUCCESS), None, 16384)))
+        arc.wait_for_log("sub-operations stopped")  # the early send timed out
+        received = _read_to_end(sock)
+    assert received.count(_GET_RESPONSE) == 1
