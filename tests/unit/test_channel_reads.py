@@ -8,8 +8,8 @@ import socket
 import struct
 import termios
 import threading
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pynetdicom import AE
@@ -35,9 +35,32 @@ def _queued(sock: socket.socket) -> int:
     return int(struct.unpack("i", count)[0])
 
 
+class _ReportingSocket(socket.socket):
+    """The channel's socket, telling the feeder when a read has left nothing queued."""
+
+    drained: threading.Event
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        data = super().recv(size, flags)
+        self._report()
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        count = super().recv_into(buffer, nbytes, flags)
+        self._report()
+        return count
+
+    def _report(self) -> None:
+        if not _queued(self):
+            self.drained.set()
+
+
 @pytest.fixture
-def pair() -> Iterator[tuple[Channel, socket.socket, socket.socket]]:
-    ours, peer = socket.socketpair()
+def pair() -> Iterator[tuple[Channel, _ReportingSocket, socket.socket]]:
+    plain, peer = socket.socketpair()
+    ours = _ReportingSocket(plain.family, plain.type, fileno=plain.detach())
+    ours.drained = threading.Event()
+    ours.drained.set()
     assoc = Association(AE(), "acceptor")
     assoc.dul.socket = AssociationSocket(assoc, client_socket=ours)
     try:
@@ -47,15 +70,16 @@ def pair() -> Iterator[tuple[Channel, socket.socket, socket.socket]]:
         peer.close()
 
 
-def _send_in_segments(peer: socket.socket, reader: socket.socket, data: bytes,
+def _send_in_segments(peer: socket.socket, reader: _ReportingSocket, data: bytes,
                       end: bool = False) -> threading.Thread:
     """Send ``data`` a segment at a time, each once the reader has taken the one before (so
     each of its reads finds one segment)."""
     def feed() -> None:
         try:
             for start in range(0, len(data), SEGMENT):
-                while _queued(reader):
-                    time.sleep(0.001)
+                if not reader.drained.wait(60):
+                    return  # the reader stopped reading: the test fails on what it read
+                reader.drained.clear()
                 peer.sendall(data[start:start + SEGMENT])
             if end:
                 peer.shutdown(socket.SHUT_WR)
@@ -68,7 +92,7 @@ def _send_in_segments(peer: socket.socket, reader: socket.socket, data: bytes,
 
 
 def test_a_large_pdu_in_small_segments_is_read_whole_and_what_follows_stays_unread(
-        pair: tuple[Channel, socket.socket, socket.socket]) -> None:
+        pair: tuple[Channel, _ReportingSocket, socket.socket]) -> None:
     channel, ours, peer = pair
     body = bytes(range(256)) * 4096  # 1 MiB
     following = struct.pack(">BxI", P_DATA_TF, 3) + b"abc"
@@ -83,7 +107,7 @@ def test_a_large_pdu_in_small_segments_is_read_whole_and_what_follows_stays_unre
 
 
 def test_a_pdu_cut_short_leaves_its_bytes_unread_in_order(
-        pair: tuple[Channel, socket.socket, socket.socket]) -> None:
+        pair: tuple[Channel, _ReportingSocket, socket.socket]) -> None:
     channel, ours, peer = pair
     head = struct.pack(">BxI", P_DATA_TF, 200_000)
     part = b"x" * 150_000
