@@ -18,6 +18,7 @@ from helpers import (
     ServerInProcess,
     have_dcmtk,
     make_ct,
+    poll_until,
     pyqrscp_in_process,
     run_tool,
     wait_for_log,
@@ -33,8 +34,10 @@ from query_tool import findscu, write_query
 
 from pyqrscp.archive.index import query as index_query
 from pyqrscp.archive.storage import StorageArea
-from pyqrscp.link.association import send_messages
+from pyqrscp.errors import PeerUnavailable
+from pyqrscp.link.channel import Channel
 from pyqrscp.services import find as find_service
+from pyqrscp.services.find_responses import FindResponder
 
 pytestmark = [pytest.mark.dcmtk,
               pytest.mark.skipif(not have_dcmtk(), reason="DCMTK tools not installed")]
@@ -548,21 +551,91 @@ def test_the_first_responses_arrive_while_the_index_is_slow_to_give_more(
     assert statuses == [PENDING] * len(STUDIES) + [SUCCESS]
 
 
+def test_the_first_response_leaves_before_a_batch_is_made(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nine studies match, all at hand.  The first pending response reaches the peer before
+    the third match is even read: a peer spends longer on a response than the server does
+    making one, so it must not wait for a whole batch to start."""
+    first_arrived = threading.Event()
+    waited: list[bool] = []
+    run_query = index_query.run_query
+
+    def slow_after_two(*args: Any, **kwargs: Any) -> Iterator[dict[str, str]]:
+        for number, attrs in enumerate(run_query(*args, **kwargs)):
+            if number == 2:
+                waited.append(first_arrived.wait(20))
+            yield attrs
+
+    monkeypatch.setattr(find_service, "run_query", slow_after_two)
+    ae = AE(ae_title="FIRSTFIND")
+    ae.dimse_timeout = 120  # longer than the server's wait: a late response fails the wait
+    ae.add_requested_context(STUDY_FIND)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    statuses: list[int] = []
+    assoc = ae.associate("127.0.0.1", archive.server.port, ae_title="ARCHIVE")
+    assert assoc.is_established
+    try:
+        for status, _identifier in assoc.send_c_find(query, STUDY_FIND):
+            statuses.append(int(status.Status) if status else -1)
+            first_arrived.set()
+    finally:
+        first_arrived.set()
+        assoc.release()
+    assert statuses == [PENDING] * len(STUDIES) + [SUCCESS]
+    assert waited == [True], "the first response waited for the matches after it"
+
+
 @pytest.mark.pynetdicom_internals(
     reason="pyqrscp's own C-FIND dispatch batches responses; through pynetdicom's EVT_C_FIND "
            "handler each response is a message of its own")
 def test_one_match_goes_out_with_the_final_response_in_one_write(
         archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
     """A query that one study matches: its pending response and the final one leave in one
-    batch (one write, one turn of the DUL), not each alone."""
+    batch (one write), not each alone."""
     batches: list[int] = []
+    send_batch = FindResponder._send_batch
 
-    def counted(assoc: Any, context_id: int, messages: Any) -> None:
-        batches.append(len(messages))
-        send_messages(assoc, context_id, messages)
+    def counted(responder: FindResponder) -> None:
+        if responder._batch:
+            batches.append(len(responder._batch))
+        send_batch(responder)
 
-    monkeypatch.setattr(find_service, "send_messages", counted)
+    monkeypatch.setattr(FindResponder, "_send_batch", counted)
     result = findscu(archive.port, "-S", ["QueryRetrieveLevel=STUDY",
                                           f"StudyInstanceUID={BY_NUMBER[3].uid}"])
     assert result.final_status == SUCCESS and len(result.responses) == 1, result.output
     assert batches == [2]
+
+
+@pytest.mark.pynetdicom_internals(reason="only a held channel's writes are the serving thread's")
+def test_a_failed_write_of_responses_aborts_the_association(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third batch of responses fails part way (as a write to a peer that stopped reading
+    fails at the socket's timeout): nothing more is sent, no final response, and the
+    association is aborted."""
+    writes: list[int] = []
+    flush = Channel.flush
+
+    def failing(channel: Channel) -> None:
+        if channel._deferred:
+            writes.append(len(channel._deferred))
+            if len(writes) == 3:
+                channel._deferred.clear()
+                raise PeerUnavailable("sending failed: timed out")
+        flush(channel)
+
+    monkeypatch.setattr(Channel, "flush", failing)
+    ae = AE(ae_title="BROKENFIND")
+    ae.add_requested_context(STUDY_FIND)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    assoc = ae.associate("127.0.0.1", archive.server.port, ae_title="ARCHIVE")
+    assert assoc.is_established
+    statuses = [int(status.Status) if status else -1
+                for status, _identifier in assoc.send_c_find(query, STUDY_FIND)]
+    assert statuses == [PENDING, PENDING, -1]
+    poll_until(lambda: assoc.is_aborted or None, "the A-ABORT")
+    wait_for_log(archive.server, "Find failed from BROKENFIND", "timed out")

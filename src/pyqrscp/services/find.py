@@ -2,7 +2,7 @@
 
 pyqrscp serves C-FIND itself (through :meth:`Services.route_request`), on the association's own
 thread: each pending response is a command set packed with ``struct`` plus an identifier from
-:mod:`pyqrscp.dimse.encoding`, sent through :mod:`pyqrscp.link.association` (pynetdicom's
+:mod:`pyqrscp.dimse.encoding`, sent by :mod:`pyqrscp.services.find_responses` (pynetdicom's
 service class would build and validate a pydicom Dataset for both, about 0.6 ms a response).
 The command set and the identifier go in P-DATA-TF PDUs of their own, as DCMTK and pynetdicom
 send them: PS3.8 allows both in one PDU, but some peers (GDCM's ``gdcmscu``) read the
@@ -13,7 +13,6 @@ have already swallowed.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -40,20 +39,15 @@ from pyqrscp.archive.index.query import (
 )
 from pyqrscp.archive.storage import StorageArea
 from pyqrscp.config.options import Options
-from pyqrscp.dimse.commands import find_response
 from pyqrscp.dimse.encoding import Element, encode_identifier
-from pyqrscp.errors import InvalidIdentifier, PyqrscpError
-from pyqrscp.link.association import (
-    cancel_requested,
-    queued_to_send,
-    send_messages,
-    wait_until_sent,
-)
+from pyqrscp.errors import InvalidIdentifier, PeerUnavailable, PyqrscpError
+from pyqrscp.link.channel import held_channel
 from pyqrscp.link.idle import fast_polling
 from pyqrscp.link.titles import called_aet
 from pyqrscp.query.charset import TEXT_VRS, choose_charset, requested_charsets
 from pyqrscp.services.common import peer_of
 from pyqrscp.services.context import ServiceContext
+from pyqrscp.services.find_responses import FindResponder
 from pyqrscp.services.negotiation import is_relational
 from pyqrscp.services.retrieve import log_ignored_keys, read_identifier
 from pyqrscp.services.statuses import IDENTIFIER_ERRORS, failure, status_of
@@ -71,19 +65,6 @@ MODEL_OF_SOP_CLASS = {
 }
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _RETRIEVE_AE_TITLE = 0x00080054
-_QUEUED_RESPONSES = 16
-"""pynetdicom's DUL reads the socket only when it has nothing left to send; past this many
-P-DATA primitives queued for it to send (:func:`queued_to_send`: one per batch where a batch
-goes as one primitive, else one per PDU of each response), wait for it to drain so that a
-C-CANCEL is seen between batches."""
-_BATCH_RESPONSES = 16
-_BATCH_BYTES = 32 * 1024
-"""Pending responses go out together, up to this many or this many bytes of identifiers
-(and with the final response): one turn of pynetdicom's DUL and one write each batch."""
-_BATCH_SECONDS = 0.02
-"""A batch goes out once its first response has waited this long (seen as the next one is
-queued), and before every fetch of more rows from the index: when matches come slowly, the
-first responses wait neither for a full batch nor for the next database round trip."""
 
 
 class Responses(Protocol):
@@ -104,9 +85,12 @@ class Responses(Protocol):
 def serve(services: ServiceContext, assoc: Association, request: C_FIND,
           context: PresentationContext, model: InformationModel) -> None:
     """Answer one C-FIND-RQ completely: pending responses, then the final one."""
-    responder = FindResponder(assoc, request, context, services.options.response_timeout)
-    with fast_polling(assoc):
+    with fast_polling(assoc), held_channel(assoc) as held:
+        responder = FindResponder(assoc, request, context, services.options.response_timeout,
+                                  held)
         answer(services, request, model, responder)
+    if responder.broken:  # aborted only now: pynetdicom must read the socket to finish it
+        assoc.abort()
 
 
 def answer(services: ServiceContext, request: C_FIND, model: InformationModel,
@@ -157,7 +141,7 @@ def _answer(services: ServiceContext, area: StorageArea, responder: Responses,
             responder.pending(response)
             count += 1
     except Exception as error:  # one failed query must not end the association silently
-        if isinstance(error, InvalidIdentifier):
+        if isinstance(error, (InvalidIdentifier, PeerUnavailable)):
             LOGGER.error("Find failed from %s: %s", who, error)
         else:
             LOGGER.exception("Find from %s failed", who)
@@ -222,72 +206,6 @@ def _pydicom_encoded(elements: list[Element], transfer_syntax: UID) -> bytes | N
         LOGGER.debug("pydicom cannot encode a C-FIND response", exc_info=True)
         return None
     return bytes(encoded) if encoded else None
-
-
-class FindResponder:
-    """Sends C-FIND responses on the requesting association (:mod:`pyqrscp.link.association`)."""
-
-    def __init__(self, assoc: Association, request: C_FIND, context: PresentationContext,
-                 dimse_timeout: float) -> None:
-        self.assoc = assoc
-        self.message_id = int(request.MessageID or 0)
-        self.sop_class = str(request.AffectedSOPClassUID)
-        self.context_id = int(context.context_id or 0)
-        self.transfer_syntax = UID(context.transfer_syntax[0])
-        self.dimse_timeout = dimse_timeout
-        self._pending_command = find_response(self.sop_class, self.message_id,
-                                              int(Status.PENDING), has_identifier=True)
-        """The same bytes head every pending response of the request."""
-        self._batch: list[tuple[bytes, bytes | None]] = []
-        self._batch_bytes = 0
-        self._batch_began = 0.0
-
-    def is_cancelled(self) -> bool:
-        """Has a C-CANCEL for this request arrived?"""
-        return cancel_requested(self.assoc, self.message_id)
-
-    def pending(self, identifier: bytes) -> None:
-        """One pending response: the command set, then the identifier, each in P-DATA-TF PDUs
-        of its own; batched (:data:`_BATCH_RESPONSES`, :data:`_BATCH_SECONDS`)."""
-        command = self._pending_command
-        now = time.monotonic()
-        if not self._batch:
-            self._batch_began = now
-        self._batch.append((command, identifier))
-        self._batch_bytes += len(identifier)
-        if (len(self._batch) >= _BATCH_RESPONSES or self._batch_bytes >= _BATCH_BYTES
-                or now - self._batch_began >= _BATCH_SECONDS):
-            self.flush()
-
-    def flush(self) -> None:
-        """Send the pending responses batched so far (first waiting, past
-        :data:`_QUEUED_RESPONSES`, for pynetdicom's DUL to drain)."""
-        if not self._batch:
-            return
-        if queued_to_send(self.assoc) >= _QUEUED_RESPONSES:
-            self.drain()
-        self._send_batch()
-
-    def _send_batch(self) -> None:
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
-        if batch and self.assoc.is_established:
-            send_messages(self.assoc, self.context_id, batch)
-
-    def drain(self) -> None:
-        """Send the batch, then wait until everything queued is sent; abort a peer that reads
-        nothing for the DIMSE timeout (pynetdicom's own sender would block as long)."""
-        self._send_batch()
-        if not wait_until_sent(self.assoc, self.dimse_timeout):
-            LOGGER.error("Find: %s read no response for %s s, aborting",
-                         peer_of(self.assoc), self.dimse_timeout)
-            self.assoc.abort()
-
-    def final(self, status: Status, error_comment: str = "") -> None:
-        """The last response (no identifier), after the pending ones not yet sent."""
-        if self.assoc.is_established:
-            self._batch.append((find_response(self.sop_class, self.message_id, int(status),
-                                              error_comment), None))
-            self._send_batch()
 
 
 def handle(services: ServiceContext, event: Event
