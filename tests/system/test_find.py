@@ -523,6 +523,7 @@ def test_the_first_responses_arrive_while_the_index_is_slow_to_give_more(
 
     monkeypatch.setattr(StorageArea, "reader", held_reader)
     monkeypatch.setattr(index_query, "_BATCH", len(STUDIES))
+    monkeypatch.setattr(index_query, "_FIRST_BATCH", len(STUDIES))
     ae = AE(ae_title="SLOWFIND")
     ae.add_requested_context(STUDY_FIND)
     query = Dataset()

@@ -6,6 +6,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import identifier, make_ct
@@ -58,6 +59,51 @@ def test_uid_lists_longer_than_sqlites_variable_limit_are_matched(area: StorageA
         db.close()
     assert sorted(row[0] for row in found) == sorted(SOP_UIDS)
     assert [study["StudyInstanceUID"] for study in studies] == [STUDY_UID]
+
+
+class _CountedFetches:
+    """A reader connection whose cursors note the size of every fetch (no server-side
+    stream: the rows are fetched here)."""
+
+    def __init__(self, db: Any, sizes: list[int]) -> None:
+        self._db = db
+        self._sizes = sizes
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "stream":
+            raise AttributeError(name)
+        return getattr(self._db, name)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return _CountedCursor(self._db.execute(sql, parameters), self._sizes)
+
+
+class _CountedCursor:
+    def __init__(self, cursor: Any, sizes: list[int]) -> None:
+        self._cursor = cursor
+        self._sizes = sizes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def fetchmany(self, size: int) -> list[Any]:
+        self._sizes.append(size)
+        return list(self._cursor.fetchmany(size))
+
+
+def test_the_first_fetch_of_candidates_is_small(area: StorageArea) -> None:
+    """The first rows come in a short fetch: a C-FIND's first response waits for the first
+    match, not for a whole batch of rows (SQLite steps through them as they are fetched)."""
+    sizes: list[int] = []
+    db = area.reader()
+    try:
+        found = list(run_query(_CountedFetches(db, sizes), parse_identifier(identifier(
+            "IMAGE", StudyInstanceUID=STUDY_UID, SeriesInstanceUID=f"{STUDY_UID}.1",
+            SOPInstanceUID=""), STUDY_ROOT)))
+    finally:
+        db.close()
+    assert sorted(attrs["SOPInstanceUID"] for attrs in found) == sorted(SOP_UIDS)
+    assert sizes and sizes[0] <= 16, sizes
 
 
 def test_a_key_listing_more_values_than_the_bound_is_refused() -> None:

@@ -72,7 +72,8 @@ class IndexConnection(Protocol):
 
 
 def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: int,
-                before_fetch: Callable[[], None] | None = None) -> Iterator[list[Any]]:
+                before_fetch: Callable[[], None] | None = None, first: int = 0
+                ) -> Iterator[list[Any]]:
     """The rows of a query in lists of up to ``batch``, never all held at once: a connection
     that streams from the server (PostgreSQL's ``stream``: a server-side cursor) does, else a
     cursor's ``fetchmany`` (SQLite steps through its result as it is read).
@@ -81,11 +82,16 @@ def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch:
     round trip to the database that may bring more rows): what the caller made of the rows
     so far need not wait for it.  A short list ends the result without another fetch (on
     PostgreSQL only the cursor's CLOSE and its transaction's COMMIT follow), so the caller's
-    last rows go out together with its final answer."""
+    last rows go out together with its final answer.
+
+    ``first``: the size of the first list where the cursor steps through the result as it is
+    read (SQLite), when the caller can use the first rows at once (a C-FIND's first response
+    waits for them); PostgreSQL's cursor fetches ``batch`` each time."""
     streaming = getattr(db, "stream", None)
+    size = batch if streaming is not None or first <= 0 else first
     fetched: Generator[list[Any], None, None] = (
         streaming(sql, parameters, batch) if streaming is not None
-        else _fetched(db, sql, parameters, batch))
+        else _fetched(db, sql, parameters, batch, size))
     try:
         full = False
         while True:
@@ -94,19 +100,22 @@ def stream_rows(db: IndexConnection, sql: str, parameters: Sequence[Any], batch:
             rows = next(fetched, None)
             if rows is None:
                 return
-            full = len(rows) >= batch
+            full = len(rows) >= size
+            size = batch
             yield rows
     finally:
         fetched.close()  # a server-side cursor ends with the caller's loop, not at collection
 
 
-def _fetched(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: int
-             ) -> Generator[list[Any], None, None]:
+def _fetched(db: IndexConnection, sql: str, parameters: Sequence[Any], batch: int,
+             first: int) -> Generator[list[Any], None, None]:
     cursor = db.execute(sql, parameters)
-    while rows := cursor.fetchmany(batch):
+    size = first
+    while rows := cursor.fetchmany(size):
         yield rows
-        if len(rows) < batch:
+        if len(rows) < size:
             return
+        size = batch
 
 
 class IndexBackend(Protocol):

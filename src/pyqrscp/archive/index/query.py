@@ -147,6 +147,9 @@ _ATTRS = (("patient", "p.attrs"), ("study", "s.attrs"), ("series", "r.attrs"),
           ("instance", "i.attrs"))
 _COUNTS_AT = 8  # where the Number-of-Related columns start in a candidate row
 _BATCH = 200
+_FIRST_BATCH = 16
+"""Rows of the first fetch: fewer than :data:`_BATCH`, so the first match is at hand sooner
+(SQLite steps through the result row by row as it is fetched)."""
 
 
 def _needed_levels(query: Query) -> frozenset[str]:
@@ -200,7 +203,7 @@ def candidates(db: IndexConnection, query: Query, case_sensitive_pn: bool = Fals
     lists = [k for k in computed if k in _LISTS]
     sql, args = candidate_sql(query, levels, dialect_of(db))
     decoded = _LastDecoded()
-    for rows in stream_rows(db, sql, args, _BATCH, before_fetch):
+    for rows in stream_rows(db, sql, args, _BATCH, before_fetch, _FIRST_BATCH):
         values = {keyword: list_values(db, keyword, {int(row[6]) for row in rows})
                   for keyword in lists}
         for row in rows:
