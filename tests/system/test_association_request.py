@@ -30,7 +30,7 @@ from helpers import (
 )
 from pydicom.uid import UID
 from pynetdicom import AE, build_context
-from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ASSOCIATE_RQ as A_ASSOCIATE_RQ_PDU
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -390,23 +390,25 @@ def test_a_kept_negotiation_is_not_taken_for_another_acceptance(
             assert third == first
 
 
-@pytest.mark.pynetdicom_internals(reason="the connection's thread starts the DUL itself")
-def test_the_dul_reads_the_request_while_the_association_thread_starts(
+@pytest.mark.pynetdicom_internals(reason="the association's thread turns the DUL's loop")
+def test_the_association_thread_answers_the_request_before_the_dul_thread_starts(
         archive: ServerInProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The connection's thread starts the association's DUL before the association's own
-    thread, so that the request is read while that thread starts (one thread start fewer
-    before the A-ASSOCIATE-AC).  Whatever the DUL does before the association thread runs,
-    the request is answered as before."""
-    seen: list[bool] = []
-    original = Association.start
+    """The association's own thread reads the A-ASSOCIATE-RQ, negotiates and sends the
+    A-ASSOCIATE-AC, turning the DUL's loop itself; the DUL's thread starts once the answer is
+    sent (no thread start or hand-off between threads before the peer has it).  Also for a
+    rejected request; and the association is served as before afterwards."""
+    states: list[str] = []
+    original = DULServiceProvider.start
 
-    def start(assoc: Association) -> None:
-        seen.append(assoc.dul.is_alive())
-        original(assoc)
+    def start(dul: DULServiceProvider) -> None:
+        states.append(dul.state_machine.current_state)
+        original(dul)
 
-    monkeypatch.setattr(Association, "start", start)
-    assert answer(archive.port, associate_rq(b"ARCHIVE", b"DULFIRST")) == A_ASSOCIATE_AC
-    assert seen == [True]
+    monkeypatch.setattr(DULServiceProvider, "start", start)
+    assert answer(archive.port, associate_rq(b"ARCHIVE", b"INLINE")) == A_ASSOCIATE_AC
+    assert answer(archive.port, associate_rq(b"NOSUCHAE", b"INLINE")) == A_ASSOCIATE_RJ
+    assert states == ["Sta6", "Sta13"]
+    assert run_tool("echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(archive.port)).returncode == 0
 
 
 @pytest.mark.pynetdicom_internals(

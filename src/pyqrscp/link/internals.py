@@ -54,7 +54,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from pyqrscp.errors import ServiceFailed
 from pyqrscp.link.negotiated import NegotiatedOutcomes, Outcome, outcome_key
-from pyqrscp.link.reactor import record_accept, run_reactor, send_kept_accept
+from pyqrscp.link.reactor import accept_inline, record_accept, run_reactor, send_kept_accept
 
 LOGGER = logging.getLogger(__name__)
 ACSE_LOGGER = logging.getLogger("pynetdicom.acse")
@@ -122,6 +122,8 @@ REQUIRED: tuple[Internal, ...] = (
     Internal("Association", "_run_reactor", ()),
     Internal("Association", "_dul_ready", kind=threading.Event),
     Internal("Association", "_started_dul", kind=bool),
+    Internal("Association", "_server"),
+    Internal("Association", "_timer_resolution"),
     Internal("Association", "network_timeout_response", kind=str),
     Internal("DULServiceProvider", "_kill_thread", kind=bool),
     Internal("DULServiceProvider", "_process_recv_primitive", ()),
@@ -246,6 +248,13 @@ class RoutedAssociation(Association):
         if not run_reactor(self):
             super()._run_reactor()
 
+    def run(self) -> None:
+        """The association's thread: negotiated there with the DUL's loop turned inline
+        (:func:`~pyqrscp.link.reactor.accept_inline`) where the event-driven loops are
+        installed, else pynetdicom's ``run_reactor`` as it comes."""
+        if not accept_inline(self):
+            super().run()
+
 
 def route_requests(assoc: Association, routed_class: type[RoutedAssociation]) -> None:
     """Make a new association serve its requests through ``routed_class.route`` first."""
@@ -263,16 +272,6 @@ class CreatesAssociations(RequestHandler):
 
     def association_created(self, assoc: Association) -> None:
         """Called with each new association, before it starts."""
-
-    def run_association(self) -> None:
-        """pynetdicom's ``handle`` with the association's DUL started here, before the
-        association's own thread: the DUL reads the A-ASSOCIATE-RQ while that thread starts,
-        instead of after it (which starts the DUL and waits for it)."""
-        assoc = self._create_association()
-        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-        assoc.dul.start()
-        assoc._started_dul = True
-        assoc.start()
 
 
 def serve_request(assoc: Association, msg: DimseMessage, context_id: int) -> None:

@@ -36,7 +36,8 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu_primitives import A_ASSOCIATE, P_DATA
+from pynetdicom.utils import set_timer_resolution
 
 _WAKE = "_pyqrscp_wake"
 """Where the reactor's wake-up event is kept on the association (as ``internals.attach``)."""
@@ -52,6 +53,7 @@ _DUL_NAMES = ("_kill_thread", "artim_timer", "event_queue", "to_provider_queue",
               "_process_recv_primitive", "_is_transport_event", "_idle_timer", "state_machine",
               "socket", "stop_dul", "kill_dul", "_run_loop_delay", "_send")
 _ASSOCIATION_NAMES = ("_kill", "_dul_ready", "_reactor_checkpoint", "_is_paused",
+                      "_started_dul", "_server", "_timer_resolution",
                       "_serve_request", "network_timeout_response", "kill")
 _DIMSE_NAMES = ("get_msg", "msg_queue")
 _ACSE_NAMES = ("is_release_requested", "is_aborted", "send_release")
@@ -176,24 +178,47 @@ class EventDrivenDUL(DULServiceProvider):
         """pynetdicom 3.0's ``run_reactor``, with :meth:`_wait` for its sleep."""
         self._idle_timer.start()
         self.assoc._dul_ready.set()
-        while not self._kill_thread:
-            if self.artim_timer.expired:
-                self.event_queue.put("Evt18")
+        while not self._kill_thread and self._turn():
+            pass
+
+    def _turn(self) -> bool:
+        """One turn of the loop; False when it failed and ended the association
+        (:meth:`_abort_hard`)."""
+        if self.artim_timer.expired:
+            self.event_queue.put("Evt18")
+        try:
+            if self._process_recv_primitive():
+                pass
+            elif self._is_transport_event():
+                self._idle_timer.restart()
+        except Exception:  # noqa: BLE001 - pynetdicom's own reaction, kept as it is
+            self._abort_hard()
+            return False
+        try:
+            event = self.event_queue.get(block=False)
+        except queue.Empty:
+            self._wait()
+            return True
+        if event != "Evt7" or not self._send_kept_accept():
+            self.state_machine.do_action(event)
+        return True
+
+    def turn_until(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Run the loop's turns in the calling thread, before this DUL's own thread starts
+        (:func:`accept_inline`), until ``done()``; False when the loop was told to stop,
+        failed, or ``deadline`` (monotonic seconds) passed first.  A failure of a state
+        machine action ends the association as a failed turn does."""
+        self._idle_timer.start()
+        while not done():
+            if self._kill_thread or time.monotonic() >= deadline:
+                return False
             try:
-                if self._process_recv_primitive():
-                    pass
-                elif self._is_transport_event():
-                    self._idle_timer.restart()
-            except Exception:  # noqa: BLE001 - pynetdicom's own reaction, kept as it is
+                if not self._turn():
+                    return False
+            except Exception:  # noqa: BLE001 - in the DUL's thread it would end the loop
                 self._abort_hard()
-                return
-            try:
-                event = self.event_queue.get(block=False)
-            except queue.Empty:
-                self._wait()
-                continue
-            if event != "Evt7" or not self._send_kept_accept():
-                self.state_machine.do_action(event)
+                return False
+        return True
 
     def _send_kept_accept(self) -> bool:
         """pynetdicom's AE-7 (Sta3 + Evt7 -> Sta6) with the A-ASSOCIATE-AC's bytes kept from an
@@ -297,6 +322,53 @@ def install(assoc: Association) -> bool:
     event_dul.to_user_queue = WakingQueue(wake_user.set)
     assoc.dimse.msg_queue = WakingQueue(wake_user.set)
     assoc.__dict__[_WAKE] = wake_user
+    return True
+
+
+def accept_inline(assoc: Association) -> bool:
+    """Run an acceptor association in the calling thread (its own) with its DUL's loop turned
+    there too until the A-ASSOCIATE-AC is sent, and only then start the DUL's thread; False
+    (nothing done) where :func:`install` did not install the event-driven DUL.
+
+    pynetdicom starts the DUL's thread first and hands the A-ASSOCIATE-RQ to the association's
+    thread, which hands the A-ASSOCIATE-AC back: two hand-offs between threads and a thread
+    start before the peer has its answer.  Here one thread reads the request, negotiates
+    (``EVT_REQUESTED``, the acceptance rules, pynetdicom's negotiation) and sends the answer,
+    the same steps in the same order; the DUL's thread starts while the peer reads it.
+    Anything else than a request in time (the peer closes, the ACSE timeout, a failure) is
+    left to pynetdicom's own acceptor once the DUL's thread runs, as before."""
+    dul = assoc.dul
+    if not isinstance(dul, EventDrivenDUL) or assoc._started_dul or not assoc.is_acceptor:
+        return False
+    assoc._started_dul = True
+    to_user, to_provider, events = dul.to_user_queue, dul.to_provider_queue, dul.event_queue
+    machine = dul.state_machine
+    timeout = assoc.acse_timeout
+    deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+    # Sta1 with nothing queued: the connection closed (Sta1 with Evt5 queued: not yet opened)
+    dul.turn_until(lambda: not to_user.empty()
+                   or (machine.current_state == "Sta1" and events.empty()), deadline)
+    waiting = list(to_user.queue)[:1]
+    if not waiting or not isinstance(waiting[0], A_ASSOCIATE):
+        dul.start()
+        Association.run_reactor(assoc)  # pynetdicom's acceptor: it finds what is queued
+        return True
+    assoc.requestor.primitive = dul.receive_pdu(wait=False)
+    evt.trigger(assoc, evt.EVT_REQUESTED, {})
+    if not assoc.is_aborted and not assoc.is_rejected:
+        assoc.acse.negotiate_association()
+    dul.turn_until(lambda: to_provider.empty() and events.empty(),
+                   time.monotonic() + LONGEST_WAIT)
+    dul.start()
+    if assoc.is_established:
+        with set_timer_resolution(assoc._timer_resolution):
+            assoc._run_reactor()
+    else:  # rejected or aborted: pynetdicom's kill waits for the DUL to close the connection
+        assoc.kill()
+    sock = dul.socket
+    server = assoc._server
+    if server is not None and sock is not None and sock.socket is not None:
+        server.shutdown_request(sock.socket)
     return True
 
 
