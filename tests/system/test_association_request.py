@@ -11,10 +11,12 @@ import gc
 import socket
 import struct
 import subprocess
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import (
@@ -29,7 +31,8 @@ from helpers import (
     write_config,
 )
 from pydicom.uid import UID
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, evt
+from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ASSOCIATE_RQ as A_ASSOCIATE_RQ_PDU
 from pynetdicom.pdu_primitives import (
@@ -436,3 +439,38 @@ def test_the_primitive_shared_by_a_kept_request_stays_as_received(
         assert primitive is kept[0].to_primitive()
         assert bytes(A_ASSOCIATE_RQ_PDU(primitive).encode()) == request
         assert server.log_text().count("Association Acknowledged 127.0.0.1: SHARED") == 3
+
+
+@pytest.mark.pynetdicom_internals(reason="associations are made ahead of their connection")
+def test_a_connection_takes_an_association_made_ahead(
+        archive: ServerInProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No association is made between a connection's arrival and its A-ASSOCIATE-AC: one is
+    made ahead, in the thread of the association before it once that has ended, and the
+    connection takes it (with the server's handlers bound: its lines are logged).  Binding
+    a handler on the server drops the spares made before (they lack it)."""
+    listener = archive.server.listener
+    spares = listener.spares
+    assert spares is not None
+    poll_until(lambda: len(spares) == 1, "a spare association")
+    made_in: list[str] = []
+    original = Association.__init__
+
+    def init(assoc: Association, *args: Any, **kwargs: Any) -> None:
+        made_in.append(threading.current_thread().name)
+        original(assoc, *args, **kwargs)
+
+    monkeypatch.setattr(Association, "__init__", init)
+    archive.log.clear()
+    assert run_tool("echoscu", "-aec", "ARCHIVE", "-aet", "AHEAD", "127.0.0.1",
+                    str(archive.port)).returncode == 0
+    wait_for_log(archive, "Association Released 127.0.0.1: AHEAD -> ARCHIVE")
+    poll_until(lambda: len(spares) == 1, "a spare association made again")
+    assert made_in and all(name.startswith("AcceptorThread@") for name in made_in), made_in
+    def echoed(_event: evt.Event) -> int:
+        return 0x0000
+
+    listener.bind(evt.EVT_C_ECHO, echoed)
+    try:
+        assert len(spares) == 0
+    finally:
+        listener.unbind(evt.EVT_C_ECHO, echoed)

@@ -17,6 +17,7 @@ for it, one warning line says so and the server serves through pynetdicom's publ
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
 import os
@@ -26,7 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import datetime
+from typing import TypeVar, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.acse import ACSE
@@ -50,11 +52,22 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import P_DATA, SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.transport import AssociationSocket, RequestHandler
+from pynetdicom.transport import (
+    AddressInformation,
+    AssociationServer,
+    AssociationSocket,
+    RequestHandler,
+)
 
 from pyqrscp.errors import ServiceFailed
 from pyqrscp.link.negotiated import NegotiatedOutcomes, Outcome, outcome_key
-from pyqrscp.link.reactor import accept_inline, record_accept, run_reactor, send_kept_accept
+from pyqrscp.link.reactor import (
+    accept_inline,
+    discard_unstarted,
+    record_accept,
+    run_reactor,
+    send_kept_accept,
+)
 
 LOGGER = logging.getLogger(__name__)
 ACSE_LOGGER = logging.getLogger("pynetdicom.acse")
@@ -69,6 +82,8 @@ DimseMessage = (C_ECHO | C_FIND | C_GET | C_MOVE | C_STORE | N_ACTION | N_CREATE
 PduDecoder = Callable[[bytearray], tuple[object, str]]
 """``DULServiceProvider._decode_pdu``: raw PDU bytes to (PDU, state machine event)."""
 T = TypeVar("T")
+_Bound = tuple[Callable[..., object] | None, list[object] | None]
+"""A handler bound on pynetdicom's server, with its extra arguments."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +138,7 @@ REQUIRED: tuple[Internal, ...] = (
     Internal("Association", "_dul_ready", kind=threading.Event),
     Internal("Association", "_started_dul", kind=bool),
     Internal("Association", "_server"),
+    Internal("Association", "name", kind=str),
     Internal("Association", "_timer_resolution"),
     Internal("Association", "network_timeout_response", kind=str),
     Internal("DULServiceProvider", "_kill_thread", kind=bool),
@@ -234,6 +250,8 @@ class RoutedAssociation(Association):
     """
 
     route: Callable[[Association, DimseMessage, int], bool] | None = None
+    ended: Callable[[], None] | None = None
+    """Called in the association's thread once it has ended (:meth:`SpareAcceptors.refill`)."""
 
     def _serve_request(self, msg: DimseMessage, context_id: int) -> None:
         route = type(self).route
@@ -254,6 +272,9 @@ class RoutedAssociation(Association):
         installed, else pynetdicom's ``run_reactor`` as it comes."""
         if not accept_inline(self):
             super().run()
+        ended = type(self).ended
+        if ended is not None:
+            ended()
 
 
 def route_requests(assoc: Association, routed_class: type[RoutedAssociation]) -> None:
@@ -262,16 +283,118 @@ def route_requests(assoc: Association, routed_class: type[RoutedAssociation]) ->
 
 
 class CreatesAssociations(RequestHandler):
-    """pynetdicom's per-connection handler with a seat right after it creates the association
-    (before the association's threads start)."""
+    """pynetdicom's per-connection handler that takes a spare association made ahead when
+    there is one (:class:`SpareAcceptors`, the server's ``spares``), with a seat right after it
+    creates one itself and one once the association has its connection (before its thread
+    starts)."""
 
     def _create_association(self) -> Association:
-        assoc = super()._create_association()
-        self.association_created(assoc)
+        spares = getattr(self.server, "spares", None)
+        assoc = spares.take() if isinstance(spares, SpareAcceptors) else None
+        if assoc is None:
+            assoc = super()._create_association()
+            self.association_created(assoc)
+        else:
+            connect_acceptor(assoc, self.request, self.client_address)
+        self.association_connected(assoc)
         return assoc
 
     def association_created(self, assoc: Association) -> None:
-        """Called with each new association, before it starts."""
+        """Called with each association made for its connection, before it starts."""
+
+    def association_connected(self, assoc: Association) -> None:
+        """Called with each association once it has its connection, before it starts."""
+
+
+def unconnected_acceptor(server: AssociationServer) -> Association:
+    """pynetdicom's acceptor association for a connection to ``server`` (as its request
+    handler makes one), without the connection: no socket, no peer address, no thread name."""
+    ae = server.ae
+    assoc = Association(ae, "acceptor")
+    assoc._server = server
+    acceptor = assoc.acceptor
+    acceptor.maximum_length = ae.maximum_pdu_size
+    acceptor.ae_title = server.ae_title
+    acceptor.address_info = AddressInformation.from_tuple(server.server_address)
+    acceptor.implementation_class_uid = ae.implementation_class_uid
+    acceptor.implementation_version_name = ae.implementation_version_name
+    acceptor.supported_contexts = copy.deepcopy(server.contexts)
+    for event in server.get_events():
+        bound = server.get_handlers(event)
+        if event.is_intervention:  # (handler, args), (None, None) when none is bound
+            handler, args = cast(_Bound, bound) if bound else (None, None)
+            if handler is not None:
+                assoc.bind(event, handler, args)
+        else:
+            for notified, notified_args in cast(list[_Bound], bound):
+                if notified is not None:
+                    assoc.bind(event, notified, notified_args)
+    return assoc
+
+
+def connect_acceptor(assoc: Association, request: socket.socket,
+                     client_address: tuple[str, int]) -> None:
+    """Give an :func:`unconnected_acceptor` its connection, as pynetdicom's request handler
+    does: the socket, the peer's address and the thread's name."""
+    assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+    assoc.set_socket(AssociationSocket(assoc, client_socket=request))
+    assoc.requestor.address_info = AddressInformation.from_tuple(client_address)
+
+
+class SpareAcceptors:
+    """Acceptor associations made before their connection arrives.
+
+    pynetdicom's association (its DUL, ACSE and DIMSE providers, queues, timers, two service
+    users checking UIDs, the bound handlers) and pyqrscp's settings of it take ~0.3 ms to
+    make, all of it between a connection's arrival and its A-ASSOCIATE-AC, and none of it
+    depends on the connection.  So one is made ahead: when the server starts and in the
+    thread of each association that ends, after its connection is closed; the next
+    connection takes it (:meth:`take`) and gets its socket and address.  With none waiting
+    (connections arriving together) the connection makes its own, as before.
+    """
+
+    def __init__(self, make: Callable[[], Association], kept: int = 1) -> None:
+        self._make = make
+        self._kept = kept
+        self._spares: list[Association] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._spares)
+
+    def take(self) -> Association | None:
+        """A spare, or None."""
+        with self._lock:
+            return self._spares.pop() if self._spares else None
+
+    def refill(self) -> None:
+        """Make spares until ``kept`` wait (none once closed)."""
+        while True:
+            with self._lock:
+                if self._closed or len(self._spares) >= self._kept:
+                    return
+            made = self._make()
+            with self._lock:
+                if not self._closed and len(self._spares) < self._kept:
+                    self._spares.append(made)
+                    continue
+            discard_unstarted(made)
+            return
+
+    def clear(self) -> None:
+        """Drop the spares (the server's handlers changed: they were bound to the old)."""
+        with self._lock:
+            dropped, self._spares = self._spares, []
+        for assoc in dropped:
+            discard_unstarted(assoc)
+
+    def close(self) -> None:
+        """Drop the spares and make no more (the server stops)."""
+        with self._lock:
+            self._closed = True
+        self.clear()
 
 
 def serve_request(assoc: Association, msg: DimseMessage, context_id: int) -> None:

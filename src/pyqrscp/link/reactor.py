@@ -372,6 +372,14 @@ def accept_inline(assoc: Association) -> bool:
     return True
 
 
+def discard_unstarted(assoc: Association) -> None:
+    """Free what :func:`install` gave an association that will never run (its wake-up
+    socket pair)."""
+    dul = assoc.dul
+    if isinstance(dul, EventDrivenDUL):
+        dul.waker.close()
+
+
 def run_reactor(assoc: Association) -> bool:
     """Run the association's reactor, pynetdicom 3.0's ``_run_reactor`` turn for turn, but
     waiting for its wake-up event instead of sleeping 1 ms per turn; False (nothing run) when

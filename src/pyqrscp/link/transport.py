@@ -70,15 +70,24 @@ class RoutedRequestHandler(internals.CreatesAssociations, ArchiveRequestHandler)
     services first and have their A-ASSOCIATE-RQ watched (pynetdicom's internals only)."""
 
     def association_created(self, assoc: Association) -> None:
-        routed_class = self.server.association_class
-        if routed_class is not None:
-            internals.route_requests(assoc, routed_class)
+        prepare_association(self.server, assoc)
+
+    def association_connected(self, assoc: Association) -> None:
         if assoc.dul.socket is not None:
             internals.close_socket_always(assoc.dul.socket)
-        install_event_loops(assoc)
-        watch_association_request(assoc, self.server.decoded_requests)
-        if self.server.negotiated is not None:
-            internals.remember_negotiations(assoc, self.server.negotiated)
+
+
+def prepare_association(server: ArchiveServerSocket, assoc: Association) -> None:
+    """pyqrscp's settings of a new acceptor association, before it has its connection:
+    requests routed to pyqrscp's services, the event-driven loops, the A-ASSOCIATE-RQ
+    watched, negotiations remembered."""
+    routed_class = server.association_class
+    if routed_class is not None:
+        internals.route_requests(assoc, routed_class)
+    install_event_loops(assoc)
+    watch_association_request(assoc, server.decoded_requests)
+    if server.negotiated is not None:
+        internals.remember_negotiations(assoc, server.negotiated)
 
 
 class ArchiveServerSocket(ThreadedAssociationServer):
@@ -96,9 +105,25 @@ class ArchiveServerSocket(ThreadedAssociationServer):
         super().service_actions()
     allowance: UnassociatedAllowance | None = None
 
+    spares: internals.SpareAcceptors | None = None
+    """Associations made ahead of their connection (pynetdicom's internals only)."""
+
     def shutdown(self) -> None:
         TCPServer.shutdown(self)
         self.server_close()
+        if self.spares is not None:
+            self.spares.close()
+
+    def bind(self, event: evt.EventType, handler: Callable[..., object],
+             args: list[object] | None = None) -> None:
+        super().bind(event, handler, args)
+        if self.spares is not None:
+            self.spares.clear()
+
+    def unbind(self, event: evt.EventType, handler: Callable[..., object]) -> None:
+        super().unbind(event, handler)
+        if self.spares is not None:
+            self.spares.clear()
 
 
 def watch_association_request(assoc: Association,
@@ -175,9 +200,13 @@ def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Eve
     if not isinstance(server, ArchiveServerSocket):
         raise TypeError("pynetdicom ignored server_class")
     if router is not None:
+        spares = internals.SpareAcceptors(
+            lambda: _prepared(server, internals.unconnected_acceptor(server)))
         server.association_class = type("BoundArchiveAssociation",
                                         (internals.RoutedAssociation,),
-                                        {"route": staticmethod(router)})
+                                        {"route": staticmethod(router),
+                                         "ended": staticmethod(spares.refill)})
+        server.spares = spares
     else:
         server.bind(evt.EVT_CONN_OPEN, close_socket_at_end)
     server.prepare_connection = prepare_connection
@@ -187,6 +216,11 @@ def bind_archive_server(ae: AE, address: tuple[str, int], evt_handlers: list[Eve
     # the AE's for each new connection would be thrown away
     server.contexts = []
     return server
+
+
+def _prepared(server: ArchiveServerSocket, assoc: Association) -> Association:
+    prepare_association(server, assoc)
+    return assoc
 
 
 def close_socket_at_end(event: evt.Event) -> None:
@@ -205,5 +239,7 @@ def _close_socket(_event: evt.Event, sock: socket.socket) -> None:
 
 def serve_in_background(server: ArchiveServerSocket) -> None:
     """Serve a bound server in a daemon thread."""
+    if server.spares is not None:
+        server.spares.refill()
     thread = threading.Thread(target=server.serve_forever, name="pyqrscp-accept", daemon=True)
     thread.start()
