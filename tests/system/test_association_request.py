@@ -442,6 +442,31 @@ def test_the_primitive_shared_by_a_kept_request_stays_as_received(
 
 
 @pytest.mark.pynetdicom_internals(reason="associations are made ahead of their connection")
+def test_a_spare_association_serves_its_connection_from_the_start(
+        archive: ServerInProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an association made ahead and no TLS handshake to run first, a connection goes
+    straight to that association's thread: no handler thread of its own is started (the
+    admission and EVT_CONN_OPEN run in the association's thread), and it is served."""
+    listener = archive.server.listener
+    spares = listener.spares
+    assert spares is not None
+    poll_until(lambda: len(spares) == 1, "a spare association")
+    handled: list[object] = []
+    original = type(listener).process_request_thread
+
+    def process_request_thread(server: Any, *args: Any) -> None:
+        handled.append(args[1])
+        original(server, *args)
+
+    monkeypatch.setattr(type(listener), "process_request_thread", process_request_thread)
+    archive.log.clear()
+    assert run_tool("echoscu", "-aec", "ARCHIVE", "-aet", "DIRECT", "127.0.0.1",
+                    str(archive.port)).returncode == 0
+    wait_for_log(archive, "Association Released 127.0.0.1: DIRECT -> ARCHIVE")
+    assert handled == []
+
+
+@pytest.mark.pynetdicom_internals(reason="associations are made ahead of their connection")
 def test_a_connection_takes_an_association_made_ahead(
         archive: ServerInProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     """No association is made between a connection's arrival and its A-ASSOCIATE-AC: one is

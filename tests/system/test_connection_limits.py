@@ -247,6 +247,21 @@ def test_unassociated_connections_have_their_own_bounded_allowance(tmp_path: Pat
         wait_for_log(server, "--max-unassociated-per-host 3")
 
 
+def test_a_connection_admitted_in_its_own_association_thread_is_not_counted_twice(
+        tmp_path: Path) -> None:
+    """A connection handed straight to an association made ahead is admitted in that
+    association's thread, which is live and so already counts the connection as waiting for
+    its A-ASSOCIATE-RQ: with one place per host the first connection keeps it and the
+    second, arriving while the first waits, is the one closed."""
+    with pyqrscp_process(config_for(tmp_path), "--unassociated-timeout", "120", "-ta", "120",
+                         "--max-unassociated-per-host", "1") as server:
+        with silent_connections(server.port, 1) as (first,):
+            with silent_connections(server.port, 1) as (second,):
+                wait_for_log(server, "--max-unassociated-per-host 1")
+                poll_until(lambda: not still_open(second), "the second connection closed")
+                assert still_open(first), "the connection within the allowance was closed"
+
+
 def test_a_connection_handed_to_its_association_is_counted_once(tmp_path: Path) -> None:
     """A connection's association thread is live a moment before its handler gives back the
     place it took on arrival; a connection from the same host arriving in that moment must
@@ -257,6 +272,9 @@ def test_a_connection_handed_to_its_association_is_counted_once(tmp_path: Path) 
                                   unassociated_timeout=120, max_unassociated_per_host=2)
     server = ArchiveServer(load_config(config_for(tmp_path)), options, host="127.0.0.1")
     server.start()
+    spares = server.listener.spares
+    if spares is not None:
+        spares.close()  # connections go through handler threads, the path held here
     in_handover = threading.Event()
     release = threading.Event()
     second_started = threading.Event()

@@ -94,8 +94,10 @@ class UnassociatedAllowance:
     Live associations are counted from ``associations()`` (pynetdicom's acceptor threads);
     connections not yet handed to pynetdicom (a TLS handshake, the association being created)
     are counted while :meth:`admit`'s caller holds their ticket.  The two overlap: an
-    association's thread is live before its handler gives the ticket back.  Both are therefore
-    keyed by the peer's (address, port), and a connection in both is counted once.
+    association's thread is live before its handler gives the ticket back, and a connection
+    handed straight to its association is admitted in that live thread.  Both are therefore
+    keyed by the peer's (address, port), a connection in both is counted once, and the
+    connection being admitted is not counted against itself.
     """
 
     def __init__(self, associations: Callable[[], Iterable[Association]], total: int,
@@ -112,7 +114,7 @@ class UnassociatedAllowance:
         host = peer[0]
         with self._lock:
             waiting = {peer_of(assoc) for assoc in self.associations()
-                       if is_unassociated(assoc)} | self._arriving
+                       if is_unassociated(assoc)} - {peer} | self._arriving
             total = len(waiting)
             from_host = sum(1 for address, _port in waiting if address == host)
             if total >= self.total or from_host >= self.per_host:

@@ -267,11 +267,16 @@ class RoutedAssociation(Association):
             super()._run_reactor()
 
     def run(self) -> None:
-        """The association's thread: negotiated there with the DUL's loop turned inline
+        """The association's thread: opened first when its connection was handed to it
+        directly (:func:`open_first`), then negotiated there with the DUL's loop turned inline
         (:func:`~pyqrscp.link.reactor.accept_inline`) where the event-driven loops are
         installed, else pynetdicom's ``run_reactor`` as it comes."""
-        if not accept_inline(self):
-            super().run()
+        opening = self.__dict__.pop(_OPENING, None)
+        if opening is None or opening(self):
+            if not accept_inline(self):
+                super().run()
+        else:
+            discard_unstarted(self)
         ended = type(self).ended
         if ended is not None:
             ended()
@@ -339,6 +344,32 @@ def connect_acceptor(assoc: Association, request: socket.socket,
     assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
     assoc.set_socket(AssociationSocket(assoc, client_socket=request))
     assoc.requestor.address_info = AddressInformation.from_tuple(client_address)
+
+
+_OPENING = "_pyqrscp_opening"
+
+
+def open_first(assoc: Association, request: socket.socket, client_address: tuple[str, int],
+               opening: Callable[[Association], bool]) -> None:
+    """Give a spare association (:class:`SpareAcceptors`) its connection and start its thread,
+    which first runs ``opening`` (admission; False: the connection is closed and the
+    association never runs) and triggers EVT_CONN_OPEN, as pynetdicom's request handler does
+    in a thread of its own before it starts the association's: one thread start less between
+    a connection's arrival and its A-ASSOCIATE-AC.  The socket is closed whenever pynetdicom
+    shuts it down (:func:`close_socket_always`).  The association's class must be a
+    :class:`RoutedAssociation`."""
+    connect_acceptor(assoc, request, client_address)
+    if assoc.dul.socket is not None:
+        close_socket_always(assoc.dul.socket)
+
+    def open_connection(opened: Association) -> bool:
+        if not opening(opened):
+            request.close()
+            return False
+        evt.trigger(opened, evt.EVT_CONN_OPEN, {"address": client_address})
+        return True
+    assoc.__dict__[_OPENING] = open_connection
+    assoc.start()
 
 
 class SpareAcceptors:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from socketserver import TCPServer
+from typing import cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -24,7 +25,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from pyqrscp.dimse.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 from pyqrscp.link import internals
-from pyqrscp.link.connections import UnassociatedAllowance
+from pyqrscp.link.connections import UnassociatedAllowance, peer_of
 from pyqrscp.link.decoded import DecodedRequests
 from pyqrscp.link.internals import DimseMessage
 from pyqrscp.link.negotiated import NegotiatedOutcomes
@@ -107,6 +108,34 @@ class ArchiveServerSocket(ThreadedAssociationServer):
 
     spares: internals.SpareAcceptors | None = None
     """Associations made ahead of their connection (pynetdicom's internals only)."""
+
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket],
+                        client_address: tuple[str, int] | str) -> None:
+        """Hand a connection straight to a spare association, whose own thread admits it
+        (:meth:`admit_in_own_thread`), when nothing must run before the association (no TLS
+        handshake); else pynetdicom's way, a handler thread that makes or takes one."""
+        spares = self.spares
+        assoc = None
+        if (spares is not None and self.prepare_connection is None
+                and isinstance(request, socket.socket) and isinstance(client_address, tuple)):
+            assoc = spares.take()
+        if assoc is None:
+            super().process_request(request, client_address)
+            return
+        internals.open_first(assoc, cast(socket.socket, request),
+                             cast(tuple[str, int], client_address), self.admit_in_own_thread)
+
+    def admit_in_own_thread(self, assoc: Association) -> bool:
+        """Admit a connection its association's thread serves from the start; that thread is
+        live, so the allowance counts the connection already (as unassociated)."""
+        allowance = self.allowance
+        if allowance is None:
+            return True
+        peer = peer_of(assoc)
+        if not allowance.admit(peer):
+            return False
+        allowance.arrived(peer)
+        return True
 
     def shutdown(self) -> None:
         TCPServer.shutdown(self)
