@@ -43,6 +43,7 @@ from pynetdicom.pdu_primitives import (
     UserIdentityNegotiation,
 )
 
+from pyqrscp.link.connections import is_counted
 from pyqrscp.link.library import describe_pdus
 
 A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07
@@ -96,11 +97,21 @@ def served(archive: ServerInProcess, request: pytest.FixtureRequest
     request decoded and negotiated) or off (as without ``-ll trace``: requests and their
     negotiation kept); on again afterwards."""
     describe_pdus(bool(request.param))
+    _remake_spares(archive)
     archive.log.clear()
     try:
         yield archive
     finally:
         describe_pdus(True)
+        _remake_spares(archive)
+
+
+def _remake_spares(archive: ServerInProcess) -> None:
+    """Associations made ahead took the PDU descriptions' setting when they were made."""
+    spares = archive.server.listener.spares
+    if spares is not None:
+        spares.clear()
+        spares.refill()
 
 
 @pytest.mark.parametrize(("called", "calling"), [
@@ -499,3 +510,29 @@ def test_a_connection_takes_an_association_made_ahead(
         assert len(spares) == 0
     finally:
         listener.unbind(evt.EVT_C_ECHO, echoed)
+        spares.refill()
+
+
+@pytest.mark.pynetdicom_internals(reason="associations are made ahead of their connection")
+def test_an_ended_association_is_not_counted_while_it_makes_the_next(
+        archive: ServerInProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread of an association that has ended makes the next spare; while it does, it
+    is still alive, and must not count against MaxAssociations or the unassociated allowance
+    (a client that releases and associates again at the limit would be rejected)."""
+    spares = archive.server.listener.spares
+    assert spares is not None
+    poll_until(lambda: len(spares) == 1, "a spare association")
+    counted_while_making: list[bool] = []
+    make = spares._make
+
+    def recording() -> Association:
+        current = threading.current_thread()
+        if isinstance(current, Association):
+            counted_while_making.append(is_counted(current))
+        return make()
+
+    monkeypatch.setattr(spares, "_make", recording)
+    assert run_tool("echoscu", "-aec", "ARCHIVE", "-aet", "ENDED", "127.0.0.1",
+                    str(archive.port)).returncode == 0
+    poll_until(lambda: counted_while_making or None, "the ended association to make a spare")
+    assert counted_while_making == [False]

@@ -251,15 +251,16 @@ def test_a_connection_admitted_in_its_own_association_thread_is_not_counted_twic
         tmp_path: Path) -> None:
     """A connection handed straight to an association made ahead is admitted in that
     association's thread, which is live and so already counts the connection as waiting for
-    its A-ASSOCIATE-RQ: with one place per host the first connection keeps it and the
-    second, arriving while the first waits, is the one closed."""
+    its A-ASSOCIATE-RQ: with one place per host the first connection keeps it (its request
+    is answered) and the second, arriving while the first waits, is the one closed."""
     with pyqrscp_process(config_for(tmp_path), "--unassociated-timeout", "120", "-ta", "120",
                          "--max-unassociated-per-host", "1") as server:
         with silent_connections(server.port, 1) as (first,):
             with silent_connections(server.port, 1) as (second,):
                 wait_for_log(server, "--max-unassociated-per-host 1")
                 poll_until(lambda: not still_open(second), "the second connection closed")
-                assert still_open(first), "the connection within the allowance was closed"
+            first.sendall(associate_rq())  # answered only where the first was admitted
+            assert first.recv(1) == bytes([0x02]), "the connection within the allowance was closed"
 
 
 def test_a_connection_handed_to_its_association_is_counted_once(tmp_path: Path) -> None:

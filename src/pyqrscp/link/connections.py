@@ -79,6 +79,22 @@ def set_read_timeout(assoc: Association, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
+_UNCOUNTED = "_pyqrscp_uncounted"
+
+
+def set_counted(assoc: Association, counted: bool) -> None:
+    """Count the association's thread against the limits (MaxAssociations, the unassociated
+    allowance) or not: a thread given its connection directly is not counted until it has
+    admitted it (nor after it refused it), and one that has ended is not counted while it
+    goes on to make the next spare association."""
+    assoc.__dict__[_UNCOUNTED] = not counted
+
+
+def is_counted(assoc: Association) -> bool:
+    """Does the association's thread count against the limits (:func:`set_counted`)?"""
+    return not assoc.__dict__.get(_UNCOUNTED, False)
+
+
 Peer = tuple[str, int]
 """A connection's peer, (address, port): unique among the live connections."""
 
@@ -94,10 +110,10 @@ class UnassociatedAllowance:
     Live associations are counted from ``associations()`` (pynetdicom's acceptor threads);
     connections not yet handed to pynetdicom (a TLS handshake, the association being created)
     are counted while :meth:`admit`'s caller holds their ticket.  The two overlap: an
-    association's thread is live before its handler gives the ticket back, and a connection
-    handed straight to its association is admitted in that live thread.  Both are therefore
-    keyed by the peer's (address, port), a connection in both is counted once, and the
-    connection being admitted is not counted against itself.
+    association's thread is live before its handler gives the ticket back.  Both are therefore
+    keyed by the peer's (address, port), and a connection in both is counted once.  A
+    connection handed straight to its association is admitted in that live thread, which is
+    not counted until then (:func:`set_counted`).
     """
 
     def __init__(self, associations: Callable[[], Iterable[Association]], total: int,
@@ -114,7 +130,7 @@ class UnassociatedAllowance:
         host = peer[0]
         with self._lock:
             waiting = {peer_of(assoc) for assoc in self.associations()
-                       if is_unassociated(assoc)} - {peer} | self._arriving
+                       if is_unassociated(assoc) and is_counted(assoc)} | self._arriving
             total = len(waiting)
             from_host = sum(1 for address, _port in waiting if address == host)
             if total >= self.total or from_host >= self.per_host:

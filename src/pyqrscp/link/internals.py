@@ -60,6 +60,7 @@ from pynetdicom.transport import (
 )
 
 from pyqrscp.errors import ServiceFailed
+from pyqrscp.link.connections import set_counted
 from pyqrscp.link.negotiated import NegotiatedOutcomes, Outcome, outcome_key
 from pyqrscp.link.reactor import (
     accept_inline,
@@ -271,15 +272,18 @@ class RoutedAssociation(Association):
         directly (:func:`open_first`), then negotiated there with the DUL's loop turned inline
         (:func:`~pyqrscp.link.reactor.accept_inline`) where the event-driven loops are
         installed, else pynetdicom's ``run_reactor`` as it comes."""
-        opening = self.__dict__.pop(_OPENING, None)
-        if opening is None or opening(self):
-            if not accept_inline(self):
-                super().run()
-        else:
-            discard_unstarted(self)
-        ended = type(self).ended
-        if ended is not None:
-            ended()
+        try:
+            opening = self.__dict__.pop(_OPENING, None)
+            if opening is None or opening(self):
+                if not accept_inline(self):
+                    super().run()
+            else:
+                discard_unstarted(self)
+        finally:
+            set_counted(self, False)  # over: not counted while it makes the next spare
+            ended = type(self).ended
+            if ended is not None:
+                ended()
 
 
 def route_requests(assoc: Association, routed_class: type[RoutedAssociation]) -> None:
@@ -352,7 +356,8 @@ _OPENING = "_pyqrscp_opening"
 def open_first(assoc: Association, request: socket.socket, client_address: tuple[str, int],
                opening: Callable[[Association], bool]) -> None:
     """Give a spare association (:class:`SpareAcceptors`) its connection and start its thread,
-    which first runs ``opening`` (admission; False: the connection is closed and the
+    which first runs ``opening`` (admission, which counts the association with
+    :func:`~pyqrscp.link.connections.set_counted`; False: the connection is closed and the
     association never runs) and triggers EVT_CONN_OPEN, as pynetdicom's request handler does
     in a thread of its own before it starts the association's: one thread start less between
     a connection's arrival and its A-ASSOCIATE-AC.  The socket is closed whenever pynetdicom
@@ -363,13 +368,23 @@ def open_first(assoc: Association, request: socket.socket, client_address: tuple
         close_socket_always(assoc.dul.socket)
 
     def open_connection(opened: Association) -> bool:
-        if not opening(opened):
+        try:
+            admitted = opening(opened)
+        except BaseException:
+            request.close()
+            raise
+        if not admitted:
             request.close()
             return False
         evt.trigger(opened, evt.EVT_CONN_OPEN, {"address": client_address})
         return True
     assoc.__dict__[_OPENING] = open_connection
-    assoc.start()
+    set_counted(assoc, False)  # until ``opening`` admits it
+    try:
+        assoc.start()
+    except BaseException:  # no thread: the accept loop closes the connection
+        discard_unstarted(assoc)
+        raise
 
 
 class SpareAcceptors:
@@ -390,6 +405,7 @@ class SpareAcceptors:
         self._spares: list[Association] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._generation = 0  # of the server's handlers: a spare made before a clear is stale
 
     def __len__(self) -> int:
         with self._lock:
@@ -406,17 +422,23 @@ class SpareAcceptors:
             with self._lock:
                 if self._closed or len(self._spares) >= self._kept:
                     return
+                generation = self._generation
             made = self._make()
             with self._lock:
-                if not self._closed and len(self._spares) < self._kept:
+                stale = generation != self._generation  # made with handlers since changed
+                kept = not self._closed and not stale and len(self._spares) < self._kept
+                if kept:
                     self._spares.append(made)
-                    continue
+            if kept:
+                continue
             discard_unstarted(made)
-            return
+            if not stale:
+                return
 
     def clear(self) -> None:
         """Drop the spares (the server's handlers changed: they were bound to the old)."""
         with self._lock:
+            self._generation += 1
             dropped, self._spares = self._spares, []
         for assoc in dropped:
             discard_unstarted(assoc)

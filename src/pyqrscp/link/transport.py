@@ -25,7 +25,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from pyqrscp.dimse.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 from pyqrscp.link import internals
-from pyqrscp.link.connections import UnassociatedAllowance, peer_of
+from pyqrscp.link.connections import UnassociatedAllowance, peer_of, set_counted
 from pyqrscp.link.decoded import DecodedRequests
 from pyqrscp.link.internals import DimseMessage
 from pyqrscp.link.negotiated import NegotiatedOutcomes
@@ -126,15 +126,17 @@ class ArchiveServerSocket(ThreadedAssociationServer):
                              cast(tuple[str, int], client_address), self.admit_in_own_thread)
 
     def admit_in_own_thread(self, assoc: Association) -> bool:
-        """Admit a connection its association's thread serves from the start; that thread is
-        live, so the allowance counts the connection already (as unassociated)."""
+        """Admit a connection its association's thread serves from the start.  That thread is
+        live but not counted until admitted (:func:`~pyqrscp.link.connections.set_counted`):
+        two such threads waiting to admit must not refuse each other.  The place taken is
+        held until the thread counts, so a connection admitted next counts this one."""
         allowance = self.allowance
-        if allowance is None:
-            return True
         peer = peer_of(assoc)
-        if not allowance.admit(peer):
+        if allowance is not None and not allowance.admit(peer):
             return False
-        allowance.arrived(peer)
+        set_counted(assoc, True)
+        if allowance is not None:
+            allowance.arrived(peer)
         return True
 
     def shutdown(self) -> None:

@@ -33,6 +33,7 @@ from pyqrscp.link.channel import Channel
 from pyqrscp.link.connections import (
     ReadTimeouts,
     UnassociatedAllowance,
+    is_counted,
     is_unassociated,
     set_read_timeout,
     shut_connection,
@@ -413,7 +414,7 @@ class ArchiveServer:
         (connections that have not sent their A-ASSOCIATE-RQ do not count)."""
         server = self._server
         active = [a for a in server.active_associations
-                  if a.is_acceptor and not is_unassociated(a)] if server else []
+                  if a.is_acceptor and not is_unassociated(a) and is_counted(a)] if server else []
         if len(active) > self.options.max_associations:
             return Rejection(RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION,
                              RejectReason.LOCAL_LIMIT_EXCEEDED,
