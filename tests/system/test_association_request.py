@@ -43,7 +43,7 @@ from pynetdicom.pdu_primitives import (
     UserIdentityNegotiation,
 )
 
-from pyqrscp.link.connections import is_counted
+from pyqrscp.link.internals import is_counted
 from pyqrscp.link.library import describe_pdus
 
 A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ABORT = 0x02, 0x03, 0x07

@@ -250,9 +250,9 @@ def test_unassociated_connections_have_their_own_bounded_allowance(tmp_path: Pat
 def test_a_connection_admitted_in_its_own_association_thread_is_not_counted_twice(
         tmp_path: Path) -> None:
     """A connection handed straight to an association made ahead is admitted in that
-    association's thread, which is live and so already counts the connection as waiting for
-    its A-ASSOCIATE-RQ: with one place per host the first connection keeps it (its request
-    is answered) and the second, arriving while the first waits, is the one closed."""
+    association's thread, which is live before it admits: with one place per host the first
+    connection keeps it (its request is answered) and the second, arriving while the first
+    waits, is the one closed."""
     with pyqrscp_process(config_for(tmp_path), "--unassociated-timeout", "120", "-ta", "120",
                          "--max-unassociated-per-host", "1") as server:
         with silent_connections(server.port, 1) as (first,):

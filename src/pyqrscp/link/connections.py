@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pynetdicom.association import Association
 
 from pyqrscp.config.options import Options
+from pyqrscp.link.internals import is_counted
 
 LOGGER = logging.getLogger(__name__)
 
@@ -79,22 +80,6 @@ def set_read_timeout(assoc: Association, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
-_UNCOUNTED = "_pyqrscp_uncounted"
-
-
-def set_counted(assoc: Association, counted: bool) -> None:
-    """Count the association's thread against the limits (MaxAssociations, the unassociated
-    allowance) or not: a thread given its connection directly is not counted until it has
-    admitted it (nor after it refused it), and one that has ended is not counted while it
-    goes on to make the next spare association."""
-    assoc.__dict__[_UNCOUNTED] = not counted
-
-
-def is_counted(assoc: Association) -> bool:
-    """Does the association's thread count against the limits (:func:`set_counted`)?"""
-    return not assoc.__dict__.get(_UNCOUNTED, False)
-
-
 Peer = tuple[str, int]
 """A connection's peer, (address, port): unique among the live connections."""
 
@@ -113,7 +98,7 @@ class UnassociatedAllowance:
     association's thread is live before its handler gives the ticket back.  Both are therefore
     keyed by the peer's (address, port), and a connection in both is counted once.  A
     connection handed straight to its association is admitted in that live thread, which is
-    not counted until then (:func:`set_counted`).
+    not counted until then (:func:`~pyqrscp.link.internals.set_counted`).
     """
 
     def __init__(self, associations: Callable[[], Iterable[Association]], total: int,

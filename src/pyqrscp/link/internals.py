@@ -60,7 +60,6 @@ from pynetdicom.transport import (
 )
 
 from pyqrscp.errors import ServiceFailed
-from pyqrscp.link.connections import set_counted
 from pyqrscp.link.negotiated import NegotiatedOutcomes, Outcome, outcome_key
 from pyqrscp.link.reactor import (
     accept_inline,
@@ -357,7 +356,7 @@ def open_first(assoc: Association, request: socket.socket, client_address: tuple
                opening: Callable[[Association], bool]) -> None:
     """Give a spare association (:class:`SpareAcceptors`) its connection and start its thread,
     which first runs ``opening`` (admission, which counts the association with
-    :func:`~pyqrscp.link.connections.set_counted`; False: the connection is closed and the
+    :func:`set_counted`; False: the connection is closed and the
     association never runs) and triggers EVT_CONN_OPEN, as pynetdicom's request handler does
     in a thread of its own before it starts the association's: one thread start less between
     a connection's arrival and its A-ASSOCIATE-AC.  The socket is closed whenever pynetdicom
@@ -584,6 +583,19 @@ def _context_copy(context: PresentationContext) -> PresentationContext:
 def attach(target: Association | DULServiceProvider, name: str, value: object) -> None:
     """Keep a pyqrscp object on a pynetdicom object (its name starts with ``_pyqrscp_``)."""
     target.__dict__[f"_pyqrscp_{name}"] = value
+
+
+def set_counted(assoc: Association, counted: bool) -> None:
+    """Count the association's thread against the limits (MaxAssociations, the unassociated
+    allowance) or not: a thread given its connection directly is not counted until it has
+    admitted it (nor after it refused it), and one that has ended is not counted while it
+    goes on to make the next spare association."""
+    attach(assoc, "uncounted", not counted)
+
+
+def is_counted(assoc: Association) -> bool:
+    """Does the association's thread count against the limits (:func:`set_counted`)?"""
+    return attached(assoc, "uncounted") is not True
 
 
 def attached(target: Association | DULServiceProvider, name: str) -> object:

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from socketserver import TCPServer
-from typing import cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -25,7 +24,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from pyqrscp.dimse.pdus import ASSOCIATE_RQ, ae_titles, pad_ae_titles
 from pyqrscp.link import internals
-from pyqrscp.link.connections import UnassociatedAllowance, peer_of, set_counted
+from pyqrscp.link.connections import UnassociatedAllowance, peer_of
 from pyqrscp.link.decoded import DecodedRequests
 from pyqrscp.link.internals import DimseMessage
 from pyqrscp.link.negotiated import NegotiatedOutcomes
@@ -115,26 +114,24 @@ class ArchiveServerSocket(ThreadedAssociationServer):
         (:meth:`admit_in_own_thread`), when nothing must run before the association (no TLS
         handshake); else pynetdicom's way, a handler thread that makes or takes one."""
         spares = self.spares
-        assoc = None
         if (spares is not None and self.prepare_connection is None
                 and isinstance(request, socket.socket) and isinstance(client_address, tuple)):
             assoc = spares.take()
-        if assoc is None:
-            super().process_request(request, client_address)
-            return
-        internals.open_first(assoc, cast(socket.socket, request),
-                             cast(tuple[str, int], client_address), self.admit_in_own_thread)
+            if assoc is not None:
+                internals.open_first(assoc, request, client_address, self.admit_in_own_thread)
+                return
+        super().process_request(request, client_address)
 
     def admit_in_own_thread(self, assoc: Association) -> bool:
         """Admit a connection its association's thread serves from the start.  That thread is
-        live but not counted until admitted (:func:`~pyqrscp.link.connections.set_counted`):
+        live but not counted until admitted (:func:`~pyqrscp.link.internals.set_counted`):
         two such threads waiting to admit must not refuse each other.  The place taken is
         held until the thread counts, so a connection admitted next counts this one."""
         allowance = self.allowance
         peer = peer_of(assoc)
         if allowance is not None and not allowance.admit(peer):
             return False
-        set_counted(assoc, True)
+        internals.set_counted(assoc, True)
         if allowance is not None:
             allowance.arrived(peer)
         return True

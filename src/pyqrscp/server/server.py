@@ -33,13 +33,12 @@ from pyqrscp.link.channel import Channel
 from pyqrscp.link.connections import (
     ReadTimeouts,
     UnassociatedAllowance,
-    is_counted,
     is_unassociated,
     set_read_timeout,
     shut_connection,
 )
 from pyqrscp.link.idle import IdleGovernor
-from pyqrscp.link.internals import end_wait_for_request, internals_usable
+from pyqrscp.link.internals import end_wait_for_request, internals_usable, is_counted
 from pyqrscp.link.tls import build_contexts, handshake_hook
 from pyqrscp.link.transport import ArchiveServerSocket, bind_archive_server, serve_in_background
 from pyqrscp.loglines import STARTUP_LOGGER
